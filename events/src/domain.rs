@@ -1,0 +1,367 @@
+//! The domain events of every step in DOMAIN.md, named in the past tense.
+//!
+//! Each event type has a schema version. A shipped version is never edited: a change adds
+//! a new version and an upcaster from the old one in [`crate::codec`], and the bytes of
+//! every earlier version stay decodable (see `events/tests/fixtures`).
+//!
+//! No field anywhere can hold a name, phone number, e-mail, address, IP or location: the
+//! fields are ids, digests, counts, codes, key material and times (checked by
+//! [`crate::schema`] and its tests).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::EventId;
+use crate::privacy::NumberDigest;
+use crate::time::UnixMillis;
+
+/// A random case id (16 bytes), drawn by the server, linked to nobody.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CaseId(pub [u8; 16]);
+
+/// A health centre's numeric account id (assigned by `hotaru keys centre add`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CentreId(pub u32);
+
+/// A random device id, only ever seen in the device's own events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DeviceId(pub [u8; 16]);
+
+/// A random operation-log id, the one the user may quote to support.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LogId(pub [u8; 16]);
+
+/// A batch id: the batch signer's sequence number in its region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BatchId(pub u64);
+
+/// Days since 1970-01-01 (UTC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Day(pub u32);
+
+/// A two- or three-letter region code in the GAEN export (e.g. "440" for Japan's MCC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RegionCode(pub [u8; 3]);
+
+/// What a case's infectious period counts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CaseBasis {
+    /// Symptomatic: the date symptoms began.
+    SymptomOnset(Day),
+    /// Asymptomatic: the date the sample was taken.
+    Sample(Day),
+}
+
+/// Why a redemption was refused; the letters are the app's error screens (DOMAIN.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectionReason {
+    /// A: not exactly the configured number of ASCII digits.
+    Format,
+    /// B: well-formed but unknown. The user is told only "the number is wrong".
+    Unknown,
+    /// B: already redeemed. The user is told only "the number is wrong".
+    AlreadyUsed,
+    /// B: past its validity. The user is told only "the number is wrong".
+    Expired,
+    /// C: too many failed attempts.
+    AttemptLimit,
+    /// G: the upload held no keys; no number is consumed.
+    NothingToSubmit,
+}
+
+impl RejectionReason {
+    /// The app's error letter.
+    pub const fn letter(self) -> char {
+        match self {
+            RejectionReason::Format => 'A',
+            RejectionReason::Unknown | RejectionReason::AlreadyUsed | RejectionReason::Expired => {
+                'B'
+            }
+            RejectionReason::AttemptLimit => 'C',
+            RejectionReason::NothingToSubmit => 'G',
+        }
+    }
+}
+
+/// A diagnosis key as the server stores and publishes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DiagnosisKey {
+    pub key_data: [u8; 16],
+    pub rolling_start_interval: u32,
+    pub rolling_period: u32,
+    pub transmission_risk: u8,
+    pub report_type: u8,
+    pub days_since_onset: i32,
+}
+
+/// One export file of a batch, as an auditor re-derives it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportFileDigest {
+    pub batch_num: u32,
+    pub key_count: u32,
+    pub export_bin_sha256: [u8; 32],
+}
+
+/// A signature info of a GAEN export (one per signing key in use).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureInfo {
+    pub key_version: u32,
+    pub key_id: u32,
+}
+
+/// A step of the guidance flow after a notification (DOMAIN.md, "guidance flow").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GuidanceStep {
+    AskedSymptoms,
+    AskedCloseContacts,
+    OfferedTest,
+    AdvisedBooking,
+    AdvisedWatchHealth,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseConfirmed {
+    pub case_id: CaseId,
+    pub centre_id: CentreId,
+    pub basis: CaseBasis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessingNumberIssued {
+    pub case_id: CaseId,
+    pub centre_id: CentreId,
+    pub digest: NumberDigest,
+    pub expires_at: UnixMillis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessingNumberRedeemed {
+    pub case_id: CaseId,
+    pub digest: NumberDigest,
+}
+
+/// Schema version 2: version 1 (see [`legacy::ProcessingNumberRejectedV1`]) carried only
+/// the reason, so an auditor could not tell repeated failures on one number apart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessingNumberRejected {
+    /// Absent when the input was not even well-formed (A): nothing is digested then.
+    pub digest: Option<NumberDigest>,
+    pub reason: RejectionReason,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiagnosisKeysUploaded {
+    pub case_id: CaseId,
+    pub digest: NumberDigest,
+    pub keys: Vec<DiagnosisKey>,
+}
+
+/// Keys that were held (still valid at upload) became publishable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeysReleased {
+    pub upload: EventId,
+    pub keys: Vec<DiagnosisKey>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchSigned {
+    pub batch_id: BatchId,
+    pub region: RegionCode,
+    pub start: UnixMillis,
+    pub end: UnixMillis,
+    pub key_count: u32,
+    pub files: Vec<ExportFileDigest>,
+    pub signature_infos: Vec<SignatureInfo>,
+    /// Seed of the padding keys, so an auditor can rebuild them.
+    pub padding_seed: [u8; 32],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchPublished {
+    pub batch_id: BatchId,
+    /// SHA-256 of each published zip, in file order (the blob store's addresses).
+    pub blobs: Vec<[u8; 32]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyRotated {
+    pub info: SignatureInfo,
+    /// The new public key, SubjectPublicKeyInfo DER.
+    pub public_key_spki: Vec<u8>,
+    pub valid_from: UnixMillis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationLogReceived {
+    pub log_id: LogId,
+    /// The log as the user sent it; stored sealed under a day key (crypto-shredding).
+    pub content: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationLogDeleted {
+    pub log_id: LogId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionExpired {
+    /// The day whose data key was destroyed.
+    pub day: Day,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TekRolled {
+    pub device_id: DeviceId,
+    pub rolling_start_interval: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProximityRecorded {
+    pub device_id: DeviceId,
+    pub rpi: [u8; 16],
+    pub aem: [u8; 4],
+    pub interval: u32,
+    pub attenuation_db: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExposureChecked {
+    pub device_id: DeviceId,
+    pub batch_id: BatchId,
+    pub keys_checked: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExposureMatched {
+    pub device_id: DeviceId,
+    pub day: Day,
+    pub weighted_seconds: u32,
+    pub scan_seconds: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExposureNotified {
+    pub device_id: DeviceId,
+    pub day: Day,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuidanceShown {
+    pub device_id: DeviceId,
+    pub step: GuidanceStep,
+}
+
+/// A synthetic event for `hotaru log append-demo`, tests and benchmarks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DemoRecorded {
+    pub seq: u64,
+    pub filler: Vec<u8>,
+}
+
+macro_rules! domain_events {
+    ($($variant:ident = $tag:literal, $version:literal;)*) => {
+        /// Every domain event, in its current schema version. `Serialize` is for tools that
+        /// show events (`hotaru log tail --json`, the audit report); storage goes through
+        /// [`crate::codec`].
+        #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+        pub enum DomainEvent {
+            $($variant($variant),)*
+        }
+
+        /// The type of a domain event, with its stable name and tag.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventType {
+            $($variant,)*
+        }
+
+        impl EventType {
+            pub const ALL: &'static [EventType] = &[$(EventType::$variant,)*];
+
+            /// The stable name, as in logs, NATS headers and the audit report.
+            pub const fn name(self) -> &'static str {
+                match self { $(EventType::$variant => stringify!($variant),)* }
+            }
+
+            /// The stable one-byte tag stored in every record. Never reused.
+            pub const fn tag(self) -> u8 {
+                match self { $(EventType::$variant => $tag,)* }
+            }
+
+            /// The schema version new events of this type are written with.
+            pub const fn current_version(self) -> u16 {
+                match self { $(EventType::$variant => $version,)* }
+            }
+
+            pub fn from_tag(tag: u8) -> Option<Self> {
+                match tag { $($tag => Some(EventType::$variant),)* _ => None }
+            }
+
+            pub fn parse(name: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|t| t.name() == name)
+            }
+        }
+
+        impl DomainEvent {
+            pub fn event_type(&self) -> EventType {
+                match self { $(DomainEvent::$variant(_) => EventType::$variant,)* }
+            }
+
+            /// bincode of the current version's struct.
+            pub(crate) fn encode_body(&self) -> Result<Vec<u8>, bincode::error::EncodeError> {
+                match self {
+                    $(DomainEvent::$variant(e) => bincode::serde::encode_to_vec(e, crate::codec::BINCODE),)*
+                }
+            }
+
+            /// Decodes a body written in the current version of `ty`.
+            pub(crate) fn decode_current(ty: EventType, body: &[u8]) -> Result<Self, bincode::error::DecodeError> {
+                match ty {
+                    $(EventType::$variant => Ok(DomainEvent::$variant(crate::codec::decode_exact(body)?)),)*
+                }
+            }
+        }
+    };
+}
+
+domain_events! {
+    CaseConfirmed = 1, 1;
+    ProcessingNumberIssued = 2, 1;
+    ProcessingNumberRedeemed = 3, 1;
+    ProcessingNumberRejected = 4, 2;
+    DiagnosisKeysUploaded = 5, 1;
+    KeysReleased = 6, 1;
+    BatchSigned = 7, 1;
+    BatchPublished = 8, 1;
+    SigningKeyRotated = 9, 1;
+    OperationLogReceived = 10, 1;
+    OperationLogDeleted = 11, 1;
+    RetentionExpired = 12, 1;
+    TekRolled = 13, 1;
+    ProximityRecorded = 14, 1;
+    ExposureChecked = 15, 1;
+    ExposureMatched = 16, 1;
+    ExposureNotified = 17, 1;
+    GuidanceShown = 18, 1;
+    DemoRecorded = 19, 1;
+}
+
+/// Earlier schema versions, kept so that stored bytes stay decodable. Never edited.
+pub mod legacy {
+    use serde::{Deserialize, Serialize};
+
+    use super::{ProcessingNumberRejected, RejectionReason};
+
+    /// `ProcessingNumberRejected` version 1.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ProcessingNumberRejectedV1 {
+        pub reason: RejectionReason,
+    }
+
+    impl From<ProcessingNumberRejectedV1> for ProcessingNumberRejected {
+        fn from(v1: ProcessingNumberRejectedV1) -> Self {
+            Self {
+                digest: None,
+                reason: v1.reason,
+            }
+        }
+    }
+}

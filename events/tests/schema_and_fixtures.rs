@@ -1,0 +1,138 @@
+//! Schema versions stay decodable, and the schema leaves no room for personal data.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use hotaru_events::codec::{ENCODING_BINCODE2, decode_payload, encode_legacy_payload};
+use hotaru_events::domain::legacy::ProcessingNumberRejectedV1;
+use hotaru_events::domain::{ProcessingNumberRejected, RejectionReason};
+use hotaru_events::schema::{fields, samples};
+use hotaru_events::{CommitEvent, DomainEvent, EventId, EventType, NewEvent, UnixMillis};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn fixture_name(t: EventType, version: u16) -> String {
+    format!("{}.v{}.bin", t.name(), version)
+}
+
+/// Writes the fixture of each current schema version that has none yet (never
+/// overwrites: shipped bytes are history). Run with HOTARU_BLESS_FIXTURES=1 after adding a
+/// schema version.
+fn bless_missing() {
+    for ev in samples() {
+        let t = ev.event_type();
+        let path = fixtures().join(fixture_name(t, t.current_version()));
+        if !path.exists() {
+            let ne = NewEvent::new(EventId::new(UnixMillis(0), [0; 10]), UnixMillis(0), ev);
+            std::fs::write(&path, CommitEvent::plain(&ne).unwrap().payload).unwrap();
+        }
+    }
+    let v1 = fixtures().join(fixture_name(EventType::ProcessingNumberRejected, 1));
+    if !v1.exists() {
+        let old = ProcessingNumberRejectedV1 {
+            reason: RejectionReason::Unknown,
+        };
+        std::fs::write(v1, encode_legacy_payload(&old)).unwrap();
+    }
+}
+
+#[test]
+fn every_current_schema_version_has_a_fixture_that_decodes_to_its_sample() {
+    if std::env::var_os("HOTARU_BLESS_FIXTURES").is_some() {
+        bless_missing();
+    }
+    for ev in samples() {
+        let t = ev.event_type();
+        let path = fixtures().join(fixture_name(t, t.current_version()));
+        let bytes = std::fs::read(&path).unwrap_or_else(|_| {
+            panic!(
+                "missing fixture {}: run with HOTARU_BLESS_FIXTURES=1",
+                path.display()
+            )
+        });
+        assert_eq!(bytes[0], ENCODING_BINCODE2);
+        let decoded = decode_payload(t, t.current_version(), &bytes).unwrap();
+        assert_eq!(decoded, ev, "{}", t.name());
+    }
+}
+
+#[test]
+fn stored_version_one_rejections_still_decode() {
+    let t = EventType::ProcessingNumberRejected;
+    let bytes = std::fs::read(fixtures().join(fixture_name(t, 1))).unwrap();
+    assert_eq!(
+        decode_payload(t, 1, &bytes).unwrap(),
+        DomainEvent::ProcessingNumberRejected(ProcessingNumberRejected {
+            digest: None,
+            reason: RejectionReason::Unknown
+        })
+    );
+}
+
+#[test]
+fn there_is_one_sample_per_event_type() {
+    let seen: BTreeSet<_> = samples().iter().map(|e| e.event_type()).collect();
+    assert_eq!(seen.len(), EventType::ALL.len());
+    let tags: BTreeSet<_> = EventType::ALL.iter().map(|t| t.tag()).collect();
+    assert_eq!(
+        tags.len(),
+        EventType::ALL.len(),
+        "event type tags are unique"
+    );
+}
+
+#[test]
+fn the_declared_schema_matches_the_structs() {
+    for ev in samples() {
+        let t = ev.event_type();
+        let json = serde_json::to_value(&ev).unwrap();
+        let body = &json[t.name()];
+        let actual: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut declared: Vec<&str> = fields(t).iter().map(|f| f.name).collect();
+        let mut actual_sorted = actual.clone();
+        actual_sorted.sort();
+        declared.sort();
+        assert_eq!(actual_sorted, declared, "{}", t.name());
+    }
+}
+
+#[test]
+fn no_field_is_named_for_personal_data() {
+    const FORBIDDEN: [&str; 14] = [
+        "name", "phone", "tel", "mail", "address", "addr", "ip", "location", "lat", "lon", "gps",
+        "host", "mac", "birth",
+    ];
+    let mut names = BTreeSet::new();
+    for ev in samples() {
+        collect_keys(&serde_json::to_value(&ev).unwrap(), &mut names);
+    }
+    for name in &names {
+        let words: Vec<&str> = name.split('_').collect();
+        for bad in FORBIDDEN {
+            assert!(
+                !words.contains(&bad),
+                "field {name} looks like personal data ({bad})"
+            );
+        }
+    }
+}
+
+fn collect_keys(v: &serde_json::Value, out: &mut BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                out.insert(k.to_lowercase());
+                collect_keys(v, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| collect_keys(v, out)),
+        _ => {}
+    }
+}
