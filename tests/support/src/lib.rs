@@ -1,1 +1,156 @@
-//! placeholder
+//! Test helpers shared by every crate's tests.
+//!
+//! [`NatsServer`] starts a real `nats-server -js` on a free loopback port with a store in
+//! a temporary directory, and stops it when dropped. No test relies on a server that
+//! happens to be running. When nats-server is not installed the helper fails the test
+//! with a message saying how to install it: it never passes silently.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running nats-server with JetStream, owned by one test.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// The nats-server binary: `$HOTARU_NATS_SERVER`, or `nats-server` on the PATH.
+pub fn nats_server_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("HOTARU_NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    // Debian puts it in /usr/sbin, which is not on every user's PATH.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")])
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!(
+            "nats-server is not installed: this test needs a real one. Install it with \
+             `sudo apt-get install nats-server` (Debian/Ubuntu) or put the binary on the PATH \
+             (or point HOTARU_NATS_SERVER at it); `.ci/run` installs it for you"
+        )
+    })
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+impl NatsServer {
+    /// Starts a fresh server and waits until it accepts clients.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// The server's own log (for tests that scan what was written).
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.path().join("nats-server.log")
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let log = self.log_file();
+        let child = Command::new(nats_server_binary())
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store_dir())
+            .arg("-l")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", nats_server_binary().display()));
+        self.child = Some(child);
+        wait_ready(&log, self.port, self.child.as_mut().expect("child"));
+    }
+}
+
+fn wait_ready(log: &Path, port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut text = String::new();
+            let _ = std::fs::File::open(log).and_then(|mut f| f.read_to_string(&mut text));
+            panic!("nats-server exited with {status} during start:\n{text}");
+        }
+        let ready = std::fs::read_to_string(log)
+            .map(|t| t.contains("Server is ready"))
+            .unwrap_or(false);
+        if ready && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nats-server on port {port} not ready after 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_starts_restarts_and_stops() {
+        let mut s = NatsServer::start();
+        let addr: SocketAddr = format!("127.0.0.1:{}", s.port).parse().unwrap();
+        assert!(TcpStream::connect(addr).is_ok());
+        s.restart();
+        assert!(TcpStream::connect(addr).is_ok());
+        drop(s);
+        assert!(TcpStream::connect(addr).is_err());
+    }
+}

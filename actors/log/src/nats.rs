@@ -1,0 +1,703 @@
+//! The NATS JetStream backend.
+//!
+//! - One JetStream stream per [`Context`] (`HOTARU_REGISTRATION`, ...), file storage,
+//!   subjects `hotaru.<context>.<kind>.<id>`: one subject per aggregate stream, so that
+//!   `Nats-Expected-Last-Subject-Sequence` guards the stream version. The event types
+//!   travel inside the frame (and in the `Hotaru-Types` header for people with `nats`).
+//! - One commit = one message, so an append is atomic (JetStream before 2.12 has no
+//!   multi-message atomic publish). Message id = the commit's first event id (JetStream
+//!   de-duplication), and `Nats-Expected-Last-Sequence` = the chain head the frame was
+//!   hashed against. A pipelined frame is hashed against our own frame before it, which
+//!   the server may yet refuse; such a publish also carries `Nats-Expected-Last-Msg-Id` =
+//!   that frame's message id, so it lands only on the very frame it was chained to. Two
+//!   writers can therefore never fork a context's chain (the two-writer test shows it).
+//! - One writer task per process pipelines every waiting append (up to [`MAX_GROUP`], well
+//!   below the ~5,000 unacknowledged publishes that stall the client) and answers each
+//!   append only when its publish ack arrives. When another writer got in first, the
+//!   server rejects the stale publishes; the writer re-reads the head and tries again.
+//! - Checkpoints: a stream `HOTARU_CHECKPOINTS` with one message per consumer
+//!   (`max_messages_per_subject = 1`); no KV API, which cannot create buckets on 2.9.
+//! - Consumers have one filter subject each (2.9 silently ignores several).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use hotaru_events::{ChainHash, Commit, CommitEvent, Context, Frame, NewEvent, StreamId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    Appended, Checkpoint, EventLog, ExpectedVersion, LogError, RecordedCommit, Subscription,
+    check_consumer_name, decode_checkpoint, encode_checkpoint, recorded, same_ids,
+};
+
+/// Most appends pipelined in one round.
+const MAX_GROUP: usize = 2048;
+/// How often one append is retried after losing a race with another writer.
+const MAX_ATTEMPTS: u32 = 16;
+/// A read that sees no message for this long gives up.
+const READ_IDLE: Duration = Duration::from_secs(30);
+const CHECKPOINT_STREAM: &str = "HOTARU_CHECKPOINTS";
+const CHECKPOINT_SUBJECT: &str = "hotaru_checkpoint";
+
+/// How to reach JetStream and how to lay out the streams.
+#[derive(Clone, Debug)]
+pub struct NatsConfig {
+    /// e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Replicas of every stream: 1 on one server, 3 on a cluster.
+    pub replicas: usize,
+    /// JetStream's de-duplication window for message ids (see `docs/event-log.md`).
+    pub duplicate_window: Duration,
+}
+
+impl NatsConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The JetStream event log. Cheap to clone; clones share one connection and one writer.
+#[derive(Clone)]
+pub struct NatsLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    js: jetstream::Context,
+    streams: HashMap<Context, stream::Stream>,
+    checkpoints: stream::Stream,
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+struct Request {
+    stream: StreamId,
+    expected: ExpectedVersion,
+    events: Vec<CommitEvent>,
+    reply: oneshot::Sender<Result<Appended, LogError>>,
+    attempts: u32,
+}
+
+fn backend(e: impl std::fmt::Display) -> LogError {
+    LogError::Backend(e.to_string())
+}
+
+/// The JetStream stream name of a context.
+pub fn stream_name(ctx: Context) -> String {
+    format!("HOTARU_{}", ctx.name().to_uppercase())
+}
+
+fn subject(stream: &StreamId) -> String {
+    format!(
+        "hotaru.{}.{}.{}",
+        stream.context().name(),
+        stream.kind().name(),
+        stream.id()
+    )
+}
+
+impl NatsLog {
+    /// Connects and creates the streams that do not exist yet.
+    pub async fn connect(config: &NatsConfig) -> Result<Self, LogError> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(&config.url)
+            .await
+            .map_err(|e| LogError::Backend(format!("cannot connect to {}: {e}", config.url)))?;
+        let js = jetstream::new(client);
+        let mut streams = HashMap::new();
+        for ctx in Context::ALL {
+            let s = js
+                .get_or_create_stream(stream::Config {
+                    name: stream_name(ctx),
+                    subjects: vec![format!("hotaru.{}.>", ctx.name())],
+                    storage: stream::StorageType::File,
+                    num_replicas: config.replicas,
+                    duplicate_window: config.duplicate_window,
+                    deny_delete: true,
+                    deny_purge: true,
+                    allow_direct: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| {
+                    LogError::Backend(format!("cannot create stream {}: {e}", stream_name(ctx)))
+                })?;
+            streams.insert(ctx, s);
+        }
+        let checkpoints = js
+            .get_or_create_stream(stream::Config {
+                name: CHECKPOINT_STREAM.into(),
+                subjects: vec![format!("{CHECKPOINT_SUBJECT}.>")],
+                storage: stream::StorageType::File,
+                num_replicas: config.replicas,
+                max_messages_per_subject: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                LogError::Backend(format!("cannot create stream {CHECKPOINT_STREAM}: {e}"))
+            })?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = Writer {
+            js: js.clone(),
+            streams: streams.clone(),
+            heads: HashMap::new(),
+            versions: HashMap::new(),
+        };
+        tokio::spawn(writer.run(rx));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                js,
+                streams,
+                checkpoints,
+                tx,
+            }),
+        })
+    }
+
+    /// The JetStream context, for tools and benchmarks that publish raw.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.inner.js
+    }
+
+    async fn last_sequence(&self, ctx: Context) -> Result<u64, LogError> {
+        let mut s = self.inner.streams[&ctx].clone();
+        Ok(s.info().await.map_err(backend)?.state.last_sequence)
+    }
+
+    /// Reads messages of `ctx` from `from` with an ordered consumer filtered on
+    /// `filter` until sequence `end` (inclusive) or nothing is pending.
+    async fn read_range(
+        &self,
+        ctx: Context,
+        filter: Option<String>,
+        from: u64,
+        end: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedCommit>, LogError> {
+        let mut out = Vec::new();
+        if from > end || max == 0 {
+            return Ok(out);
+        }
+        let consumer = self.inner.streams[&ctx]
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
+                filter_subject: filter.unwrap_or_default(),
+                ..Default::default()
+            })
+            .await
+            .map_err(backend)?;
+        let mut messages = consumer.messages().await.map_err(backend)?;
+        while out.len() < max {
+            let msg = match tokio::time::timeout(READ_IDLE, messages.next()).await {
+                Err(_) => return Err(LogError::Backend(format!("read of {ctx} stalled"))),
+                Ok(None) => break,
+                Ok(Some(m)) => m.map_err(backend)?,
+            };
+            let info = msg.info().map_err(backend)?;
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            if seq > end {
+                break;
+            }
+            out.push(recorded(ctx, seq, msg.payload.clone())?);
+            if seq >= end || pending == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The writer task: owns the chain heads it believes in and a cache of stream versions;
+/// both are dropped for a context as soon as the server disagrees.
+struct Writer {
+    js: jetstream::Context,
+    streams: HashMap<Context, stream::Stream>,
+    heads: HashMap<Context, Head>,
+    /// Stream version and the sequence of the stream's last message.
+    versions: HashMap<StreamId, (u64, u64)>,
+}
+
+/// The chain head a writer appends to.
+#[derive(Clone)]
+struct Head {
+    position: u64,
+    hash: ChainHash,
+    /// The message id of the head when it is our own frame whose ack has not come back
+    /// (`None` when the head was read from the server).
+    tentative_msg_id: Option<String>,
+}
+
+enum Plan {
+    Done(Result<Appended, LogError>),
+    Publish {
+        subject: String,
+        frame: Vec<u8>,
+        types: String,
+        expect_seq: u64,
+        expect_msg_id: Option<String>,
+        expect_subject_seq: u64,
+        appended: Appended,
+        hash: ChainHash,
+    },
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        while let Some(first) = rx.recv().await {
+            let mut work = vec![first];
+            while work.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(r) => work.push(r),
+                    Err(_) => break,
+                }
+            }
+            while !work.is_empty() {
+                work = self.round(work).await;
+            }
+        }
+    }
+
+    fn forget(&mut self, ctx: Context) {
+        self.heads.remove(&ctx);
+        self.versions.retain(|s, _| s.context() != ctx);
+    }
+
+    async fn head(&mut self, ctx: Context) -> Result<Head, LogError> {
+        if let Some(h) = self.heads.get(&ctx) {
+            return Ok(h.clone());
+        }
+        let mut s = self.streams[&ctx].clone();
+        let last = s.info().await.map_err(backend)?.state.last_sequence;
+        let head = if last == 0 {
+            (0, ChainHash::GENESIS)
+        } else {
+            let msg = s.get_raw_message(last).await.map_err(backend)?;
+            let (hash, _) = Frame::split(&msg.payload).map_err(|e| LogError::Corrupt {
+                context: ctx,
+                position: last,
+                reason: e.to_string(),
+            })?;
+            (last, hash)
+        };
+        let head = Head {
+            position: head.0,
+            hash: head.1,
+            tentative_msg_id: None,
+        };
+        self.heads.insert(ctx, head.clone());
+        Ok(head)
+    }
+
+    async fn version(&mut self, stream: &StreamId) -> Result<(u64, u64), LogError> {
+        if let Some(v) = self.versions.get(stream) {
+            return Ok(*v);
+        }
+        let ctx = stream.context();
+        let v = match self.streams[&ctx]
+            .get_last_raw_message_by_subject(&subject(stream))
+            .await
+        {
+            Ok(msg) => {
+                let (_, commit) = Frame::decode(&msg.payload).map_err(|e| LogError::Corrupt {
+                    context: ctx,
+                    position: msg.sequence,
+                    reason: e.to_string(),
+                })?;
+                (commit.last_version(), msg.sequence)
+            }
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => (0, 0),
+            Err(e) => return Err(backend(e)),
+        };
+        self.versions.insert(stream.clone(), v);
+        Ok(v)
+    }
+
+    /// The stored commit of `stream` that holds exactly these events, if any.
+    async fn find_in_stream(&self, req: &Request) -> Result<Option<Appended>, LogError> {
+        let ctx = req.stream.context();
+        let first = req.events[0].event_id;
+        let s = &self.streams[&ctx];
+        let mut seq = 1;
+        loop {
+            let msg = match s
+                .get_first_raw_message_by_subject(subject(&req.stream), seq)
+                .await
+            {
+                Ok(m) => m,
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(backend(e)),
+            };
+            let (_, commit) = Frame::decode(&msg.payload).map_err(|e| LogError::Corrupt {
+                context: ctx,
+                position: msg.sequence,
+                reason: e.to_string(),
+            })?;
+            if commit.events.iter().any(|e| e.event_id == first) {
+                return if same_ids(&commit, &req.events) {
+                    Ok(Some(Appended {
+                        position: msg.sequence,
+                        first_version: commit.first_version,
+                        last_version: commit.last_version(),
+                        duplicate: true,
+                    }))
+                } else {
+                    Err(LogError::IdReused {
+                        event_id: first.to_string(),
+                        context: ctx,
+                        position: msg.sequence,
+                    })
+                };
+            }
+            seq = msg.sequence + 1;
+        }
+    }
+
+    async fn plan(&mut self, req: &Request) -> Result<Plan, LogError> {
+        let ctx = req.stream.context();
+        let head = self.head(ctx).await?;
+        let (version, subject_seq) = self.version(&req.stream).await?;
+        if let ExpectedVersion::Exact(v) = req.expected {
+            if v != version {
+                return Ok(Plan::Done(match self.find_in_stream(req).await? {
+                    Some(dup) => Ok(dup),
+                    None => Err(LogError::Conflict {
+                        stream: req.stream.clone(),
+                        expected: req.expected,
+                        actual: version,
+                    }),
+                }));
+            }
+        }
+        let commit = Commit {
+            context: ctx,
+            position: head.position + 1,
+            stream: req.stream.clone(),
+            first_version: version + 1,
+            events: req.events.clone(),
+        };
+        let (hash, frame) = Frame::encode(&head.hash, &commit)?;
+        let types = commit
+            .events
+            .iter()
+            .map(|e| e.event_type.name())
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(Plan::Publish {
+            subject: subject(&req.stream),
+            frame,
+            types,
+            expect_seq: head.position,
+            expect_msg_id: head.tentative_msg_id,
+            expect_subject_seq: subject_seq,
+            appended: Appended {
+                position: commit.position,
+                first_version: commit.first_version,
+                last_version: commit.last_version(),
+                duplicate: false,
+            },
+            hash,
+        })
+    }
+
+    /// Plans and publishes every request, then awaits the acks in order. Returns the
+    /// requests that lost a race and must be planned again.
+    async fn round(&mut self, work: Vec<Request>) -> Vec<Request> {
+        let mut inflight = Vec::with_capacity(work.len());
+        for req in work {
+            let ctx = req.stream.context();
+            match self.plan(&req).await {
+                Err(e) => {
+                    if matches!(e, LogError::Backend(_)) {
+                        self.forget(ctx);
+                    }
+                    let _ = req.reply.send(Err(e));
+                }
+                Ok(Plan::Done(r)) => {
+                    let _ = req.reply.send(r);
+                }
+                Ok(Plan::Publish {
+                    subject,
+                    frame,
+                    types,
+                    expect_seq,
+                    expect_msg_id,
+                    expect_subject_seq,
+                    appended,
+                    hash,
+                }) => {
+                    let msg_id = req.events[0].event_id.to_string();
+                    let mut publish = PublishMessage::build()
+                        .payload(Bytes::from(frame))
+                        .message_id(&msg_id)
+                        .expected_last_sequence(expect_seq)
+                        .expected_last_subject_sequence(expect_subject_seq)
+                        .header("Hotaru-Types", types.as_str());
+                    if let Some(id) = expect_msg_id {
+                        publish = publish.expected_last_message_id(id);
+                    }
+                    match self.js.send_publish(subject, publish).await {
+                        Ok(ack) => {
+                            let head = Head {
+                                position: appended.position,
+                                hash,
+                                tentative_msg_id: Some(msg_id),
+                            };
+                            self.heads.insert(ctx, head);
+                            self.versions.insert(
+                                req.stream.clone(),
+                                (appended.last_version, appended.position),
+                            );
+                            inflight.push((req, appended, ack));
+                        }
+                        Err(e) => {
+                            self.forget(ctx);
+                            let _ = req.reply.send(Err(backend(e)));
+                        }
+                    }
+                }
+            }
+        }
+        let mut retry = Vec::new();
+        for (mut req, appended, ack) in inflight {
+            let ctx = req.stream.context();
+            match ack.await {
+                Ok(ack) if !ack.duplicate && ack.sequence == appended.position => {
+                    let _ = req.reply.send(Ok(appended));
+                }
+                Ok(ack) if ack.duplicate => {
+                    // Stored before (within the de-duplication window): answer with the
+                    // first commit; the frames pipelined after this one were hashed
+                    // against a head that does not exist and will be refused.
+                    self.forget(ctx);
+                    let r = self.duplicate_at(&req, ack.sequence).await;
+                    let _ = req.reply.send(r);
+                }
+                Ok(ack) => {
+                    self.forget(ctx);
+                    let _ = req.reply.send(Err(LogError::Backend(format!(
+                        "stored at sequence {} instead of {}",
+                        ack.sequence, appended.position
+                    ))));
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        jetstream::context::PublishErrorKind::WrongLastSequence
+                            | jetstream::context::PublishErrorKind::WrongLastMessageId
+                    ) =>
+                {
+                    self.forget(ctx);
+                    req.attempts += 1;
+                    if req.attempts >= MAX_ATTEMPTS {
+                        let _ = req.reply.send(Err(LogError::Contention(ctx)));
+                    } else {
+                        retry.push(req);
+                    }
+                }
+                Err(e) => {
+                    self.forget(ctx);
+                    let _ = req.reply.send(Err(backend(e)));
+                }
+            }
+        }
+        if !retry.is_empty() {
+            // Back off a little so that racing writers interleave rather than collide.
+            let jitter = (retry[0].events[0].event_id.0[15] as u64 % 8) + retry[0].attempts as u64;
+            tokio::time::sleep(Duration::from_millis(jitter)).await;
+        }
+        retry
+    }
+
+    async fn duplicate_at(&self, req: &Request, seq: u64) -> Result<Appended, LogError> {
+        let ctx = req.stream.context();
+        let msg = self.streams[&ctx]
+            .get_raw_message(seq)
+            .await
+            .map_err(backend)?;
+        let (_, commit) = Frame::decode(&msg.payload).map_err(|e| LogError::Corrupt {
+            context: ctx,
+            position: seq,
+            reason: e.to_string(),
+        })?;
+        if commit.stream == req.stream && same_ids(&commit, &req.events) {
+            Ok(Appended {
+                position: seq,
+                first_version: commit.first_version,
+                last_version: commit.last_version(),
+                duplicate: true,
+            })
+        } else {
+            Err(LogError::IdReused {
+                event_id: req.events[0].event_id.to_string(),
+                context: ctx,
+                position: seq,
+            })
+        }
+    }
+}
+
+impl EventLog for NatsLog {
+    async fn append(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, LogError> {
+        if events.is_empty() {
+            return Err(hotaru_events::EncodeError::Empty.into());
+        }
+        let events = events
+            .iter()
+            .map(CommitEvent::plain)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Request {
+                stream,
+                expected,
+                events,
+                reply,
+                attempts: 0,
+            })
+            .map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?
+    }
+
+    async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedCommit>, LogError> {
+        let ctx = stream.context();
+        let last = match self.inner.streams[&ctx]
+            .get_last_raw_message_by_subject(&subject(stream))
+            .await
+        {
+            Ok(m) => m.sequence,
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(backend(e)),
+        };
+        self.read_range(ctx, Some(subject(stream)), 1, last, usize::MAX)
+            .await
+    }
+
+    async fn read_all(
+        &self,
+        context: Context,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedCommit>, LogError> {
+        let end = self.last_sequence(context).await?;
+        self.read_range(context, None, from.max(1), end, max).await
+    }
+
+    async fn head(&self, context: Context) -> Result<u64, LogError> {
+        self.last_sequence(context).await
+    }
+
+    async fn subscribe(
+        &self,
+        context: Context,
+        from: u64,
+        durable: Option<&str>,
+    ) -> Result<Subscription, LogError> {
+        let s = &self.inner.streams[&context];
+        let deliver_policy = consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: from.max(1),
+        };
+        let to_commit =
+            move |m: Result<jetstream::Message, String>| -> Result<RecordedCommit, LogError> {
+                let m = m.map_err(LogError::Backend)?;
+                let seq = m.info().map_err(backend)?.stream_sequence;
+                recorded(context, seq, m.payload.clone())
+            };
+        match durable {
+            None => {
+                let c = s
+                    .create_consumer(consumer::pull::OrderedConfig {
+                        deliver_policy,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(backend)?;
+                let msgs = c.messages().await.map_err(backend)?;
+                Ok(msgs
+                    .map(move |m| to_commit(m.map_err(|e| e.to_string())))
+                    .boxed())
+            }
+            Some(name) => {
+                check_consumer_name(name)?;
+                // The checkpoint, not the server, knows where the consumer is: start the
+                // durable consumer afresh at the position asked for.
+                let name = format!("hotaru-{name}-{}", context.name());
+                let _ = s.delete_consumer(&name).await;
+                let c = s
+                    .create_consumer(consumer::pull::Config {
+                        durable_name: Some(name),
+                        deliver_policy,
+                        ack_policy: consumer::AckPolicy::Explicit,
+                        max_ack_pending: 100_000,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(backend)?;
+                let msgs = c.messages().await.map_err(backend)?;
+                Ok(msgs
+                    .then(move |m| async move {
+                        let m = m.map_err(|e| e.to_string())?;
+                        // The checkpoint is the truth for resuming; ack at once so the
+                        // server never redelivers behind our back.
+                        m.ack().await.map_err(|e| e.to_string())?;
+                        Ok(m)
+                    })
+                    .map(to_commit)
+                    .boxed())
+            }
+        }
+    }
+
+    async fn load_checkpoint(&self, consumer: &str) -> Result<Option<Checkpoint>, LogError> {
+        check_consumer_name(consumer)?;
+        match self
+            .inner
+            .checkpoints
+            .get_last_raw_message_by_subject(&format!("{CHECKPOINT_SUBJECT}.{consumer}"))
+            .await
+        {
+            Ok(m) => decode_checkpoint(&m.payload).map(Some),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn save_checkpoint(
+        &self,
+        consumer: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), LogError> {
+        check_consumer_name(consumer)?;
+        self.inner
+            .js
+            .publish(
+                format!("{CHECKPOINT_SUBJECT}.{consumer}"),
+                encode_checkpoint(checkpoint).into(),
+            )
+            .await
+            .map_err(backend)?
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
