@@ -6,8 +6,8 @@
 use std::fmt;
 
 use hotaru_events::domain::{
-    CaseId, CentreId, DiagnosisKey, DiagnosisKeysUploaded, ProcessingNumberIssued, ProcessingNumberRedeemed,
-    RejectionReason,
+    CaseId, CentreId, DiagnosisKey, DiagnosisKeysUploaded, ProcessingNumberIssued,
+    ProcessingNumberRedeemed, RejectionReason,
 };
 use hotaru_events::{DomainEvent, NumberDigest, StreamId, StreamKind, UnixMillis};
 
@@ -41,7 +41,8 @@ impl ProcessingNumber {
 
 /// The stream of the number with this digest: `number.<64 hex digits>`.
 pub fn number_stream(digest: &NumberDigest) -> StreamId {
-    StreamId::new(StreamKind::ProcessingNumber, hex_digest(digest)).expect("64 hex digits are a valid id")
+    StreamId::new(StreamKind::ProcessingNumber, hex_digest(digest))
+        .expect("64 hex digits are a valid id")
 }
 
 fn hex_digest(d: &NumberDigest) -> String {
@@ -54,16 +55,30 @@ pub enum NumberState {
     /// Never issued (or unknown to this stream).
     #[default]
     Unissued,
-    Issued { case_id: CaseId, expires_at: UnixMillis },
-    Redeemed { case_id: CaseId },
+    Issued {
+        case_id: CaseId,
+        expires_at: UnixMillis,
+    },
+    Redeemed {
+        case_id: CaseId,
+    },
 }
 
 /// Commands on a processing number.
 #[derive(Clone, Debug)]
 pub enum NumberCommand {
-    Issue { case_id: CaseId, centre_id: CentreId, digest: NumberDigest, expires_at: UnixMillis },
+    Issue {
+        case_id: CaseId,
+        centre_id: CentreId,
+        digest: NumberDigest,
+        expires_at: UnixMillis,
+    },
     /// Redemption and key upload are one step: the number is consumed only with its keys.
-    Redeem { digest: NumberDigest, now: UnixMillis, keys: Vec<DiagnosisKey> },
+    Redeem {
+        digest: NumberDigest,
+        now: UnixMillis,
+        keys: Vec<DiagnosisKey>,
+    },
 }
 
 /// Why a command was refused.
@@ -83,14 +98,23 @@ impl Aggregate for NumberState {
 
     fn decide(&self, command: &NumberCommand) -> Result<Vec<DomainEvent>, NumberError> {
         match command {
-            NumberCommand::Issue { case_id, centre_id, digest, expires_at } => match self {
-                NumberState::Unissued => Ok(vec![DomainEvent::ProcessingNumberIssued(ProcessingNumberIssued {
-                    case_id: *case_id,
-                    centre_id: *centre_id,
-                    digest: *digest,
-                    expires_at: *expires_at,
-                })]),
-                NumberState::Issued { .. } | NumberState::Redeemed { .. } => Err(NumberError::AlreadyIssued),
+            NumberCommand::Issue {
+                case_id,
+                centre_id,
+                digest,
+                expires_at,
+            } => match self {
+                NumberState::Unissued => Ok(vec![DomainEvent::ProcessingNumberIssued(
+                    ProcessingNumberIssued {
+                        case_id: *case_id,
+                        centre_id: *centre_id,
+                        digest: *digest,
+                        expires_at: *expires_at,
+                    },
+                )]),
+                NumberState::Issued { .. } | NumberState::Redeemed { .. } => {
+                    Err(NumberError::AlreadyIssued)
+                }
             },
             NumberCommand::Redeem { digest, now, keys } => {
                 if keys.is_empty() {
@@ -98,7 +122,9 @@ impl Aggregate for NumberState {
                 }
                 match self {
                     NumberState::Unissued => Err(NumberError::Rejected(RejectionReason::Unknown)),
-                    NumberState::Redeemed { .. } => Err(NumberError::Rejected(RejectionReason::AlreadyUsed)),
+                    NumberState::Redeemed { .. } => {
+                        Err(NumberError::Rejected(RejectionReason::AlreadyUsed))
+                    }
                     NumberState::Issued { expires_at, .. } if now >= expires_at => {
                         Err(NumberError::Rejected(RejectionReason::Expired))
                     }
@@ -121,9 +147,14 @@ impl Aggregate for NumberState {
     fn apply(&mut self, event: &DomainEvent) {
         match event {
             DomainEvent::ProcessingNumberIssued(e) => {
-                *self = NumberState::Issued { case_id: e.case_id, expires_at: e.expires_at };
+                *self = NumberState::Issued {
+                    case_id: e.case_id,
+                    expires_at: e.expires_at,
+                };
             }
-            DomainEvent::ProcessingNumberRedeemed(e) => *self = NumberState::Redeemed { case_id: e.case_id },
+            DomainEvent::ProcessingNumberRedeemed(e) => {
+                *self = NumberState::Redeemed { case_id: e.case_id }
+            }
             _ => {}
         }
     }
@@ -151,7 +182,12 @@ mod tests {
     }
 
     fn issue() -> NumberCommand {
-        NumberCommand::Issue { case_id: CASE, centre_id: CENTRE, digest: DIGEST, expires_at: EXPIRES }
+        NumberCommand::Issue {
+            case_id: CASE,
+            centre_id: CENTRE,
+            digest: DIGEST,
+            expires_at: EXPIRES,
+        }
     }
 
     fn issued() -> DomainEvent {
@@ -159,31 +195,50 @@ mod tests {
     }
 
     fn redeem(now: u64, keys: Vec<DiagnosisKey>) -> NumberCommand {
-        NumberCommand::Redeem { digest: DIGEST, now: UnixMillis(now), keys }
+        NumberCommand::Redeem {
+            digest: DIGEST,
+            now: UnixMillis(now),
+            keys,
+        }
     }
 
     #[test]
     fn a_number_is_issued_once() {
         given::<NumberState>(&[]).when(&issue()).then(&[issued()]);
-        given::<NumberState>(&[issued()]).when(&issue()).then_error(NumberError::AlreadyIssued);
+        given::<NumberState>(&[issued()])
+            .when(&issue())
+            .then_error(NumberError::AlreadyIssued);
     }
 
     #[test]
     fn redeeming_a_live_number_consumes_it_together_with_the_keys() {
-        given::<NumberState>(&[issued()]).when(&redeem(999_999, vec![key()])).then(&[
-            DomainEvent::ProcessingNumberRedeemed(ProcessingNumberRedeemed { case_id: CASE, digest: DIGEST }),
-            DomainEvent::DiagnosisKeysUploaded(DiagnosisKeysUploaded { case_id: CASE, digest: DIGEST, keys: vec![key()] }),
-        ]);
+        given::<NumberState>(&[issued()])
+            .when(&redeem(999_999, vec![key()]))
+            .then(&[
+                DomainEvent::ProcessingNumberRedeemed(ProcessingNumberRedeemed {
+                    case_id: CASE,
+                    digest: DIGEST,
+                }),
+                DomainEvent::DiagnosisKeysUploaded(DiagnosisKeysUploaded {
+                    case_id: CASE,
+                    digest: DIGEST,
+                    keys: vec![key()],
+                }),
+            ]);
     }
 
     #[test]
     fn cocoa_1_1_1_any_number_was_accepted_here_unknown_numbers_are_refused() {
-        given::<NumberState>(&[]).when(&redeem(0, vec![key()])).then_error(NumberError::Rejected(RejectionReason::Unknown));
+        given::<NumberState>(&[])
+            .when(&redeem(0, vec![key()]))
+            .then_error(NumberError::Rejected(RejectionReason::Unknown));
     }
 
     #[test]
     fn a_used_number_cannot_be_used_again() {
-        let events = NumberState::replay(&[issued()]).decide(&redeem(5, vec![key()])).unwrap();
+        let events = NumberState::replay(&[issued()])
+            .decide(&redeem(5, vec![key()]))
+            .unwrap();
         let history: Vec<_> = std::iter::once(issued()).chain(events).collect();
         given::<NumberState>(&history)
             .when(&redeem(6, vec![key()]))
@@ -207,7 +262,15 @@ mod tests {
     #[test]
     fn only_exactly_eight_ascii_digits_are_well_formed() {
         assert!(ProcessingNumber::parse("12345678", 8).is_ok());
-        for bad in ["1234567", "123456789", "1234 678", "１２３４５６７８", "abcdefgh", "", "12345678\n"] {
+        for bad in [
+            "1234567",
+            "123456789",
+            "1234 678",
+            "１２３４５６７８",
+            "abcdefgh",
+            "",
+            "12345678\n",
+        ] {
             assert_eq!(
                 ProcessingNumber::parse(bad, 8),
                 Err(NumberError::Rejected(RejectionReason::Format)),
@@ -219,6 +282,9 @@ mod tests {
 
     #[test]
     fn the_number_stream_is_named_by_the_digest() {
-        assert_eq!(number_stream(&DIGEST).to_string(), format!("number.{}", "09".repeat(32)));
+        assert_eq!(
+            number_stream(&DIGEST).to_string(),
+            format!("number.{}", "09".repeat(32))
+        );
     }
 }

@@ -14,12 +14,16 @@ pub struct When<A: Aggregate> {
 
 /// The aggregate after `history`.
 pub fn given<A: Aggregate>(history: &[DomainEvent]) -> Given<A> {
-    Given { state: A::replay(history) }
+    Given {
+        state: A::replay(history),
+    }
 }
 
 impl<A: Aggregate> Given<A> {
     pub fn when(self, command: &A::Command) -> When<A> {
-        When { result: self.state.decide(command) }
+        When {
+            result: self.state.decide(command),
+        }
     }
 }
 
