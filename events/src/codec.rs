@@ -108,6 +108,32 @@ pub struct Commit {
     pub events: Vec<CommitEvent>,
 }
 
+/// What an index needs of a commit, decoded without its payloads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitHead {
+    pub context: Context,
+    pub position: u64,
+    pub stream: StreamId,
+    pub first_version: u64,
+    pub events: u64,
+    pub first_event_id: EventId,
+}
+
+impl CommitHead {
+    pub fn last_version(&self) -> u64 {
+        self.first_version + self.events.saturating_sub(1)
+    }
+}
+
+/// The leading fields of [`Commit`], in its field order: bincode decodes them as a prefix.
+#[derive(Deserialize)]
+struct CommitPrefix {
+    context: Context,
+    position: u64,
+    stream: StreamId,
+    first_version: u64,
+}
+
 /// A stored frame: its chain hash and its record bytes.
 pub struct Frame;
 
@@ -173,6 +199,42 @@ impl Commit {
             }
             Some(&other) => Err(DecodeError::UnknownEncoding(other)),
         }
+    }
+
+    /// Decodes only the head of a record (no payloads): for rebuilding indexes fast.
+    pub fn decode_head(record: &[u8]) -> Result<CommitHead, DecodeError> {
+        let malformed = |e: bincode::error::DecodeError| DecodeError::Malformed {
+            what: "commit head",
+            reason: e.to_string(),
+        };
+        let body = match record.first() {
+            None => return Err(DecodeError::Truncated(0)),
+            Some(&ENCODING_BINCODE2) => &record[1..],
+            Some(&other) => return Err(DecodeError::UnknownEncoding(other)),
+        };
+        let (prefix, used): (CommitPrefix, usize) =
+            bincode::serde::decode_from_slice(body, BINCODE).map_err(malformed)?;
+        let (events, used2): (u64, usize) =
+            bincode::decode_from_slice(&body[used..], BINCODE).map_err(malformed)?;
+        let id_at = used + used2;
+        let id: [u8; 16] = body
+            .get(id_at..id_at + 16)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(DecodeError::Truncated(record.len()))?;
+        if events == 0 {
+            return Err(DecodeError::Malformed {
+                what: "commit head",
+                reason: "no events".into(),
+            });
+        }
+        Ok(CommitHead {
+            context: prefix.context,
+            position: prefix.position,
+            stream: prefix.stream,
+            first_version: prefix.first_version,
+            events,
+            first_event_id: EventId(id),
+        })
     }
 
     /// The version of the last event.
@@ -337,6 +399,17 @@ mod tests {
         let (h2, back) = Frame::decode(&frame).unwrap();
         assert_eq!(hash, h2);
         assert_eq!(back, c);
+        let head = Commit::decode_head(&frame[32..]).unwrap();
+        assert_eq!(
+            (
+                head.position,
+                head.first_version,
+                head.events,
+                head.first_event_id,
+                head.stream
+            ),
+            (7, 3, 2, c.events[0].event_id, c.stream.clone())
+        );
         let envs: Vec<_> = back.envelopes().collect::<Result<_, _>>().unwrap();
         assert_eq!(envs[1].version, 4);
         assert_eq!(envs[1].index, 1);

@@ -19,7 +19,9 @@ pub mod schema;
 pub mod time;
 
 pub use chain::{ChainError, ChainHash, ChainVerifier};
-pub use codec::{Commit, CommitEvent, DecodeError, ENCODING_BINCODE2, EncodeError, Frame};
+pub use codec::{
+    Commit, CommitEvent, CommitHead, DecodeError, ENCODING_BINCODE2, EncodeError, Frame,
+};
 pub use domain::{DomainEvent, EventType};
 pub use envelope::{Envelope, NewEvent, TraceContext};
 pub use ids::{Context, EventId, IdError, StreamId, StreamKind};

@@ -33,7 +33,7 @@ pub mod conformance;
 
 pub use any::{AnyLog, Backend};
 pub use nats::{NatsConfig, NatsLog, stream_name};
-pub use sled_log::SledLog;
+pub use sled_log::{DEDUP_WINDOW as SLED_DEDUP_WINDOW, SledLog};
 
 /// What the appender expects the stream's version to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

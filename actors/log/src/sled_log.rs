@@ -1,22 +1,26 @@
 //! The embedded backend: one sled tree in one directory.
 //!
-//! Keys (one tree, so a group commit is one atomic `apply_batch`):
+//! Keys:
 //!
 //! ```text
-//! 'L' ctx pos(u64 BE)                  -> frame (chain hash ‖ record)
-//! 'S' "kind.id" 0x00 first_version(BE) -> pos(BE) ‖ last_version(BE)
-//! 'I' event id (16 bytes)              -> ctx ‖ pos(BE)
-//! 'C' consumer name                    -> checkpoint
+//! 'G' ctx first_pos(u64 BE) -> segment: ( len(u32 LE) ‖ frame )*, positions first_pos..
+//! 'C' consumer name         -> checkpoint
 //! ```
 //!
-//! One writer thread owns all appends: it drains every waiting append (group commit),
-//! checks versions and ids, chains and encodes the frames, applies them in one batch and
-//! flushes once; only then does it publish the new durable heads and answer. Readers see
-//! nothing beyond the durable head, so nothing read can vanish in a crash.
+//! One writer thread owns all appends. It drains every waiting append (group commit),
+//! checks versions and ids, chains and encodes the frames, packs each context's frames into
+//! segments, applies them in one atomic batch and flushes once; only then does it publish
+//! the new durable heads, update the indexes and answer. Readers see nothing beyond the
+//! durable head, so nothing read can vanish in a crash.
+//!
+//! The per-stream index lives in memory and is rebuilt from the segments' commit heads at
+//! open (no payload is decoded). Per-commit index entries on disk were measured: sled
+//! pays ~4x for random-key inserts, which capped appends at a third of raw sled
+//! (docs/adr/0002-event-log-storage.md).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -30,10 +34,16 @@ use crate::{
 
 /// Most appends one group commit takes.
 const MAX_GROUP: usize = 8192;
+/// A segment holds at most this many commits ...
+const SEGMENT_COMMITS: usize = 1024;
+/// ... and about this many bytes.
+const SEGMENT_BYTES: usize = 1 << 20;
 /// Commits a subscription reads per step while catching up.
 const READ_CHUNK: usize = 512;
-/// The stream-version cache is dropped when it grows past this many streams.
-const MAX_CACHED_STREAMS: usize = 1 << 20;
+/// `Any` appends are de-duplicated against this many most recent commits (all contexts
+/// together; JetStream's equivalent is its duplicate window). Appends with an expected
+/// version are de-duplicated exactly, at any age.
+pub const DEDUP_WINDOW: usize = 250_000;
 
 /// The embedded event log. Cheap to clone; all clones share one writer.
 #[derive(Clone)]
@@ -50,6 +60,8 @@ struct Inner {
     writer: Option<std::thread::JoinHandle<()>>,
     /// The durable head position of each context.
     heads: HashMap<Context, watch::Sender<u64>>,
+    /// Durable commits of every stream, for `read_stream`.
+    streams: Arc<RwLock<StreamIndex>>,
 }
 
 impl Drop for Inner {
@@ -60,6 +72,9 @@ impl Drop for Inner {
         }
     }
 }
+
+/// Each stream's commits: (position, last version), oldest first.
+type StreamIndex = HashMap<StreamId, Vec<(u64, u64)>>;
 
 struct Request {
     stream: StreamId,
@@ -72,27 +87,11 @@ fn backend(e: impl std::fmt::Display) -> LogError {
     LogError::Backend(e.to_string())
 }
 
-fn log_key(ctx: Context, pos: u64) -> [u8; 10] {
+fn segment_key(ctx: Context, first: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
-    k[0] = b'L';
+    k[0] = b'G';
     k[1] = ctx.tag();
-    k[2..].copy_from_slice(&pos.to_be_bytes());
-    k
-}
-
-fn stream_prefix(stream: &StreamId) -> Vec<u8> {
-    let s = stream.to_string();
-    let mut k = Vec::with_capacity(s.len() + 10);
-    k.push(b'S');
-    k.extend_from_slice(s.as_bytes());
-    k.push(0);
-    k
-}
-
-fn id_key(id: &EventId) -> [u8; 17] {
-    let mut k = [0u8; 17];
-    k[0] = b'I';
-    k[1..].copy_from_slice(&id.0);
+    k[2..].copy_from_slice(&first.to_be_bytes());
     k
 }
 
@@ -106,8 +105,40 @@ fn be_u64(b: &[u8]) -> u64 {
     u64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
 }
 
+/// The frames of a segment, in order. A truncated tail ends the iteration.
+fn frames(segment: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = segment;
+    std::iter::from_fn(move || {
+        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let frame = rest.get(4..4 + len)?;
+        rest = &rest[4 + len..];
+        Some(frame)
+    })
+}
+
+/// The recent commits `Any` appends are de-duplicated against: first event id ->
+/// (context, position).
+#[derive(Default)]
+struct RecentIds {
+    map: HashMap<EventId, (Context, u64)>,
+    order: VecDeque<EventId>,
+}
+
+impl RecentIds {
+    fn insert(&mut self, id: EventId, at: (Context, u64)) {
+        if self.map.insert(id, at).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > DEDUP_WINDOW {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
+}
+
 impl SledLog {
-    /// Opens (or creates) the log in `dir`.
+    /// Opens (or creates) the log in `dir`, rebuilding the in-memory indexes.
     pub fn open(dir: &Path) -> Result<Self, LogError> {
         let db = sled::Config::new()
             .path(dir)
@@ -115,17 +146,29 @@ impl SledLog {
             .open()
             .map_err(|e| LogError::Backend(format!("cannot open {}: {e}", dir.display())))?;
         let tree = db.open_tree("log").map_err(backend)?;
-        let chain = load_heads(&tree)?;
+        let mut chain = HashMap::new();
+        let mut index = StreamIndex::new();
+        let mut recent = RecentIds::default();
+        for ctx in Context::ALL {
+            chain.insert(ctx, rebuild(&tree, ctx, &mut index, &mut recent)?);
+        }
         let heads = Context::ALL
             .into_iter()
             .map(|c| (c, watch::channel(chain[&c].0).0))
             .collect();
+        let versions = index
+            .iter()
+            .map(|(s, c)| (s.clone(), c.last().map_or(0, |l| l.1)))
+            .collect();
+        let streams = Arc::new(RwLock::new(index));
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = Writer {
             db: db.clone(),
             tree: tree.clone(),
             chain,
-            versions: HashMap::new(),
+            versions,
+            recent,
+            streams: streams.clone(),
         };
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
             let weak = weak.clone();
@@ -138,6 +181,7 @@ impl SledLog {
                 tx: Some(tx),
                 writer: handle.ok(),
                 heads,
+                streams,
             }
         });
         if inner.writer.is_none() {
@@ -152,6 +196,7 @@ impl SledLog {
         *self.inner.heads[&ctx].borrow()
     }
 
+    /// Up to `max` commits of `ctx` from `from`, never beyond the durable head.
     fn read_range(
         &self,
         ctx: Context,
@@ -159,94 +204,169 @@ impl SledLog {
         max: usize,
     ) -> Result<Vec<RecordedCommit>, LogError> {
         let head = self.durable_head(ctx);
-        if from > head || max == 0 {
-            return Ok(Vec::new());
-        }
+        let from = from.max(1);
         let mut out = Vec::new();
-        for item in self
+        if from > head || max == 0 {
+            return Ok(out);
+        }
+        // The segment holding `from`, then the ones after it.
+        let start = match self
             .inner
             .tree
-            .range(log_key(ctx, from.max(1))..=log_key(ctx, head))
-            .take(max)
+            .range(segment_key(ctx, 0)..=segment_key(ctx, from))
+            .next_back()
         {
-            let (k, v) = item.map_err(backend)?;
-            out.push(recorded(ctx, be_u64(&k[2..]), Bytes::from(v.to_vec()))?);
+            Some(item) => be_u64(&item.map_err(backend)?.0[2..]),
+            None => from,
+        };
+        'segments: for item in self
+            .inner
+            .tree
+            .range(segment_key(ctx, start)..=segment_key(ctx, head))
+        {
+            let (k, seg) = item.map_err(backend)?;
+            let first = be_u64(&k[2..]);
+            for (i, frame) in frames(&seg).enumerate() {
+                let pos = first + i as u64;
+                if pos < from {
+                    continue;
+                }
+                if pos > head || out.len() >= max {
+                    break 'segments;
+                }
+                out.push(recorded(ctx, pos, Bytes::copy_from_slice(frame))?);
+            }
         }
         Ok(out)
     }
-}
 
-fn load_heads(tree: &sled::Tree) -> Result<HashMap<Context, (u64, ChainHash)>, LogError> {
-    let mut heads = HashMap::new();
-    for ctx in Context::ALL {
-        let head = match tree.scan_prefix([b'L', ctx.tag()]).next_back() {
-            None => (0, ChainHash::GENESIS),
-            Some(item) => {
-                let (k, v) = item.map_err(backend)?;
-                let (hash, _) = Frame::split(&v).map_err(|e| LogError::Corrupt {
-                    context: ctx,
-                    position: be_u64(&k[2..]),
-                    reason: e.to_string(),
-                })?;
-                (be_u64(&k[2..]), hash)
-            }
-        };
-        heads.insert(ctx, head);
+    /// The commit at `pos`.
+    fn read_one(&self, ctx: Context, pos: u64) -> Result<RecordedCommit, LogError> {
+        self.read_range(ctx, pos, 1)?
+            .pop()
+            .filter(|c| c.position == pos)
+            .ok_or_else(|| LogError::Corrupt {
+                context: ctx,
+                position: pos,
+                reason: "indexed commit missing".into(),
+            })
     }
-    Ok(heads)
 }
 
-/// The single writer: owns the chain heads and a cache of stream versions.
+/// Rebuilds the stream index and recent ids of `ctx` from its segments; returns the head.
+fn rebuild(
+    tree: &sled::Tree,
+    ctx: Context,
+    index: &mut StreamIndex,
+    recent: &mut RecentIds,
+) -> Result<(u64, ChainHash), LogError> {
+    let mut head = (0, ChainHash::GENESIS);
+    for item in tree.scan_prefix([b'G', ctx.tag()]) {
+        let (k, seg) = item.map_err(backend)?;
+        let first = be_u64(&k[2..]);
+        for (i, frame) in frames(&seg).enumerate() {
+            let pos = first + i as u64;
+            let (hash, record) = Frame::split(frame).map_err(|e| LogError::Corrupt {
+                context: ctx,
+                position: pos,
+                reason: e.to_string(),
+            })?;
+            head = (pos, hash);
+            // A damaged record is left for `hotaru log verify` to report; the log still
+            // opens so that it can.
+            match Commit::decode_head(record) {
+                Ok(h) => {
+                    index
+                        .entry(h.stream.clone())
+                        .or_default()
+                        .push((pos, h.last_version()));
+                    recent.insert(h.first_event_id, (ctx, pos));
+                }
+                Err(e) => {
+                    tracing::warn!(context = %ctx, position = pos, error = %e, "undecodable commit")
+                }
+            }
+        }
+    }
+    Ok(head)
+}
+
+/// The single writer: owns the chain heads, the stream versions and the recent ids.
 struct Writer {
     db: sled::Db,
     tree: sled::Tree,
     chain: HashMap<Context, (u64, ChainHash)>,
     versions: HashMap<StreamId, u64>,
+    recent: RecentIds,
+    streams: Arc<RwLock<StreamIndex>>,
 }
 
-/// Events of commits planned in the current group, not yet applied.
+/// Frames planned in the current group, per context, not yet written.
 #[derive(Default)]
-struct Pending {
-    by_first_id: HashMap<EventId, (Appended, Vec<EventId>)>,
-    ids: HashSet<EventId>,
+struct Group {
+    frames: HashMap<Context, Vec<(u64, Vec<u8>)>>,
+    /// The commits planned, for the indexes once they are durable.
+    planned: Vec<(StreamId, EventId, Context, u64, u64)>,
+    /// First event ids planned in this group, with their events' ids.
+    ids: HashMap<EventId, (Appended, Vec<EventId>)>,
 }
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>, inner: std::sync::Weak<Inner>) {
         while let Some(first) = rx.blocking_recv() {
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
+            let mut requests = vec![first];
+            while requests.len() < MAX_GROUP {
                 match rx.try_recv() {
-                    Ok(r) => group.push(r),
+                    Ok(r) => requests.push(r),
                     Err(_) => break,
                 }
             }
             let before = self.chain.clone();
-            let mut batch = sled::Batch::default();
-            let mut pending = Pending::default();
-            let mut results = Vec::with_capacity(group.len());
-            for req in group {
-                let r = self.plan(&req, &mut batch, &mut pending);
+            let mut group = Group::default();
+            let mut results = Vec::with_capacity(requests.len());
+            for req in requests {
+                let r = self.plan(&req, &mut group);
                 results.push((req.reply, r));
             }
-            if self.chain != before {
-                let written = self
-                    .tree
-                    .apply_batch(batch)
-                    .and_then(|()| self.db.flush().map(|_| ()));
-                if let Err(e) = written {
-                    tracing::error!(error = %e, "sled group commit failed");
-                    self.chain = load_heads(&self.tree).unwrap_or(before);
-                    self.versions.clear();
-                    for (_, r) in results.iter_mut() {
-                        if r.is_ok() {
-                            *r = Err(LogError::Backend(format!("group commit failed: {e}")));
+            if !group.planned.is_empty() {
+                match self.write(&group) {
+                    Err(e) => {
+                        tracing::error!(error = %e, "sled group commit failed");
+                        // Nothing of this group is known to be durable: forget it.
+                        self.chain = before;
+                        for (stream, ..) in &group.planned {
+                            self.versions.remove(stream);
+                        }
+                        let streams = self.streams.read().expect("index lock");
+                        for (stream, ..) in &group.planned {
+                            if let Some(v) = streams.get(stream).and_then(|c| c.last()) {
+                                self.versions.insert(stream.clone(), v.1);
+                            }
+                        }
+                        drop(streams);
+                        for (_, r) in results.iter_mut() {
+                            if matches!(r, Ok(a) if !a.duplicate) {
+                                *r = Err(LogError::Backend(format!("group commit failed: {e}")));
+                            }
                         }
                     }
-                } else if let Some(inner) = inner.upgrade() {
-                    for (ctx, (pos, _)) in &self.chain {
-                        if before[ctx].0 != *pos {
-                            inner.heads[ctx].send_replace(*pos);
+                    Ok(()) => {
+                        {
+                            let mut streams = self.streams.write().expect("index lock");
+                            for (stream, id, ctx, pos, last_version) in &group.planned {
+                                streams
+                                    .entry(stream.clone())
+                                    .or_default()
+                                    .push((*pos, *last_version));
+                                self.recent.insert(*id, (*ctx, *pos));
+                            }
+                        }
+                        if let Some(inner) = inner.upgrade() {
+                            for (ctx, (pos, _)) in &self.chain {
+                                if before[ctx].0 != *pos {
+                                    inner.heads[ctx].send_replace(*pos);
+                                }
+                            }
                         }
                     }
                 }
@@ -257,99 +377,141 @@ impl Writer {
         }
     }
 
-    fn stream_version(&mut self, stream: &StreamId) -> Result<u64, LogError> {
-        if let Some(v) = self.versions.get(stream) {
-            return Ok(*v);
+    /// Packs the group's frames into segments, applies them atomically and flushes.
+    fn write(&self, group: &Group) -> Result<(), sled::Error> {
+        let mut batch = sled::Batch::default();
+        for (ctx, frames) in &group.frames {
+            let mut segment = Vec::new();
+            let mut first = 0;
+            let mut count = 0;
+            for (pos, frame) in frames {
+                if count == 0 {
+                    first = *pos;
+                }
+                segment.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+                segment.extend_from_slice(frame);
+                count += 1;
+                if count >= SEGMENT_COMMITS || segment.len() >= SEGMENT_BYTES {
+                    batch.insert(&segment_key(*ctx, first), std::mem::take(&mut segment));
+                    count = 0;
+                }
+            }
+            if count > 0 {
+                batch.insert(&segment_key(*ctx, first), segment);
+            }
         }
-        let v = match self.tree.scan_prefix(stream_prefix(stream)).next_back() {
-            None => 0,
-            Some(item) => be_u64(&item.map_err(backend)?.1[8..]),
-        };
-        if self.versions.len() >= MAX_CACHED_STREAMS {
-            self.versions.clear();
-        }
-        self.versions.insert(stream.clone(), v);
-        Ok(v)
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// An earlier commit of these events, if the append is a retry.
-    fn find_duplicate(
-        &self,
-        req: &Request,
-        pending: &Pending,
-    ) -> Result<Option<Appended>, LogError> {
+    fn find_duplicate(&self, req: &Request, group: &Group) -> Result<Option<Appended>, LogError> {
         let first = req.events[0].event_id;
-        if let Some((appended, ids)) = pending.by_first_id.get(&first) {
-            if ids.iter().eq(req.events.iter().map(|e| &e.event_id)) {
-                return Ok(Some(Appended {
+        if let Some((appended, ids)) = group.ids.get(&first) {
+            return if ids.iter().eq(req.events.iter().map(|e| &e.event_id)) {
+                Ok(Some(Appended {
                     duplicate: true,
                     ..*appended
-                }));
-            }
-        }
-        for e in &req.events {
-            if pending.ids.contains(&e.event_id) {
-                return Err(LogError::IdReused {
-                    event_id: e.event_id.to_string(),
+                }))
+            } else {
+                Err(LogError::IdReused {
+                    event_id: first.to_string(),
                     context: req.stream.context(),
-                    position: 0,
-                });
-            }
-            let Some(loc) = self.tree.get(id_key(&e.event_id)).map_err(backend)? else {
-                continue;
+                    position: appended.position,
+                })
             };
-            let ctx = Context::from_tag(loc[0]).ok_or_else(|| backend("bad id index entry"))?;
-            let pos = be_u64(&loc[1..]);
-            let frame = self
-                .tree
-                .get(log_key(ctx, pos))
-                .map_err(backend)?
-                .ok_or_else(|| LogError::Corrupt {
-                    context: ctx,
-                    position: pos,
-                    reason: "indexed commit missing".into(),
-                })?;
-            let commit = Frame::decode(&frame)
-                .map_err(|err| LogError::Corrupt {
-                    context: ctx,
-                    position: pos,
-                    reason: err.to_string(),
-                })?
-                .1;
-            if commit.stream == req.stream && same_ids(&commit, &req.events) {
-                return Ok(Some(Appended {
-                    position: pos,
-                    first_version: commit.first_version,
-                    last_version: commit.last_version(),
-                    duplicate: true,
-                }));
-            }
-            return Err(LogError::IdReused {
-                event_id: e.event_id.to_string(),
+        }
+        let Some(&(ctx, pos)) = self.recent.map.get(&first) else {
+            return Ok(None);
+        };
+        self.same_commit(req, ctx, pos).map(Some)
+    }
+
+    /// The commit at `pos` if it holds exactly the request's events, else `IdReused`.
+    fn same_commit(&self, req: &Request, ctx: Context, pos: u64) -> Result<Appended, LogError> {
+        let frame = self.frame_at(ctx, pos)?;
+        let commit = Frame::decode(&frame)
+            .map_err(|e| LogError::Corrupt {
                 context: ctx,
                 position: pos,
-            });
+                reason: e.to_string(),
+            })?
+            .1;
+        if commit.stream == req.stream && same_ids(&commit, &req.events) {
+            Ok(Appended {
+                position: pos,
+                first_version: commit.first_version,
+                last_version: commit.last_version(),
+                duplicate: true,
+            })
+        } else {
+            Err(LogError::IdReused {
+                event_id: req.events[0].event_id.to_string(),
+                context: ctx,
+                position: pos,
+            })
+        }
+    }
+
+    fn frame_at(&self, ctx: Context, pos: u64) -> Result<Vec<u8>, LogError> {
+        let missing = || LogError::Corrupt {
+            context: ctx,
+            position: pos,
+            reason: "commit missing".into(),
+        };
+        let (k, seg) = self
+            .tree
+            .range(segment_key(ctx, 0)..=segment_key(ctx, pos))
+            .next_back()
+            .ok_or_else(missing)?
+            .map_err(backend)?;
+        let first = be_u64(&k[2..]);
+        frames(&seg)
+            .nth((pos - first) as usize)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(missing)
+    }
+
+    /// After a version conflict: is the append a retry of a commit already in the stream?
+    fn find_in_stream(&self, req: &Request) -> Result<Option<Appended>, LogError> {
+        let ctx = req.stream.context();
+        let positions: Vec<u64> = self
+            .streams
+            .read()
+            .expect("index lock")
+            .get(&req.stream)
+            .map(|c| c.iter().map(|p| p.0).collect())
+            .unwrap_or_default();
+        for pos in positions {
+            let frame = self.frame_at(ctx, pos)?;
+            let head = Commit::decode_head(&frame[32..]).map_err(|e| LogError::Corrupt {
+                context: ctx,
+                position: pos,
+                reason: e.to_string(),
+            })?;
+            if head.first_event_id == req.events[0].event_id {
+                return self.same_commit(req, ctx, pos).map(Some);
+            }
         }
         Ok(None)
     }
 
-    fn plan(
-        &mut self,
-        req: &Request,
-        batch: &mut sled::Batch,
-        pending: &mut Pending,
-    ) -> Result<Appended, LogError> {
-        if let Some(dup) = self.find_duplicate(req, pending)? {
+    fn plan(&mut self, req: &Request, group: &mut Group) -> Result<Appended, LogError> {
+        if let Some(dup) = self.find_duplicate(req, group)? {
             return Ok(dup);
         }
-        let version = self.stream_version(&req.stream)?;
+        let version = self.versions.get(&req.stream).copied().unwrap_or(0);
         if let ExpectedVersion::Exact(v) = req.expected {
             if v != version {
-                return Err(LogError::Conflict {
-                    stream: req.stream.clone(),
-                    expected: req.expected,
-                    actual: version,
-                });
+                return match self.find_in_stream(req)? {
+                    Some(dup) => Ok(dup),
+                    None => Err(LogError::Conflict {
+                        stream: req.stream.clone(),
+                        expected: req.expected,
+                        actual: version,
+                    }),
+                };
             }
         }
         let ctx = req.stream.context();
@@ -368,23 +530,23 @@ impl Writer {
             last_version: commit.last_version(),
             duplicate: false,
         };
-        batch.insert(&log_key(ctx, commit.position), frame);
-        let mut skey = stream_prefix(&req.stream);
-        skey.extend_from_slice(&commit.first_version.to_be_bytes());
-        let mut sval = commit.position.to_be_bytes().to_vec();
-        sval.extend_from_slice(&appended.last_version.to_be_bytes());
-        batch.insert(skey, sval);
-        let mut loc = [0u8; 9];
-        loc[0] = ctx.tag();
-        loc[1..].copy_from_slice(&commit.position.to_be_bytes());
-        for e in &req.events {
-            batch.insert(&id_key(&e.event_id), &loc);
-            pending.ids.insert(e.event_id);
-        }
-        pending.by_first_id.insert(
-            req.events[0].event_id,
+        group
+            .frames
+            .entry(ctx)
+            .or_default()
+            .push((commit.position, frame));
+        let first_id = req.events[0].event_id;
+        group.ids.insert(
+            first_id,
             (appended, req.events.iter().map(|e| e.event_id).collect()),
         );
+        group.planned.push((
+            req.stream.clone(),
+            first_id,
+            ctx,
+            commit.position,
+            appended.last_version,
+        ));
         self.chain.insert(ctx, (commit.position, hash));
         self.versions
             .insert(req.stream.clone(), appended.last_version);
@@ -420,27 +582,18 @@ impl EventLog for SledLog {
 
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedCommit>, LogError> {
         let ctx = stream.context();
-        let head = self.durable_head(ctx);
-        let mut out = Vec::new();
-        for item in self.inner.tree.scan_prefix(stream_prefix(stream)) {
-            let (_, v) = item.map_err(backend)?;
-            let pos = be_u64(&v);
-            if pos > head {
-                break;
-            }
-            let frame = self
-                .inner
-                .tree
-                .get(log_key(ctx, pos))
-                .map_err(backend)?
-                .ok_or_else(|| LogError::Corrupt {
-                    context: ctx,
-                    position: pos,
-                    reason: "indexed commit missing".into(),
-                })?;
-            out.push(recorded(ctx, pos, Bytes::from(frame.to_vec()))?);
-        }
-        Ok(out)
+        let positions: Vec<u64> = self
+            .inner
+            .streams
+            .read()
+            .expect("index lock")
+            .get(stream)
+            .map(|c| c.iter().map(|p| p.0).collect())
+            .unwrap_or_default();
+        positions
+            .into_iter()
+            .map(|pos| self.read_one(ctx, pos))
+            .collect()
     }
 
     async fn read_all(
@@ -465,12 +618,7 @@ impl EventLog for SledLog {
         // Subscribe to the head before the first read: a commit made durable between the
         // read and the wait still wakes us, so there is no gap at the seam.
         let rx = self.inner.heads[&context].subscribe();
-        let state = (
-            self.clone(),
-            rx,
-            from.max(1),
-            std::collections::VecDeque::new(),
-        );
+        let state = (self.clone(), rx, from.max(1), VecDeque::new());
         let stream =
             futures::stream::unfold(state, move |(log, mut rx, mut next, mut buf)| async move {
                 loop {
@@ -521,5 +669,25 @@ impl EventLog for SledLog {
             .map_err(backend)?;
         self.inner.db.flush_async().await.map_err(backend)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_split_into_their_frames_and_stop_at_a_torn_tail() {
+        let mut seg = Vec::new();
+        for f in [&b"abc"[..], b"", b"defg"] {
+            seg.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            seg.extend_from_slice(f);
+        }
+        assert_eq!(
+            frames(&seg).collect::<Vec<_>>(),
+            vec![&b"abc"[..], b"", b"defg"]
+        );
+        seg.truncate(seg.len() - 1);
+        assert_eq!(frames(&seg).count(), 2);
     }
 }

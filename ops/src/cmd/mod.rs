@@ -1,0 +1,2 @@
+pub(crate) mod bench;
+pub(crate) mod log;

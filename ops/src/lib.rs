@@ -1,0 +1,137 @@
+//! The `hotaru` command line: log tools and benchmarks (later: serve, node, gaen, keys,
+//! audit, sim). One file per command under `cmd/`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use hotaru_log::{AnyLog, Backend, NatsConfig};
+
+mod cmd;
+mod progress;
+
+/// Hotaru: an open exposure notification platform (COCOA-style, on GAEN).
+#[derive(Parser, Debug)]
+#[command(name = "hotaru", version, about, propagate_version = true)]
+struct Cli {
+    /// Log format of diagnostics on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "HOTARU_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Work with the event log: append demo events, tail, verify the hash chain.
+    #[command(subcommand)]
+    Log(cmd::log::LogCommand),
+    /// Benchmarks that report their figures against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
+}
+
+/// Where the event log lives: the embedded store (default) or NATS JetStream.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Directory of the embedded store [default: $HOTARU_DATA_DIR, else
+    /// $XDG_DATA_HOME/hotaru, else ~/.local/share/hotaru]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "HOTARU_DATA_DIR",
+        conflicts_with = "nats"
+    )]
+    data_dir: Option<PathBuf>,
+    /// Use NATS JetStream at this URL instead of the embedded store.
+    #[arg(long, value_name = "URL", env = "HOTARU_NATS")]
+    nats: Option<String>,
+    /// Replicas of each JetStream stream (1 on one server, 3 on a cluster).
+    #[arg(long, default_value_t = 1, requires = "nats")]
+    nats_replicas: usize,
+}
+
+impl StoreArgs {
+    /// The backend, saying on stderr which one and where.
+    pub fn backend(&self) -> anyhow::Result<Backend> {
+        if let Some(url) = &self.nats {
+            let mut cfg = NatsConfig::new(url);
+            cfg.replicas = self.nats_replicas;
+            tracing::info!(url = %url, replicas = cfg.replicas, "event log on nats jetstream");
+            return Ok(Backend::Nats(cfg));
+        }
+        let dir = match &self.data_dir {
+            Some(d) => d.clone(),
+            None => default_data_dir()?,
+        };
+        tracing::info!(dir = %dir.display(), "event log in the embedded store");
+        Ok(Backend::Embedded(dir))
+    }
+
+    pub async fn open(&self) -> anyhow::Result<AnyLog> {
+        Ok(self.backend()?.open().await?)
+    }
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("hotaru"));
+    }
+    let home = std::env::var_os("HOME")
+        .ok_or_else(|| anyhow::anyhow!("no --data-dir given and HOME is not set"))?;
+    Ok(PathBuf::from(home).join(".local/share/hotaru"))
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HOTARU_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Exit status: 0 success, 1 a check failed (e.g. a broken chain), 2 an error.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Log(c) => cmd::log::run(c).await,
+            Command::Bench(c) => cmd::bench::run(c).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
