@@ -212,7 +212,7 @@ mod tests {
                 context: Context::Demo,
                 position: i,
                 stream,
-                first_version: (i + 2) / 3,
+                first_version: i.div_ceil(3),
                 events: vec![CommitEvent::plain(&ev).unwrap()],
             };
             let (h, f) = Frame::encode(&prev, &commit).unwrap();

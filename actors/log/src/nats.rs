@@ -305,15 +305,15 @@ impl Writer {
         let mut retry: VecDeque<Request> = VecDeque::new();
         let mut open = true;
         loop {
-            if inflight.len() < WINDOW {
-                if let Some(req) = retry.pop_front() {
-                    if req.attempts >= 2 {
-                        // Racing writers: back off a little so they interleave.
-                        tokio::time::sleep(Duration::from_millis(u64::from(req.attempts))).await;
-                    }
-                    self.publish(req, &mut inflight).await;
-                    continue;
+            if inflight.len() < WINDOW
+                && let Some(req) = retry.pop_front()
+            {
+                if req.attempts >= 2 {
+                    // Racing writers: back off a little so they interleave.
+                    tokio::time::sleep(Duration::from_millis(u64::from(req.attempts))).await;
                 }
+                self.publish(req, &mut inflight).await;
+                continue;
             }
             tokio::select! {
                 biased;
@@ -432,17 +432,17 @@ impl Writer {
         let ctx = req.stream.context();
         let head = self.head(ctx).await?;
         let version = self.version(&req.stream).await?;
-        if let ExpectedVersion::Exact(v) = req.expected {
-            if v != version {
-                return Ok(Plan::Done(match self.find_in_stream(req).await? {
-                    Some(dup) => Ok(dup),
-                    None => Err(LogError::Conflict {
-                        stream: req.stream.clone(),
-                        expected: req.expected,
-                        actual: version,
-                    }),
-                }));
-            }
+        if let ExpectedVersion::Exact(v) = req.expected
+            && v != version
+        {
+            return Ok(Plan::Done(match self.find_in_stream(req).await? {
+                Some(dup) => Ok(dup),
+                None => Err(LogError::Conflict {
+                    stream: req.stream.clone(),
+                    expected: req.expected,
+                    actual: version,
+                }),
+            }));
         }
         let commit = Commit {
             context: ctx,

@@ -502,17 +502,17 @@ impl Writer {
             return Ok(dup);
         }
         let version = self.versions.get(&req.stream).copied().unwrap_or(0);
-        if let ExpectedVersion::Exact(v) = req.expected {
-            if v != version {
-                return match self.find_in_stream(req)? {
-                    Some(dup) => Ok(dup),
-                    None => Err(LogError::Conflict {
-                        stream: req.stream.clone(),
-                        expected: req.expected,
-                        actual: version,
-                    }),
-                };
-            }
+        if let ExpectedVersion::Exact(v) = req.expected
+            && v != version
+        {
+            return match self.find_in_stream(req)? {
+                Some(dup) => Ok(dup),
+                None => Err(LogError::Conflict {
+                    stream: req.stream.clone(),
+                    expected: req.expected,
+                    actual: version,
+                }),
+            };
         }
         let ctx = req.stream.context();
         let (head, prev) = self.chain[&ctx];

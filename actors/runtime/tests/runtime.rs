@@ -93,11 +93,11 @@ async fn append_demo(log: &AnyLog, range: std::ops::Range<u64>) {
 async fn wait_for(addr: &Addr<ProjectionActor<Counter, AnyLog>>, position: u64) -> Totals {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(snap) = addr.send(GetProjection::default()).await {
-            if snap.position >= position {
-                assert_eq!(snap.position, position);
-                return snap.state;
-            }
+        if let Ok(snap) = addr.send(GetProjection::default()).await
+            && snap.position >= position
+        {
+            assert_eq!(snap.position, position);
+            return snap.state;
         }
         assert!(
             Instant::now() < deadline,

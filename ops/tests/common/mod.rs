@@ -17,8 +17,7 @@ pub(crate) fn hotaru() -> Command {
 }
 
 pub(crate) fn run(args: &[&str]) -> Output {
-    let out = hotaru().args(args).output().expect("run hotaru");
-    out
+    hotaru().args(args).output().expect("run hotaru")
 }
 
 pub(crate) fn stdout(o: &Output) -> String {
