@@ -26,7 +26,13 @@ use crate::time::UnixMillis;
 /// The format of 2.0.1 is fixed; the crate is pinned with `=`.
 pub const ENCODING_BINCODE2: u8 = 1;
 
-pub(crate) const BINCODE: bincode::config::Configuration = bincode::config::standard();
+/// Decoding never allocates more than a record can hold, whatever a corrupted length says.
+/// The limit does not change the encoded bytes.
+pub(crate) const BINCODE: bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<{ 1 << 20 }>,
+> = bincode::config::standard().with_limit::<{ 1 << 20 }>();
 
 /// Largest record a commit may encode to. JetStream's default `max_payload` is 1 MiB; the
 /// limit is the same on every backend so the backends behave alike.
