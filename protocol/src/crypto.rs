@@ -1,0 +1,310 @@
+//! GAEN cryptography, specification v1.2: TEKs, rolling proximity identifiers (RPIs) and
+//! associated encrypted metadata (AEM).
+//!
+//! ```text
+//! RPIK = HKDF-SHA256(TEK, salt = none, info = "EN-RPIK", 16)
+//! RPI  = AES-128(RPIK, "EN-RPI" ‖ 0x000000000000 ‖ ENIN as u32 LE)
+//! AEMK = HKDF-SHA256(TEK, salt = none, info = "EN-AEMK", 16)
+//! AEM  = AES-128-CTR(AEMK, IV = RPI, metadata)
+//! ```
+
+use std::fmt;
+
+use aes::Aes128;
+use aes::cipher::{BlockCipherEncrypt, KeyInit, KeyIvInit, StreamCipher};
+use ring::hkdf;
+use serde::{Deserialize, Serialize};
+
+/// Seconds in one ENIntervalNumber.
+pub const INTERVAL_SECONDS: u64 = 600;
+/// Intervals a TEK is valid for (one day).
+pub const ROLLING_PERIOD: u32 = 144;
+/// Metadata version byte of GAEN 1.0 (major 01, minor 00).
+pub const METADATA_VERSION_1_0: u8 = 0x40;
+
+/// A 10-minute interval since the Unix epoch: unix seconds / 600.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EnIntervalNumber(pub u32);
+
+impl EnIntervalNumber {
+    pub fn from_unix_seconds(seconds: u64) -> Self {
+        // u32 intervals last until the year 83,000; saturate rather than wrap.
+        Self(u32::try_from(seconds / INTERVAL_SECONDS).unwrap_or(u32::MAX))
+    }
+
+    pub fn unix_seconds(self) -> u64 {
+        u64::from(self.0) * INTERVAL_SECONDS
+    }
+
+    /// The first interval of the day (UTC) this interval is in, where a TEK's validity
+    /// starts.
+    pub fn day_start(self) -> Self {
+        Self(self.0 - self.0 % ROLLING_PERIOD)
+    }
+
+    /// Days since the Unix epoch (UTC).
+    pub fn day(self) -> u32 {
+        self.0 / ROLLING_PERIOD
+    }
+}
+
+/// A Temporary Exposure Key: 16 random bytes, valid for one rolling period.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tek([u8; 16]);
+
+impl fmt::Debug for Tek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A TEK of a person not yet diagnosed is a secret: never in a log line.
+        f.write_str("Tek(..)")
+    }
+}
+
+impl Tek {
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
+    /// A new TEK from the random source handed in (the OS's CSPRNG in production).
+    pub fn generate(random: &dyn ring::rand::SecureRandom) -> Result<Self, ring::error::Unspecified> {
+        let mut b = [0; 16];
+        random.fill(&mut b)?;
+        Ok(Self(b))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    pub fn rpik(&self) -> Rpik {
+        Rpik::from_bytes(hkdf16(&self.0, b"EN-RPIK"))
+    }
+
+    pub fn aemk(&self) -> Aemk {
+        Aemk(hkdf16(&self.0, b"EN-AEMK"))
+    }
+}
+
+struct Len16;
+
+impl hkdf::KeyType for Len16 {
+    fn len(&self) -> usize {
+        16
+    }
+}
+
+/// HKDF-SHA256 with no salt (RFC 5869: a salt of zeros, which HMAC treats alike).
+fn hkdf16(ikm: &[u8; 16], info: &[u8]) -> [u8; 16] {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(ikm);
+    let mut out = [0; 16];
+    prk.expand(&[info], Len16)
+        .and_then(|okm| okm.fill(&mut out))
+        .expect("16 bytes is a valid HKDF-SHA256 output length");
+    out
+}
+
+/// A rolling proximity identifier: what a phone broadcasts for 10 minutes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Rpi(pub [u8; 16]);
+
+impl fmt::Debug for Rpi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Rpi({})", hex::encode(self.0))
+    }
+}
+
+/// Associated encrypted metadata: 4 bytes broadcast next to the RPI.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Aem(pub [u8; 4]);
+
+impl fmt::Debug for Aem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Aem({})", hex::encode(self.0))
+    }
+}
+
+/// The metadata an AEM carries: version byte and transmit power (dBm); bytes 2 and 3
+/// are reserved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Metadata(pub [u8; 4]);
+
+impl Metadata {
+    pub fn v1_0(tx_power_dbm: i8) -> Self {
+        Self([METADATA_VERSION_1_0, tx_power_dbm.to_le_bytes()[0], 0, 0])
+    }
+
+    /// The major version (the top two bits); GAEN 1.x is major 1.
+    pub fn major_version(self) -> u8 {
+        self.0[0] >> 6
+    }
+
+    pub fn tx_power_dbm(self) -> i8 {
+        i8::from_le_bytes([self.0[1]])
+    }
+}
+
+/// The plaintext block of interval `enin`: "EN-RPI" ‖ 6 zero bytes ‖ ENIN LE.
+fn padded_data(enin: u32) -> aes::Block {
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(b"EN-RPI");
+    b[12..].copy_from_slice(&enin.to_le_bytes());
+    b.into()
+}
+
+/// The expanded RPI key of one TEK.
+#[derive(Clone)]
+pub struct Rpik(Aes128);
+
+impl Rpik {
+    pub fn from_bytes(key: [u8; 16]) -> Self {
+        Self(Aes128::new(&key.into()))
+    }
+
+    pub fn rpi(&self, interval: EnIntervalNumber) -> Rpi {
+        let mut b = padded_data(interval.0);
+        self.0.encrypt_block(&mut b);
+        Rpi(b.into())
+    }
+
+    /// The RPIs of `out.len()` consecutive intervals from `first`, encrypted as one
+    /// pipelined batch (AES-NI runs several blocks at once).
+    pub fn rpis_into(&self, first: EnIntervalNumber, out: &mut [aes::Block]) {
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = padded_data(first.0.wrapping_add(i as u32));
+        }
+        self.0.encrypt_blocks(out);
+    }
+
+    /// The RPIs of `count` consecutive intervals from `first`.
+    pub fn rpis(&self, first: EnIntervalNumber, count: u32) -> Vec<Rpi> {
+        let mut blocks = vec![aes::Block::default(); count as usize];
+        self.rpis_into(first, &mut blocks);
+        blocks.into_iter().map(|b| Rpi(b.into())).collect()
+    }
+}
+
+/// The AEM key of one TEK.
+#[derive(Clone, Copy)]
+pub struct Aemk([u8; 16]);
+
+type Aes128Ctr = ctr::Ctr128BE<Aes128>;
+
+impl Aemk {
+    pub fn from_bytes(key: [u8; 16]) -> Self {
+        Self(key)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    fn apply(&self, rpi: &Rpi, data: &mut [u8; 4]) {
+        let mut cipher = Aes128Ctr::new(&self.0.into(), &rpi.0.into());
+        cipher.apply_keystream(data);
+    }
+
+    pub fn encrypt(&self, rpi: &Rpi, metadata: Metadata) -> Aem {
+        let mut d = metadata.0;
+        self.apply(rpi, &mut d);
+        Aem(d)
+    }
+
+    pub fn decrypt(&self, rpi: &Rpi, aem: &Aem) -> Metadata {
+        let mut d = aem.0;
+        self.apply(rpi, &mut d);
+        Metadata(d)
+    }
+}
+
+impl fmt::Debug for Rpik {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Rpik(..)")
+    }
+}
+
+impl fmt::Debug for Aemk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Aemk(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The test vectors of the GAEN cryptography specification v1.2, every one.
+
+    use super::*;
+
+    fn h16(s: &str) -> [u8; 16] {
+        hex::decode(s).unwrap().try_into().unwrap()
+    }
+
+    const TEK: &str = "75c734c6dd1a782de7a965da5eb93125";
+
+    #[test]
+    fn interval_number_of_the_vector_time() {
+        let enin = EnIntervalNumber::from_unix_seconds(1_585_785_600);
+        assert_eq!(enin, EnIntervalNumber(2_642_976));
+        assert_eq!(enin.day_start(), enin);
+        assert_eq!(enin.unix_seconds(), 1_585_785_600);
+        assert_eq!(EnIntervalNumber::from_unix_seconds(1_585_785_600 + 599).0, 2_642_976);
+        assert_eq!(EnIntervalNumber::from_unix_seconds(1_585_785_600 + 600).0, 2_642_977);
+    }
+
+    #[test]
+    fn key_derivation_vectors() {
+        let tek = Tek::from_bytes(h16(TEK));
+        assert_eq!(
+            hkdf16(tek.as_bytes(), b"EN-RPIK"),
+            h16("185ad91db69ec7dd048960f1f3ba6175")
+        );
+        assert_eq!(tek.aemk().as_bytes(), &h16("d57c46af7a1d83965b9bed8bd152936a"));
+    }
+
+    #[test]
+    fn metadata_vector() {
+        let m = Metadata::v1_0(8);
+        assert_eq!(m.0, [0x40, 0x08, 0x00, 0x00]);
+        assert_eq!(m.major_version(), 1);
+        assert_eq!(m.tx_power_dbm(), 8);
+        assert_eq!(Metadata::v1_0(-12).tx_power_dbm(), -12);
+    }
+
+    #[test]
+    fn rpi_and_aem_vectors() {
+        let tek = Tek::from_bytes(h16(TEK));
+        let (rpik, aemk) = (tek.rpik(), tek.aemk());
+        let start = 2_642_976;
+        let vectors = [
+            (0, "8be6cd371c5c891604bfbe49df845096", "72033874"),
+            (1, "3c9a1de5dd6b02afa7fded7b570b3e56", "c29211b1"),
+            (2, "243ffe9a3b08bded3094bac8630bb8ad", "6adfad03"),
+            (143, "f431b62ecf443102ce4ed0407de54bd4", "1215e57e"),
+        ];
+        let all = rpik.rpis(EnIntervalNumber(start), ROLLING_PERIOD);
+        let meta = Metadata([0x40, 0x08, 0x00, 0x00]);
+        for (i, rpi_hex, aem_hex) in vectors {
+            let enin = EnIntervalNumber(start + i);
+            let rpi = rpik.rpi(enin);
+            assert_eq!(hex::encode(rpi.0), rpi_hex, "RPI of interval {i}");
+            assert_eq!(all[i as usize], rpi, "pipelined RPI of interval {i}");
+            let aem = aemk.encrypt(&rpi, meta);
+            assert_eq!(hex::encode(aem.0), aem_hex, "AEM of interval {i}");
+            assert_eq!(aemk.decrypt(&rpi, &aem), meta);
+        }
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let tek = Tek::from_bytes(h16(TEK));
+        assert_eq!(format!("{tek:?}"), "Tek(..)");
+        assert_eq!(format!("{:?}", tek.rpik()), "Rpik(..)");
+        assert_eq!(format!("{:?}", tek.aemk()), "Aemk(..)");
+    }
+
+    #[test]
+    fn generated_keys_come_from_the_source() {
+        let a = Tek::generate(&ring::rand::SystemRandom::new()).unwrap();
+        let b = Tek::generate(&ring::rand::SystemRandom::new()).unwrap();
+        assert_ne!(a, b);
+    }
+}
