@@ -66,7 +66,9 @@ impl Tek {
     }
 
     /// A new TEK from the random source handed in (the OS's CSPRNG in production).
-    pub fn generate(random: &dyn ring::rand::SecureRandom) -> Result<Self, ring::error::Unspecified> {
+    pub fn generate(
+        random: &dyn ring::rand::SecureRandom,
+    ) -> Result<Self, ring::error::Unspecified> {
         let mut b = [0; 16];
         random.fill(&mut b)?;
         Ok(Self(b))
@@ -246,8 +248,14 @@ mod tests {
         assert_eq!(enin, EnIntervalNumber(2_642_976));
         assert_eq!(enin.day_start(), enin);
         assert_eq!(enin.unix_seconds(), 1_585_785_600);
-        assert_eq!(EnIntervalNumber::from_unix_seconds(1_585_785_600 + 599).0, 2_642_976);
-        assert_eq!(EnIntervalNumber::from_unix_seconds(1_585_785_600 + 600).0, 2_642_977);
+        assert_eq!(
+            EnIntervalNumber::from_unix_seconds(1_585_785_600 + 599).0,
+            2_642_976
+        );
+        assert_eq!(
+            EnIntervalNumber::from_unix_seconds(1_585_785_600 + 600).0,
+            2_642_977
+        );
     }
 
     #[test]
@@ -257,7 +265,10 @@ mod tests {
             hkdf16(tek.as_bytes(), b"EN-RPIK"),
             h16("185ad91db69ec7dd048960f1f3ba6175")
         );
-        assert_eq!(tek.aemk().as_bytes(), &h16("d57c46af7a1d83965b9bed8bd152936a"));
+        assert_eq!(
+            tek.aemk().as_bytes(),
+            &h16("d57c46af7a1d83965b9bed8bd152936a")
+        );
     }
 
     #[test]

@@ -7,5 +7,8 @@
 //! - [`matching`]: diagnosis keys against a device's observations.
 
 pub mod crypto;
+pub mod export;
+pub mod keys;
 
 pub use crypto::{Aem, Aemk, EnIntervalNumber, Metadata, Rpi, Rpik, Tek};
+pub use keys::{DiagnosisKey, ReportType};
