@@ -9,6 +9,7 @@
 pub mod crypto;
 pub mod export;
 pub mod keys;
+pub mod matching;
 pub mod risk;
 
 pub use crypto::{Aem, Aemk, EnIntervalNumber, Metadata, Rpi, Rpik, Tek};
