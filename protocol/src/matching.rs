@@ -75,8 +75,9 @@ impl Matcher {
         // A per-matcher secret multiplier: someone broadcasting crafted RPIs cannot aim
         // them at one bit of the filter.
         let filter_key = state.hash_one(0x4854_5255u64) | 1;
-        // About 16 bits per observation, at least 2^12, at most 2^24 bits.
-        let bits = (observations.len().max(1) * 16)
+        // About 64 bits per observation (a 1-2% false-positive rate), at least 2^12, at most
+        // 2^24 bits.
+        let bits = (observations.len().max(1) * 64)
             .next_power_of_two()
             .clamp(1 << 12, 1 << 24);
         let mut filter = vec![0u64; bits / 64];
@@ -102,10 +103,23 @@ impl Matcher {
         &self.observations
     }
 
+    /// Bit i of the result is set when RPI i may have been heard. Branch-free, so the
+    /// loads of all the RPIs overlap.
     #[inline]
-    fn maybe_heard(&self, rpi: &[u8; 16]) -> bool {
-        let bit = prefix(rpi).wrapping_mul(self.filter_key) >> self.filter_shift;
-        self.filter[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+    fn maybe_heard(&self, blocks: &[aes::Block]) -> [u64; 3] {
+        let mut hits = [0u64; 3];
+        let words = self.filter.len() - 1; // a power of two minus one: no bounds check
+        for (chunk, hit) in blocks.chunks(64).zip(&mut hits) {
+            // One register per 64 RPIs: no store-to-load chain through `hits`.
+            let mut m = 0u64;
+            for (j, b) in chunk.iter().enumerate() {
+                let bit = prefix(b.as_ref()).wrapping_mul(self.filter_key) >> self.filter_shift;
+                let word = self.filter[(bit >> 6) as usize & words];
+                m |= ((word >> (bit & 63)) & 1) << j;
+            }
+            *hit = m;
+        }
+        hits
     }
 
     /// The matches of `keys[i]` for i in `range`, reported with index `i`.
@@ -116,11 +130,18 @@ impl Matcher {
             let rpik = key.tek.rpik();
             rpik.rpis_into(key.rolling_start, &mut blocks[..period]);
             let mut aemk = None;
-            for (i, b) in blocks[..period].iter().enumerate() {
-                let rpi: &[u8; 16] = b.as_ref();
-                if !self.maybe_heard(rpi) {
-                    continue;
-                }
+            let hits = self.maybe_heard(&blocks[..period]);
+            let candidates = hits.into_iter().enumerate().flat_map(|(w, mut m)| {
+                std::iter::from_fn(move || {
+                    (m != 0).then(|| {
+                        let i = w * 64 + m.trailing_zeros() as usize;
+                        m &= m - 1;
+                        i
+                    })
+                })
+            });
+            for i in candidates {
+                let rpi: &[u8; 16] = blocks[i].as_ref();
                 let Some(list) = self.exact.get(rpi) else {
                     continue;
                 };
@@ -183,7 +204,11 @@ impl Matcher {
 
     /// Groups matches into exposure windows: per key, scans in time order, a new window
     /// whenever the current one would span more than 30 minutes.
-    pub fn exposure_windows(&self, keys: &[DiagnosisKey], matches: &[Match]) -> Vec<ExposureWindow> {
+    pub fn exposure_windows(
+        &self,
+        keys: &[DiagnosisKey],
+        matches: &[Match],
+    ) -> Vec<ExposureWindow> {
         let mut by_key: Vec<(usize, u64, ScanInstance)> = matches
             .iter()
             .map(|m| {
@@ -237,7 +262,9 @@ pub fn derivation_floor(keys: &[DiagnosisKey]) -> u64 {
     let mut acc = 0u64;
     for key in keys {
         let period = key.rolling_period.clamp(1, ROLLING_PERIOD) as usize;
-        key.tek.rpik().rpis_into(key.rolling_start, &mut blocks[..period]);
+        key.tek
+            .rpik()
+            .rpis_into(key.rolling_start, &mut blocks[..period]);
         for b in &blocks[..period] {
             acc ^= prefix(b.as_ref());
         }

@@ -139,7 +139,9 @@ impl RiskConfiguration {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let [a, b, c] = self.attenuation_bucket_thresholds_db;
         if !(a <= b && b <= c) {
-            return Err(ConfigError("attenuation thresholds must not decrease".into()));
+            return Err(ConfigError(
+                "attenuation thresholds must not decrease".into(),
+            ));
         }
         let w = self.attenuation_bucket_weights;
         let i = self.infectiousness_weights;
@@ -158,7 +160,9 @@ impl RiskConfiguration {
             ("daily score threshold", self.daily_score_threshold),
         ] {
             if !v.is_finite() || v < 0.0 {
-                return Err(ConfigError(format!("{name} weight {v} must be finite and >= 0")));
+                return Err(ConfigError(format!(
+                    "{name} weight {v} must be finite and >= 0"
+                )));
             }
         }
         if self.high_infectiousness_days.from > self.high_infectiousness_days.to {
@@ -174,7 +178,11 @@ impl RiskConfiguration {
         match days_since_onset {
             None => self.infectiousness_when_days_since_onset_missing,
             Some(d) if self.high_infectiousness_days.contains(d) => Infectiousness::High,
-            Some(d) if self.standard_infectiousness_days.is_some_and(|r| r.contains(d)) => {
+            Some(d)
+                if self
+                    .standard_infectiousness_days
+                    .is_some_and(|r| r.contains(d)) =>
+            {
                 Infectiousness::Standard
             }
             Some(_) => Infectiousness::None,
@@ -303,10 +311,9 @@ pub fn assess(config: &RiskConfiguration, windows: &[ExposureWindow], today: u32
             high_risk: false,
         });
         d.score += window_score(config, w);
-        d.scan_seconds = w
-            .scans
-            .iter()
-            .fold(d.scan_seconds, |s, x| s.saturating_add(x.seconds_since_last_scan));
+        d.scan_seconds = w.scans.iter().fold(d.scan_seconds, |s, x| {
+            s.saturating_add(x.seconds_since_last_scan)
+        });
         d.windows += 1;
     }
     let days = days

@@ -40,7 +40,7 @@ fn file(keys: Vec<DiagnosisKey>, s: &Signer) -> ExportFile {
         1_700_000_000,
         1_700_003_600,
         "440",
-        &[s.info.clone()],
+        std::slice::from_ref(&s.info),
         keys,
         500_000,
     )
@@ -302,7 +302,14 @@ fn oversized_input_and_zip_bombs_are_refused() {
 fn files_split_at_the_maximum_and_number_themselves() {
     let s = signer("440", "v1");
     let keys: Vec<_> = (0..=250u8).map(|i| key(i, 2_800_000)).collect();
-    let files = split_batch(1, 2, "440", &[s.info.clone()], keys.clone(), 100);
+    let files = split_batch(
+        1,
+        2,
+        "440",
+        std::slice::from_ref(&s.info),
+        keys.clone(),
+        100,
+    );
     assert_eq!(
         files.iter().map(|f| f.keys.len()).collect::<Vec<_>>(),
         [100, 100, 51]

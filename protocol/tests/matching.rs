@@ -47,10 +47,18 @@ fn finds_the_contact_among_strangers_and_scores_it() {
     let i0 = DAY_START + 60; // 10:00 UTC
     for s in 0..4u32 {
         let interval = i0 + s / 2;
-        obs.push(heard(patient, interval, at(i0, u64::from(s) * 300), -60, -5));
+        obs.push(heard(
+            patient,
+            interval,
+            at(i0, u64::from(s) * 300),
+            -60,
+            -5,
+        ));
     }
     let matcher = Matcher::new(obs);
-    let mut keys: Vec<DiagnosisKey> = (0..500).map(|n| DiagnosisKey::daily(tek(50_000 + n), EnIntervalNumber(DAY_START))).collect();
+    let mut keys: Vec<DiagnosisKey> = (0..500)
+        .map(|n| DiagnosisKey::daily(tek(50_000 + n), EnIntervalNumber(DAY_START)))
+        .collect();
     let mut k = DiagnosisKey::daily(patient, EnIntervalNumber(DAY_START));
     k.days_since_onset = Some(1);
     keys.insert(123, k);
@@ -84,7 +92,11 @@ fn an_rpi_heard_more_than_two_hours_off_its_interval_does_not_match() {
     ];
     let matcher = Matcher::new(obs);
     let keys = [DiagnosisKey::daily(patient, EnIntervalNumber(DAY_START))];
-    let got: Vec<usize> = matcher.match_keys(&keys).iter().map(|m| m.observation).collect();
+    let got: Vec<usize> = matcher
+        .match_keys(&keys)
+        .iter()
+        .map(|m| m.observation)
+        .collect();
     assert_eq!(got, [0, 1]);
 }
 
@@ -95,9 +107,19 @@ fn only_the_keys_own_intervals_match() {
     let next_day = DAY_START + 144 + 5;
     let obs = vec![heard(patient, next_day, at(next_day, 0), -60, 0)];
     let matcher = Matcher::new(obs);
-    assert!(matcher.match_keys(&[DiagnosisKey::daily(patient, EnIntervalNumber(DAY_START))]).is_empty());
+    assert!(
+        matcher
+            .match_keys(&[DiagnosisKey::daily(patient, EnIntervalNumber(DAY_START))])
+            .is_empty()
+    );
     // A key valid only for the first 10 intervals of its day does not cover interval 20.
-    let obs = vec![heard(patient, DAY_START + 20, at(DAY_START + 20, 0), -60, 0)];
+    let obs = vec![heard(
+        patient,
+        DAY_START + 20,
+        at(DAY_START + 20, 0),
+        -60,
+        0,
+    )];
     let matcher = Matcher::new(obs);
     let mut short = DiagnosisKey::daily(patient, EnIntervalNumber(DAY_START));
     short.rolling_period = 10;
@@ -111,11 +133,16 @@ fn long_contacts_split_into_thirty_minute_windows() {
     let patient = tek(13);
     let i0 = DAY_START + 40;
     // 70 minutes of scans every 5 minutes: 14 scans -> windows of 6, 6, 2.
-    let obs: Vec<_> = (0..14u32).map(|s| heard(patient, i0 + s / 2, at(i0, u64::from(s) * 300), -50, 0)).collect();
+    let obs: Vec<_> = (0..14u32)
+        .map(|s| heard(patient, i0 + s / 2, at(i0, u64::from(s) * 300), -50, 0))
+        .collect();
     let matcher = Matcher::new(obs);
     let keys = [DiagnosisKey::daily(patient, EnIntervalNumber(DAY_START))];
     let windows = matcher.exposure_windows(&keys, &matcher.match_keys(&keys));
-    assert_eq!(windows.iter().map(|w| w.scans.len()).collect::<Vec<_>>(), [6, 6, 2]);
+    assert_eq!(
+        windows.iter().map(|w| w.scans.len()).collect::<Vec<_>>(),
+        [6, 6, 2]
+    );
 }
 
 #[test]
@@ -127,14 +154,20 @@ fn parallel_matching_gives_the_same_matches_in_the_same_order() {
         obs.push(heard(*p, interval, at(interval, 0), -55, 0));
     }
     let matcher = Matcher::new(obs);
-    let mut keys: Vec<DiagnosisKey> = (0..3000).map(|n| DiagnosisKey::daily(tek(80_000 + n), EnIntervalNumber(DAY_START))).collect();
+    let mut keys: Vec<DiagnosisKey> = (0..3000)
+        .map(|n| DiagnosisKey::daily(tek(80_000 + n), EnIntervalNumber(DAY_START)))
+        .collect();
     for (n, p) in patients.iter().enumerate() {
         keys.insert(n * 70, DiagnosisKey::daily(*p, EnIntervalNumber(DAY_START)));
     }
     let one = matcher.match_keys(&keys);
     assert_eq!(one.len(), 40);
     for threads in [2, 3, 8] {
-        assert_eq!(matcher.match_keys_parallel(&keys, threads), one, "{threads} threads");
+        assert_eq!(
+            matcher.match_keys_parallel(&keys, threads),
+            one,
+            "{threads} threads"
+        );
     }
     assert!(matcher.match_keys_parallel(&[], 4).is_empty());
 }
@@ -142,7 +175,9 @@ fn parallel_matching_gives_the_same_matches_in_the_same_order() {
 #[test]
 fn no_observations_no_matches_and_the_floor_runs() {
     let matcher = Matcher::new(Vec::new());
-    let keys: Vec<_> = (0..10).map(|n| DiagnosisKey::daily(tek(n), EnIntervalNumber(DAY_START))).collect();
+    let keys: Vec<_> = (0..10)
+        .map(|n| DiagnosisKey::daily(tek(n), EnIntervalNumber(DAY_START)))
+        .collect();
     assert!(matcher.match_keys(&keys).is_empty());
     assert_ne!(derivation_floor(&keys), derivation_floor(&keys[1..]));
 }

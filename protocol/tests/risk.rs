@@ -30,7 +30,10 @@ fn the_default_is_cocoas_v2_configuration() {
     let c = RiskConfiguration::default();
     assert_eq!(c.attenuation_bucket_thresholds_db, [46, 60, 65]);
     let w = c.attenuation_bucket_weights;
-    assert_eq!([w.immediate, w.near, w.medium, w.other], [1.0, 2.5, 1.3, 0.01]);
+    assert_eq!(
+        [w.immediate, w.near, w.medium, w.other],
+        [1.0, 2.5, 1.3, 0.01]
+    );
     assert_eq!(c.daily_score_threshold, 1350.0);
     assert_eq!(c.daily_seconds_threshold, 900);
     for d in -14..=14 {
@@ -96,7 +99,10 @@ fn keys_outside_the_infectious_period_or_revoked_count_for_nothing() {
     let c = RiskConfiguration::default();
     let mut w = window(TODAY, 55, 30);
     w.days_since_onset = Some(-4);
-    assert_eq!(assess(&c, std::slice::from_ref(&w), TODAY), Assessment::default());
+    assert_eq!(
+        assess(&c, std::slice::from_ref(&w), TODAY),
+        Assessment::default()
+    );
     w.days_since_onset = Some(11);
     assert!(!assess(&c, std::slice::from_ref(&w), TODAY).notify());
     w.days_since_onset = Some(10);
@@ -228,7 +234,10 @@ fn cocoa_android_trap_transmission_risk_zero_never_notifies() {
             }
         }
     }
-    assert!(notified_with_a_real_level > 10_000, "{notified_with_a_real_level}");
+    assert!(
+        notified_with_a_real_level > 10_000,
+        "{notified_with_a_real_level}"
+    );
     // iOS indexed the table with level 0 and so did notify: the platforms disagreed.
     let e = LegacyExposure {
         attenuation_db: 30,
