@@ -38,6 +38,9 @@ enum Command {
     /// Work with the event log: append demo events, tail, verify the hash chain.
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
+    /// GAEN tools: derive RPIs and AEMs, inspect and verify export files.
+    #[command(subcommand)]
+    Gaen(cmd::gaen::GaenCommand),
     /// Benchmarks that report their figures against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -125,6 +128,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Log(c) => cmd::log::run(c).await,
             Command::Bench(c) => cmd::bench::run(c).await,
+            Command::Gaen(c) => cmd::gaen::run(c),
         }
     });
     match result {
