@@ -1,5 +1,5 @@
-//! The `hotaru` command line: log tools and benchmarks (later: serve, node, gaen, keys,
-//! audit, sim). One file per command under `cmd/`.
+//! The `hotaru` command line: log tools, GAEN tools and benchmarks (later: serve, node,
+//! keys, audit, sim). One file per command under `cmd/`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
