@@ -66,6 +66,8 @@ pub enum RejectionReason {
     AttemptLimit,
     /// G: the upload held no keys; no number is consumed.
     NothingToSubmit,
+    /// G: the upload held keys, but none passed validation; no number is consumed.
+    NoValidKeys,
 }
 
 impl RejectionReason {
@@ -77,7 +79,7 @@ impl RejectionReason {
                 'B'
             }
             RejectionReason::AttemptLimit => 'C',
-            RejectionReason::NothingToSubmit => 'G',
+            RejectionReason::NothingToSubmit | RejectionReason::NoValidKeys => 'G',
         }
     }
 }
@@ -148,11 +150,77 @@ pub struct ProcessingNumberRejected {
     pub reason: RejectionReason,
 }
 
+/// Why one uploaded key was dropped (the rest of the upload may still succeed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyRejection {
+    /// key_data is not 16 bytes.
+    KeyLength,
+    /// rolling period outside 1..=144.
+    RollingPeriod,
+    /// rolling start in the future.
+    StartsInFuture,
+    /// rolling start older than the retention (14 days).
+    TooOld,
+    /// more than the allowed keys in one upload.
+    TooManyKeys,
+    /// more keys with this rolling start than allowed (3).
+    TooManySameStart,
+    /// overlaps a key with another rolling start.
+    Overlaps,
+    /// transmission risk, report type or days since onset out of range.
+    OutOfRange,
+    /// the key's day ended before the infectious period began.
+    BeforeInfectiousPeriod,
+    /// the same key twice in one upload.
+    Duplicate,
+}
+
+/// One dropped key of an upload: its position in the request and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedKey {
+    pub index: u16,
+    pub reason: KeyRejection,
+}
+
+/// An accepted key and the earliest time it may be published (a key still valid at upload
+/// is held until 2 hours after it expires).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadedKey {
+    pub key: DiagnosisKey,
+    pub release_at: UnixMillis,
+}
+
+/// A payload encrypted under the data key of `day` (AES-256-GCM). When the day's key is
+/// destroyed at the end of its retention, the payload is unreadable for good, while the
+/// bytes (and so the hash chain) stay as they were.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    pub day: Day,
+    pub nonce: [u8; 12],
+    pub ciphertext: Vec<u8>,
+}
+
+/// Keys of an upload: sealed under a day key (what the server writes), or plain (uploads
+/// written by schema version 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UploadedKeys {
+    Plain(Vec<UploadedKey>),
+    Sealed(Sealed),
+}
+
+/// Schema version 2. Version 1 ([`legacy::DiagnosisKeysUploadedV1`]) held the keys in the
+/// clear with no release time, no idempotency key and no record of dropped keys.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiagnosisKeysUploaded {
     pub case_id: CaseId,
     pub digest: NumberDigest,
-    pub keys: Vec<DiagnosisKey>,
+    /// SHA-256 of the client's idempotency key: a retry with the same key gets this
+    /// upload's answer again.
+    pub idempotency: Option<[u8; 32]>,
+    pub keys: UploadedKeys,
+    /// How many keys were accepted (readable after the keys are shredded).
+    pub accepted: u16,
+    pub dropped: Vec<DroppedKey>,
 }
 
 /// Keys that were held (still valid at upload) became publishable.
@@ -327,7 +395,7 @@ domain_events! {
     ProcessingNumberIssued = 2, 1;
     ProcessingNumberRedeemed = 3, 1;
     ProcessingNumberRejected = 4, 2;
-    DiagnosisKeysUploaded = 5, 1;
+    DiagnosisKeysUploaded = 5, 2;
     KeysReleased = 6, 1;
     BatchSigned = 7, 1;
     BatchPublished = 8, 1;
@@ -348,7 +416,43 @@ domain_events! {
 pub mod legacy {
     use serde::{Deserialize, Serialize};
 
-    use super::{ProcessingNumberRejected, RejectionReason};
+    use super::{
+        CaseId, DiagnosisKey, DiagnosisKeysUploaded, ProcessingNumberRejected, RejectionReason,
+        UploadedKey, UploadedKeys,
+    };
+    use crate::privacy::NumberDigest;
+    use crate::time::UnixMillis;
+
+    /// `DiagnosisKeysUploaded` version 1.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct DiagnosisKeysUploadedV1 {
+        pub case_id: CaseId,
+        pub digest: NumberDigest,
+        pub keys: Vec<DiagnosisKey>,
+    }
+
+    impl From<DiagnosisKeysUploadedV1> for DiagnosisKeysUploaded {
+        /// Version 1 recorded no release time: its keys count as releasable from the
+        /// start of time, which an auditor reads as "no hold was recorded".
+        fn from(v1: DiagnosisKeysUploadedV1) -> Self {
+            Self {
+                case_id: v1.case_id,
+                digest: v1.digest,
+                idempotency: None,
+                accepted: u16::try_from(v1.keys.len()).unwrap_or(u16::MAX),
+                keys: UploadedKeys::Plain(
+                    v1.keys
+                        .into_iter()
+                        .map(|key| UploadedKey {
+                            key,
+                            release_at: UnixMillis(0),
+                        })
+                        .collect(),
+                ),
+                dropped: Vec::new(),
+            }
+        }
+    }
 
     /// `ProcessingNumberRejected` version 1.
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

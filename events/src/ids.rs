@@ -153,10 +153,13 @@ pub enum StreamKind {
     RetentionDay,
     Device,
     Demo,
+    /// The day's failed redemptions (`redemptions.<day>`): what the attempt limiter is
+    /// rebuilt from.
+    Redemptions,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 9] = [
+    pub const ALL: [StreamKind; 10] = [
         StreamKind::Case,
         StreamKind::ProcessingNumber,
         StreamKind::Batch,
@@ -166,11 +169,14 @@ impl StreamKind {
         StreamKind::RetentionDay,
         StreamKind::Device,
         StreamKind::Demo,
+        StreamKind::Redemptions,
     ];
 
     pub const fn context(self) -> Context {
         match self {
-            StreamKind::Case | StreamKind::ProcessingNumber => Context::Registration,
+            StreamKind::Case | StreamKind::ProcessingNumber | StreamKind::Redemptions => {
+                Context::Registration
+            }
             StreamKind::Batch | StreamKind::Signer | StreamKind::SigningKey => {
                 Context::Distribution
             }
@@ -192,6 +198,7 @@ impl StreamKind {
             StreamKind::RetentionDay => "retention",
             StreamKind::Device => "device",
             StreamKind::Demo => "demo",
+            StreamKind::Redemptions => "redemptions",
         }
     }
 

@@ -108,8 +108,20 @@ pub fn fields(t: EventType) -> &'static [Field] {
                 kind: Digest,
             },
             Field {
+                name: "idempotency",
+                kind: Digest,
+            },
+            Field {
                 name: "keys",
                 kind: KeyMaterial,
+            },
+            Field {
+                name: "accepted",
+                kind: Count,
+            },
+            Field {
+                name: "dropped",
+                kind: Code,
             },
         ],
         EventType::KeysReleased => &[
@@ -330,7 +342,17 @@ pub fn samples() -> Vec<DomainEvent> {
         DomainEvent::DiagnosisKeysUploaded(DiagnosisKeysUploaded {
             case_id,
             digest,
-            keys: vec![key],
+            idempotency: Some([0x55; 32]),
+            keys: UploadedKeys::Sealed(Sealed {
+                day: Day(18_500),
+                nonce: [0x66; 12],
+                ciphertext: vec![0x77; 48],
+            }),
+            accepted: 1,
+            dropped: vec![DroppedKey {
+                index: 1,
+                reason: KeyRejection::BeforeInfectiousPeriod,
+            }],
         }),
         DomainEvent::KeysReleased(KeysReleased {
             upload: EventId::new(at, [5; 10]),

@@ -3,9 +3,13 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use hotaru_events::NumberDigest;
 use hotaru_events::codec::{ENCODING_BINCODE2, decode_payload, encode_legacy_payload};
-use hotaru_events::domain::legacy::ProcessingNumberRejectedV1;
-use hotaru_events::domain::{ProcessingNumberRejected, RejectionReason};
+use hotaru_events::domain::legacy::{DiagnosisKeysUploadedV1, ProcessingNumberRejectedV1};
+use hotaru_events::domain::{
+    CaseId, DiagnosisKey, DiagnosisKeysUploaded, ProcessingNumberRejected, RejectionReason,
+    UploadedKey, UploadedKeys,
+};
 use hotaru_events::schema::{fields, samples};
 use hotaru_events::{CommitEvent, DomainEvent, EventId, EventType, NewEvent, UnixMillis};
 
@@ -67,6 +71,50 @@ fn stored_version_one_rejections_still_decode() {
         DomainEvent::ProcessingNumberRejected(ProcessingNumberRejected {
             digest: None,
             reason: RejectionReason::Unknown
+        })
+    );
+}
+
+fn v1_key() -> DiagnosisKey {
+    DiagnosisKey {
+        key_data: [0x44; 16],
+        rolling_start_interval: 2_642_976,
+        rolling_period: 144,
+        transmission_risk: 4,
+        report_type: 1,
+        days_since_onset: -2,
+    }
+}
+
+/// Version 1 uploads (plain keys, no release time) still decode, as plain keys that
+/// record no hold. The bytes were written by version 1 of the struct.
+#[test]
+fn stored_version_one_uploads_still_decode() {
+    let t = EventType::DiagnosisKeysUploaded;
+    let path = fixtures().join(fixture_name(t, 1));
+    let bytes = std::fs::read(&path).unwrap();
+    let v1 = DiagnosisKeysUploadedV1 {
+        case_id: CaseId([0x11; 16]),
+        digest: NumberDigest([0x22; 32]),
+        keys: vec![v1_key()],
+    };
+    assert_eq!(
+        bytes,
+        encode_legacy_payload(&v1),
+        "the v1 fixture is v1's encoding"
+    );
+    assert_eq!(
+        decode_payload(t, 1, &bytes).unwrap(),
+        DomainEvent::DiagnosisKeysUploaded(DiagnosisKeysUploaded {
+            case_id: CaseId([0x11; 16]),
+            digest: NumberDigest([0x22; 32]),
+            idempotency: None,
+            keys: UploadedKeys::Plain(vec![UploadedKey {
+                key: v1_key(),
+                release_at: UnixMillis(0),
+            }]),
+            accepted: 1,
+            dropped: vec![],
         })
     );
 }

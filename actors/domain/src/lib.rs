@@ -10,8 +10,11 @@
 
 use hotaru_events::DomainEvent;
 
+pub mod limiter;
 pub mod number;
+pub mod policy;
 pub mod testing;
+pub mod upload;
 
 /// An aggregate: the state of one stream and the rules that guard it.
 pub trait Aggregate: Default + Clone + Send + 'static {

@@ -1,13 +1,14 @@
 //! The processing number: issued for a confirmed case, redeemed once with the case's keys.
 //!
-//! This is the backbone's skeleton of the aggregate; the server-domain issue adds the
-//! quota, attempt limits and key validation around it.
+//! Redemption and key upload are one step: the number is consumed only in the same commit
+//! as its accepted keys. A retry with the same idempotency key gets the first answer and
+//! consumes nothing more.
 
 use std::fmt;
 
 use hotaru_events::domain::{
-    CaseId, CentreId, DiagnosisKey, DiagnosisKeysUploaded, ProcessingNumberIssued,
-    ProcessingNumberRedeemed, RejectionReason,
+    CaseId, CentreId, DiagnosisKeysUploaded, DroppedKey, ProcessingNumberIssued,
+    ProcessingNumberRedeemed, RejectionReason, UploadedKeys,
 };
 use hotaru_events::{DomainEvent, NumberDigest, StreamId, StreamKind, UnixMillis};
 
@@ -34,6 +35,11 @@ impl ProcessingNumber {
         }
     }
 
+    /// A number drawn by the issuer (already `len` random digits).
+    pub fn from_digits(digits: String) -> Self {
+        Self(digits)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -41,12 +47,16 @@ impl ProcessingNumber {
 
 /// The stream of the number with this digest: `number.<64 hex digits>`.
 pub fn number_stream(digest: &NumberDigest) -> StreamId {
-    StreamId::new(StreamKind::ProcessingNumber, hex_digest(digest))
+    StreamId::new(StreamKind::ProcessingNumber, hex::encode(digest.0))
         .expect("64 hex digits are a valid id")
 }
 
-fn hex_digest(d: &NumberDigest) -> String {
-    d.0.iter().map(|b| format!("{b:02x}")).collect()
+/// What a successful redemption answered; a retry gets it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedemptionAnswer {
+    pub case_id: CaseId,
+    pub accepted: u16,
+    pub dropped: Vec<DroppedKey>,
 }
 
 /// The number's state, folded from its events.
@@ -61,6 +71,11 @@ pub enum NumberState {
     },
     Redeemed {
         case_id: CaseId,
+        /// The expiry of the life in which it was redeemed: after it, the digest may be
+        /// issued again.
+        expires_at: UnixMillis,
+        idempotency: Option<[u8; 32]>,
+        answer: Option<RedemptionAnswer>,
     },
 }
 
@@ -71,25 +86,47 @@ pub enum NumberCommand {
         case_id: CaseId,
         centre_id: CentreId,
         digest: NumberDigest,
+        now: UnixMillis,
         expires_at: UnixMillis,
     },
     /// Redemption and key upload are one step: the number is consumed only with its keys.
     Redeem {
         digest: NumberDigest,
         now: UnixMillis,
-        keys: Vec<DiagnosisKey>,
+        idempotency: Option<[u8; 32]>,
+        /// How many keys the device sent (0: error G).
+        submitted: usize,
+        /// The keys that passed validation (sealed by the shell) ...
+        keys: UploadedKeys,
+        accepted: u16,
+        /// ... and the ones that did not.
+        dropped: Vec<DroppedKey>,
     },
 }
 
 /// Why a command was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NumberError {
-    /// The redemption is refused; the reason maps to the app's error A, B or G.
+    /// The redemption is refused; the reason maps to the app's error A, B, C or G.
     #[error("redemption refused ({})", .0.letter())]
     Rejected(RejectionReason),
-    /// A live or used number already has this digest: draw another number.
+    /// A live number already has this digest: draw another number.
     #[error("number already issued")]
     AlreadyIssued,
+}
+
+impl NumberState {
+    /// The first answer, when `idempotency` repeats the one the number was redeemed with.
+    pub fn replayed_answer(&self, idempotency: Option<[u8; 32]>) -> Option<&RedemptionAnswer> {
+        match self {
+            NumberState::Redeemed {
+                idempotency: Some(k),
+                answer,
+                ..
+            } if idempotency == Some(*k) => answer.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 impl Aggregate for NumberState {
@@ -102,44 +139,72 @@ impl Aggregate for NumberState {
                 case_id,
                 centre_id,
                 digest,
+                now,
                 expires_at,
-            } => match self {
-                NumberState::Unissued => Ok(vec![DomainEvent::ProcessingNumberIssued(
+            } => {
+                let live = match self {
+                    NumberState::Unissued => false,
+                    NumberState::Issued { expires_at, .. } => now < expires_at,
+                    // A redeemed number stays out of circulation until its life is over,
+                    // so a late retry of its upload is never mistaken for another case.
+                    NumberState::Redeemed { expires_at, .. } => now < expires_at,
+                };
+                if live {
+                    return Err(NumberError::AlreadyIssued);
+                }
+                Ok(vec![DomainEvent::ProcessingNumberIssued(
                     ProcessingNumberIssued {
                         case_id: *case_id,
                         centre_id: *centre_id,
                         digest: *digest,
                         expires_at: *expires_at,
                     },
-                )]),
-                NumberState::Issued { .. } | NumberState::Redeemed { .. } => {
-                    Err(NumberError::AlreadyIssued)
+                )])
+            }
+            NumberCommand::Redeem {
+                digest,
+                now,
+                idempotency,
+                submitted,
+                keys,
+                accepted,
+                dropped,
+            } => {
+                if self.replayed_answer(*idempotency).is_some() {
+                    return Ok(vec![]); // the same request again: nothing new happens
                 }
-            },
-            NumberCommand::Redeem { digest, now, keys } => {
-                if keys.is_empty() {
+                if *submitted == 0 {
                     return Err(NumberError::Rejected(RejectionReason::NothingToSubmit));
                 }
-                match self {
-                    NumberState::Unissued => Err(NumberError::Rejected(RejectionReason::Unknown)),
+                let case_id = match self {
+                    NumberState::Unissued => {
+                        return Err(NumberError::Rejected(RejectionReason::Unknown));
+                    }
                     NumberState::Redeemed { .. } => {
-                        Err(NumberError::Rejected(RejectionReason::AlreadyUsed))
+                        return Err(NumberError::Rejected(RejectionReason::AlreadyUsed));
                     }
                     NumberState::Issued { expires_at, .. } if now >= expires_at => {
-                        Err(NumberError::Rejected(RejectionReason::Expired))
+                        return Err(NumberError::Rejected(RejectionReason::Expired));
                     }
-                    NumberState::Issued { case_id, .. } => Ok(vec![
-                        DomainEvent::ProcessingNumberRedeemed(ProcessingNumberRedeemed {
-                            case_id: *case_id,
-                            digest: *digest,
-                        }),
-                        DomainEvent::DiagnosisKeysUploaded(DiagnosisKeysUploaded {
-                            case_id: *case_id,
-                            digest: *digest,
-                            keys: keys.clone(),
-                        }),
-                    ]),
+                    NumberState::Issued { case_id, .. } => *case_id,
+                };
+                if *accepted == 0 {
+                    return Err(NumberError::Rejected(RejectionReason::NoValidKeys));
                 }
+                Ok(vec![
+                    DomainEvent::ProcessingNumberRedeemed(ProcessingNumberRedeemed {
+                        case_id,
+                        digest: *digest,
+                    }),
+                    DomainEvent::DiagnosisKeysUploaded(DiagnosisKeysUploaded {
+                        case_id,
+                        digest: *digest,
+                        idempotency: *idempotency,
+                        keys: keys.clone(),
+                        accepted: *accepted,
+                        dropped: dropped.clone(),
+                    }),
+                ])
             }
         }
     }
@@ -153,7 +218,31 @@ impl Aggregate for NumberState {
                 };
             }
             DomainEvent::ProcessingNumberRedeemed(e) => {
-                *self = NumberState::Redeemed { case_id: e.case_id }
+                let expires_at = match self {
+                    NumberState::Issued { expires_at, .. } => *expires_at,
+                    _ => UnixMillis(0),
+                };
+                *self = NumberState::Redeemed {
+                    case_id: e.case_id,
+                    expires_at,
+                    idempotency: None,
+                    answer: None,
+                };
+            }
+            DomainEvent::DiagnosisKeysUploaded(e) => {
+                if let NumberState::Redeemed {
+                    idempotency,
+                    answer,
+                    ..
+                } = self
+                {
+                    *idempotency = e.idempotency;
+                    *answer = Some(RedemptionAnswer {
+                        case_id: e.case_id,
+                        accepted: e.accepted,
+                        dropped: e.dropped.clone(),
+                    });
+                }
             }
             _ => {}
         }
@@ -162,6 +251,8 @@ impl Aggregate for NumberState {
 
 #[cfg(test)]
 mod tests {
+    use hotaru_events::domain::{DiagnosisKey, KeyRejection, UploadedKey};
+
     use super::*;
     use crate::testing::given;
 
@@ -169,94 +260,150 @@ mod tests {
     const CENTRE: CentreId = CentreId(3);
     const DIGEST: NumberDigest = NumberDigest([9; 32]);
     const EXPIRES: UnixMillis = UnixMillis(1_000_000);
+    const RETRY: Option<[u8; 32]> = Some([7; 32]);
 
-    fn key() -> DiagnosisKey {
-        DiagnosisKey {
-            key_data: [4; 16],
-            rolling_start_interval: 2_650_000,
-            rolling_period: 144,
-            transmission_risk: 4,
-            report_type: 1,
-            days_since_onset: 0,
-        }
+    fn keys() -> UploadedKeys {
+        UploadedKeys::Plain(vec![UploadedKey {
+            key: DiagnosisKey {
+                key_data: [4; 16],
+                rolling_start_interval: 2_650_000,
+                rolling_period: 144,
+                transmission_risk: 4,
+                report_type: 1,
+                days_since_onset: 0,
+            },
+            release_at: UnixMillis(5),
+        }])
     }
 
-    fn issue() -> NumberCommand {
+    fn dropped() -> Vec<DroppedKey> {
+        vec![DroppedKey {
+            index: 1,
+            reason: KeyRejection::TooOld,
+        }]
+    }
+
+    fn issue(now: u64) -> NumberCommand {
         NumberCommand::Issue {
             case_id: CASE,
             centre_id: CENTRE,
             digest: DIGEST,
+            now: UnixMillis(now),
             expires_at: EXPIRES,
         }
     }
 
     fn issued() -> DomainEvent {
-        NumberState::default().decide(&issue()).unwrap().remove(0)
+        NumberState::default().decide(&issue(0)).unwrap().remove(0)
     }
 
-    fn redeem(now: u64, keys: Vec<DiagnosisKey>) -> NumberCommand {
+    fn redeem(now: u64, submitted: usize, accepted: u16) -> NumberCommand {
         NumberCommand::Redeem {
             digest: DIGEST,
             now: UnixMillis(now),
-            keys,
+            idempotency: RETRY,
+            submitted,
+            keys: keys(),
+            accepted,
+            dropped: dropped(),
         }
     }
 
+    fn redeemed() -> Vec<DomainEvent> {
+        vec![
+            DomainEvent::ProcessingNumberRedeemed(ProcessingNumberRedeemed {
+                case_id: CASE,
+                digest: DIGEST,
+            }),
+            DomainEvent::DiagnosisKeysUploaded(DiagnosisKeysUploaded {
+                case_id: CASE,
+                digest: DIGEST,
+                idempotency: RETRY,
+                keys: keys(),
+                accepted: 1,
+                dropped: dropped(),
+            }),
+        ]
+    }
+
+    fn history() -> Vec<DomainEvent> {
+        std::iter::once(issued()).chain(redeemed()).collect()
+    }
+
     #[test]
-    fn a_number_is_issued_once() {
-        given::<NumberState>(&[]).when(&issue()).then(&[issued()]);
+    fn a_live_number_is_not_issued_twice() {
+        given::<NumberState>(&[]).when(&issue(0)).then(&[issued()]);
         given::<NumberState>(&[issued()])
-            .when(&issue())
+            .when(&issue(10))
             .then_error(NumberError::AlreadyIssued);
+        given::<NumberState>(&history())
+            .when(&issue(10))
+            .then_error(NumberError::AlreadyIssued);
+        // After its life is over, the digest may come round again.
+        let mut again = issue(EXPIRES.0);
+        if let NumberCommand::Issue { expires_at, .. } = &mut again {
+            *expires_at = UnixMillis(EXPIRES.0 * 2);
+        }
+        assert!(NumberState::replay(&history()).decide(&again).is_ok());
     }
 
     #[test]
     fn redeeming_a_live_number_consumes_it_together_with_the_keys() {
         given::<NumberState>(&[issued()])
-            .when(&redeem(999_999, vec![key()]))
-            .then(&[
-                DomainEvent::ProcessingNumberRedeemed(ProcessingNumberRedeemed {
-                    case_id: CASE,
-                    digest: DIGEST,
-                }),
-                DomainEvent::DiagnosisKeysUploaded(DiagnosisKeysUploaded {
-                    case_id: CASE,
-                    digest: DIGEST,
-                    keys: vec![key()],
-                }),
-            ]);
+            .when(&redeem(999_999, 2, 1))
+            .then(&redeemed());
     }
 
     #[test]
     fn cocoa_1_1_1_any_number_was_accepted_here_unknown_numbers_are_refused() {
         given::<NumberState>(&[])
-            .when(&redeem(0, vec![key()]))
+            .when(&redeem(0, 1, 1))
             .then_error(NumberError::Rejected(RejectionReason::Unknown));
     }
 
     #[test]
-    fn a_used_number_cannot_be_used_again() {
-        let events = NumberState::replay(&[issued()])
-            .decide(&redeem(5, vec![key()]))
-            .unwrap();
-        let history: Vec<_> = std::iter::once(issued()).chain(events).collect();
-        given::<NumberState>(&history)
-            .when(&redeem(6, vec![key()]))
+    fn a_used_number_cannot_be_used_again_but_a_retry_gets_the_first_answer() {
+        let mut other = redeem(6, 1, 1);
+        if let NumberCommand::Redeem { idempotency, .. } = &mut other {
+            *idempotency = Some([8; 32]);
+        }
+        given::<NumberState>(&history())
+            .when(&other)
             .then_error(NumberError::Rejected(RejectionReason::AlreadyUsed));
+        // The same idempotency key: no new events, and the first answer is there.
+        given::<NumberState>(&history())
+            .when(&redeem(7, 2, 1))
+            .then(&[]);
+        let state = NumberState::replay(&history());
+        assert_eq!(
+            state.replayed_answer(RETRY),
+            Some(&RedemptionAnswer {
+                case_id: CASE,
+                accepted: 1,
+                dropped: dropped()
+            })
+        );
+        assert_eq!(state.replayed_answer(None), None);
     }
 
     #[test]
     fn an_expired_number_is_refused_at_the_instant_it_expires() {
         given::<NumberState>(&[issued()])
-            .when(&redeem(EXPIRES.0, vec![key()]))
+            .when(&redeem(EXPIRES.0, 1, 1))
             .then_error(NumberError::Rejected(RejectionReason::Expired));
+        given::<NumberState>(&[issued()])
+            .when(&redeem(EXPIRES.0 - 1, 1, 1))
+            .then(&redeemed());
     }
 
     #[test]
-    fn an_upload_without_keys_consumes_nothing() {
+    fn an_upload_without_keys_or_without_valid_keys_consumes_nothing() {
         given::<NumberState>(&[issued()])
-            .when(&redeem(5, vec![]))
+            .when(&redeem(5, 0, 0))
             .then_error(NumberError::Rejected(RejectionReason::NothingToSubmit));
+        given::<NumberState>(&[issued()])
+            .when(&redeem(5, 3, 0))
+            .then_error(NumberError::Rejected(RejectionReason::NoValidKeys));
     }
 
     #[test]
@@ -270,6 +417,7 @@ mod tests {
             "abcdefgh",
             "",
             "12345678\n",
+            " 12345678",
         ] {
             assert_eq!(
                 ProcessingNumber::parse(bad, 8),

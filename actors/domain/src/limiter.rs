@@ -1,0 +1,201 @@
+//! Error C: limits on failed redemptions, without identifying anyone.
+//!
+//! - Global: at most `global_failures` failed redemptions in any sliding `window`. When the
+//!   budget is spent, every redemption is refused (C) for a lockout that doubles each
+//!   time the budget is spent again (up to `lockout_max`), and resets after a quiet window.
+//!   A refused attempt is never evaluated, so it can never hit.
+//! - Per source: the edge passes an opaque [`SourceKey`] (a keyed hash of the connection it
+//!   holds in memory only; never an IP). A source gets `source_failures` failures per
+//!   window, then an exponential back-off.
+//!
+//! Both are in memory. The global window is rebuilt at start from the day's
+//! `ProcessingNumberRejected` events; the per-source state is lost on restart by design.
+//! The arithmetic is in docs/adr/0004-redemption-limits.md.
+
+use std::collections::{HashMap, VecDeque};
+
+use hotaru_events::UnixMillis;
+use serde::{Deserialize, Serialize};
+
+/// The limits (`[limits]` in the server's configuration).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimiterPolicy {
+    pub window_ms: u64,
+    pub global_failures: usize,
+    pub lockout_base_ms: u64,
+    pub lockout_max_ms: u64,
+    pub source_failures: usize,
+    pub source_backoff_base_ms: u64,
+}
+
+impl Default for LimiterPolicy {
+    fn default() -> Self {
+        Self {
+            window_ms: 3_600_000,
+            global_failures: 60,
+            lockout_base_ms: 5 * 60_000,
+            lockout_max_ms: 6 * 3_600_000,
+            source_failures: 5,
+            source_backoff_base_ms: 60_000,
+        }
+    }
+}
+
+/// An opaque, in-memory-only label of where requests come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SourceKey(pub u64);
+
+/// Refused (C): try again after this time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryAfter(pub UnixMillis);
+
+#[derive(Default, Debug)]
+struct SourceState {
+    failures: VecDeque<UnixMillis>,
+    blocked_until: UnixMillis,
+    backoffs: u32,
+}
+
+/// The limiter's state.
+#[derive(Debug)]
+pub struct AttemptLimiter {
+    policy: LimiterPolicy,
+    failures: VecDeque<UnixMillis>,
+    locked_until: UnixMillis,
+    lockouts: u32,
+    sources: HashMap<SourceKey, SourceState>,
+}
+
+fn doubled(base: u64, times: u32, max: u64) -> u64 {
+    base.saturating_mul(1u64 << times.min(40)).min(max)
+}
+
+impl AttemptLimiter {
+    pub fn new(policy: LimiterPolicy) -> Self {
+        Self {
+            policy,
+            failures: VecDeque::new(),
+            locked_until: UnixMillis(0),
+            lockouts: 0,
+            sources: HashMap::new(),
+        }
+    }
+
+    fn prune(q: &mut VecDeque<UnixMillis>, now: UnixMillis, window: u64) {
+        while q.front().is_some_and(|t| t.0 + window <= now.0) {
+            q.pop_front();
+        }
+    }
+
+    /// May a redemption be evaluated now?
+    pub fn check(&mut self, now: UnixMillis, source: Option<SourceKey>) -> Result<(), RetryAfter> {
+        if now < self.locked_until {
+            return Err(RetryAfter(self.locked_until));
+        }
+        // A whole quiet window after the last lockout forgives the doubling.
+        if self.lockouts > 0 && now.0 >= self.locked_until.0 + self.policy.window_ms {
+            self.lockouts = 0;
+        }
+        if let Some(s) = source.and_then(|k| self.sources.get(&k))
+            && now < s.blocked_until
+        {
+            return Err(RetryAfter(s.blocked_until));
+        }
+        Ok(())
+    }
+
+    /// A redemption was evaluated and failed (B).
+    pub fn record_failure(&mut self, now: UnixMillis, source: Option<SourceKey>) {
+        let p = &self.policy;
+        Self::prune(&mut self.failures, now, p.window_ms);
+        self.failures.push_back(now);
+        if self.failures.len() >= p.global_failures {
+            let d = doubled(p.lockout_base_ms, self.lockouts, p.lockout_max_ms);
+            self.locked_until = now.plus_millis(d);
+            self.lockouts += 1;
+            self.failures.clear();
+        }
+        if let Some(k) = source {
+            let s = self.sources.entry(k).or_default();
+            Self::prune(&mut s.failures, now, p.window_ms);
+            s.failures.push_back(now);
+            if s.failures.len() >= p.source_failures {
+                let d = doubled(p.source_backoff_base_ms, s.backoffs, p.lockout_max_ms);
+                s.blocked_until = now.plus_millis(d);
+                s.backoffs += 1;
+                s.failures.clear();
+            }
+        }
+        // Forget sources that have been quiet for a window (bounded memory).
+        if self.sources.len() > 100_000 {
+            let w = p.window_ms;
+            self.sources.retain(|_, s| {
+                s.blocked_until.0 + w > now.0 || s.failures.back().is_some_and(|t| t.0 + w > now.0)
+            });
+        }
+    }
+
+    /// A redemption succeeded: the source's record is cleared.
+    pub fn record_success(&mut self, source: Option<SourceKey>) {
+        if let Some(k) = source {
+            self.sources.remove(&k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: u64 = 60_000;
+
+    #[test]
+    fn the_global_budget_locks_everyone_out_with_doubling_lockouts() {
+        let p = LimiterPolicy::default();
+        let mut l = AttemptLimiter::new(p.clone());
+        let mut t = UnixMillis(1_000_000);
+        for _ in 0..59 {
+            assert!(l.check(t, None).is_ok());
+            l.record_failure(t, None);
+        }
+        assert!(l.check(t, None).is_ok());
+        l.record_failure(t, None);
+        assert_eq!(l.check(t, None), Err(RetryAfter(t.plus_millis(5 * MIN))));
+        t = t.plus_millis(5 * MIN);
+        assert!(l.check(t, None).is_ok());
+        for _ in 0..60 {
+            l.record_failure(t, None);
+        }
+        assert_eq!(l.check(t, None), Err(RetryAfter(t.plus_millis(10 * MIN))));
+    }
+
+    #[test]
+    fn failures_outside_the_window_do_not_count() {
+        let mut l = AttemptLimiter::new(LimiterPolicy::default());
+        for i in 0..200u64 {
+            let t = UnixMillis(i * 62_000); // 58 in any hour: under the 60
+            assert!(l.check(t, None).is_ok(), "attempt {i}");
+            l.record_failure(t, None);
+        }
+    }
+
+    #[test]
+    fn one_source_backs_off_without_locking_out_the_others() {
+        let mut l = AttemptLimiter::new(LimiterPolicy::default());
+        let (a, b) = (Some(SourceKey(1)), Some(SourceKey(2)));
+        let t = UnixMillis(10_000_000);
+        for _ in 0..5 {
+            l.record_failure(t, a);
+        }
+        assert_eq!(l.check(t, a), Err(RetryAfter(t.plus_millis(MIN))));
+        assert!(l.check(t, b).is_ok());
+        let t2 = t.plus_millis(MIN);
+        for _ in 0..5 {
+            l.record_failure(t2, a);
+        }
+        assert_eq!(l.check(t2, a), Err(RetryAfter(t2.plus_millis(2 * MIN))));
+        l.record_success(a);
+        assert!(l.check(t2, a).is_ok());
+    }
+}
