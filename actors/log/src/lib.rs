@@ -26,6 +26,7 @@ use hotaru_events::{ChainHash, Commit, Context, EncodeError, NewEvent, StreamId}
 
 mod any;
 mod nats;
+mod side;
 mod sled_log;
 
 #[cfg(feature = "conformance")]
@@ -33,6 +34,7 @@ pub mod conformance;
 
 pub use any::{AnyLog, Backend};
 pub use nats::{NatsConfig, NatsLog, stream_name};
+pub use side::SideStore;
 pub use sled_log::{DEDUP_WINDOW as SLED_DEDUP_WINDOW, SledLog};
 
 /// What the appender expects the stream's version to be.

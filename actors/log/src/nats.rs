@@ -58,7 +58,7 @@ pub struct NatsConfig {
     pub url: String,
     /// Replicas of every stream: 1 on one server, 3 on a cluster.
     pub replicas: usize,
-    /// JetStream's de-duplication window for message ids (see `docs/event-log.md`).
+    /// JetStream's de-duplication window for message ids (see `docs/adr/0002-event-log-storage.md`).
     pub duplicate_window: Duration,
 }
 
@@ -82,6 +82,7 @@ struct Inner {
     js: jetstream::Context,
     streams: HashMap<Context, stream::Stream>,
     checkpoints: stream::Stream,
+    replicas: usize,
     tx: mpsc::UnboundedSender<Request>,
 }
 
@@ -176,6 +177,7 @@ impl NatsLog {
                 js,
                 streams,
                 checkpoints,
+                replicas: config.replicas,
                 tx,
             }),
         })
@@ -184,6 +186,11 @@ impl NatsLog {
     /// The JetStream context, for tools and benchmarks that publish raw.
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.inner.js
+    }
+
+    /// Replicas of the streams this log creates.
+    pub fn replicas(&self) -> usize {
+        self.inner.replicas
     }
 
     async fn last_sequence(&self, ctx: Context) -> Result<u64, LogError> {

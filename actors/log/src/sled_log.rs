@@ -139,6 +139,14 @@ impl RecentIds {
 
 impl SledLog {
     /// Opens (or creates) the log in `dir`, rebuilding the in-memory indexes.
+    /// The tree of a side-store namespace (see [`crate::SideStore`]).
+    pub(crate) fn side_tree(&self, ns: &str) -> Result<sled::Tree, LogError> {
+        self.inner
+            .db
+            .open_tree(format!("side:{ns}"))
+            .map_err(|e| LogError::Backend(e.to_string()))
+    }
+
     pub fn open(dir: &Path) -> Result<Self, LogError> {
         let db = sled::Config::new()
             .path(dir)

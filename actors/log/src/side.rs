@@ -1,0 +1,232 @@
+//! Side stores: the few mutable things that live next to the immutable log, on the same
+//! backend. Day keys and API-key digests (which retention must be able to destroy), and
+//! blobs (the published export zips, content-addressed).
+//!
+//! - sled: one tree per namespace (`side:<ns>`), flushed on every write.
+//! - JetStream: one stream per namespace (`HOTARU_SIDE_<NS>`, subjects
+//!   `hotaru_side.<ns>.<key>` and `hotaru_side.<ns>.<key>.<chunk>`), one message per
+//!   subject, deletes allowed. Values larger than a message are chunked (512 KiB), with a
+//!   small manifest message written last, so a reader never sees half a value. No KV or
+//!   object-store API: async-nats cannot create those on nats-server 2.9.
+
+use async_nats::jetstream::stream;
+use bytes::Bytes;
+
+use crate::{AnyLog, LogError, NatsLog, SledLog};
+
+const CHUNK: usize = 512 * 1024;
+
+/// A mutable namespace of values next to the log.
+pub trait SideStore: Clone + Send + Sync + 'static {
+    fn side_put(
+        &self,
+        ns: &str,
+        key: &str,
+        value: &[u8],
+    ) -> impl Future<Output = Result<(), LogError>> + Send;
+    fn side_get(
+        &self,
+        ns: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, LogError>> + Send;
+    /// Removes the value; on JetStream the messages are purged from the stream.
+    fn side_delete(&self, ns: &str, key: &str)
+    -> impl Future<Output = Result<(), LogError>> + Send;
+    fn side_keys(&self, ns: &str) -> impl Future<Output = Result<Vec<String>, LogError>> + Send;
+}
+
+fn check(ns: &str, key: &str) -> Result<(), LogError> {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 80
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if ok(ns) && ok(key) {
+        Ok(())
+    } else {
+        Err(LogError::Backend(format!(
+            "invalid side-store name {ns:?}/{key:?}"
+        )))
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> LogError {
+    LogError::Backend(e.to_string())
+}
+
+impl SideStore for SledLog {
+    async fn side_put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), LogError> {
+        check(ns, key)?;
+        let tree = self.side_tree(ns)?;
+        tree.insert(key, value).map_err(backend)?;
+        tree.flush_async().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn side_get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, LogError> {
+        check(ns, key)?;
+        Ok(self
+            .side_tree(ns)?
+            .get(key)
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
+
+    async fn side_delete(&self, ns: &str, key: &str) -> Result<(), LogError> {
+        check(ns, key)?;
+        let tree = self.side_tree(ns)?;
+        tree.remove(key).map_err(backend)?;
+        tree.flush_async().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn side_keys(&self, ns: &str) -> Result<Vec<String>, LogError> {
+        self.side_tree(ns)?
+            .iter()
+            .keys()
+            .map(|k| {
+                k.map_err(backend)
+                    .map(|k| String::from_utf8_lossy(&k).into_owned())
+            })
+            .collect()
+    }
+}
+
+impl NatsLog {
+    async fn side_stream(&self, ns: &str) -> Result<stream::Stream, LogError> {
+        let name = format!("HOTARU_SIDE_{}", ns.to_ascii_uppercase());
+        self.jetstream()
+            .get_or_create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![format!("hotaru_side.{ns}.>")],
+                storage: stream::StorageType::File,
+                num_replicas: self.replicas(),
+                max_messages_per_subject: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| LogError::Backend(format!("cannot create stream {name}: {e}")))
+    }
+
+    async fn publish_acked(&self, subject: String, payload: Bytes) -> Result<(), LogError> {
+        self.jetstream()
+            .publish(subject, payload)
+            .await
+            .map_err(backend)?
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+async fn last(s: &stream::Stream, subject: &str) -> Result<Option<Bytes>, LogError> {
+    match s.get_last_raw_message_by_subject(subject).await {
+        Ok(m) => Ok(Some(m.payload)),
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(backend(e)),
+    }
+}
+
+impl SideStore for NatsLog {
+    async fn side_put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), LogError> {
+        check(ns, key)?;
+        self.side_stream(ns).await?;
+        let base = format!("hotaru_side.{ns}.{key}");
+        let chunks: Vec<&[u8]> = if value.is_empty() {
+            vec![&[][..]]
+        } else {
+            value.chunks(CHUNK).collect()
+        };
+        for (i, c) in chunks.iter().enumerate() {
+            self.publish_acked(format!("{base}.{i}"), Bytes::copy_from_slice(c))
+                .await?;
+        }
+        // The manifest last: a reader that sees it sees every chunk.
+        let manifest = (chunks.len() as u32).to_be_bytes().to_vec();
+        self.publish_acked(base, manifest.into()).await
+    }
+
+    async fn side_get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, LogError> {
+        check(ns, key)?;
+        let s = self.side_stream(ns).await?;
+        let base = format!("hotaru_side.{ns}.{key}");
+        let Some(manifest) = last(&s, &base).await? else {
+            return Ok(None);
+        };
+        let n = u32::from_be_bytes(
+            manifest[..]
+                .try_into()
+                .map_err(|_| backend(format!("malformed manifest of {ns}/{key}")))?,
+        );
+        let mut out = Vec::new();
+        for i in 0..n {
+            let c = last(&s, &format!("{base}.{i}"))
+                .await?
+                .ok_or_else(|| backend(format!("chunk {i} of {ns}/{key} is missing")))?;
+            out.extend_from_slice(&c);
+        }
+        Ok(Some(out))
+    }
+
+    async fn side_delete(&self, ns: &str, key: &str) -> Result<(), LogError> {
+        check(ns, key)?;
+        let s = self.side_stream(ns).await?;
+        let base = format!("hotaru_side.{ns}.{key}");
+        // The manifest first: from then on the value is gone for readers.
+        s.purge().filter(base.clone()).await.map_err(backend)?;
+        s.purge()
+            .filter(format!("{base}.>"))
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn side_keys(&self, ns: &str) -> Result<Vec<String>, LogError> {
+        let s = self.side_stream(ns).await?;
+        let prefix = format!("hotaru_side.{ns}.");
+        let info = s
+            .info_with_subjects(format!("{prefix}*"))
+            .await
+            .map_err(backend)?;
+        use futures::TryStreamExt;
+        let subjects: Vec<(String, usize)> = info.try_collect().await.map_err(backend)?;
+        let mut keys: Vec<String> = subjects
+            .into_iter()
+            .filter_map(|(subj, _)| subj.strip_prefix(&prefix).map(str::to_owned))
+            .filter(|k| !k.contains('.'))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+impl SideStore for AnyLog {
+    async fn side_put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), LogError> {
+        match self {
+            AnyLog::Sled(l) => l.side_put(ns, key, value).await,
+            AnyLog::Nats(l) => l.side_put(ns, key, value).await,
+        }
+    }
+
+    async fn side_get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, LogError> {
+        match self {
+            AnyLog::Sled(l) => l.side_get(ns, key).await,
+            AnyLog::Nats(l) => l.side_get(ns, key).await,
+        }
+    }
+
+    async fn side_delete(&self, ns: &str, key: &str) -> Result<(), LogError> {
+        match self {
+            AnyLog::Sled(l) => l.side_delete(ns, key).await,
+            AnyLog::Nats(l) => l.side_delete(ns, key).await,
+        }
+    }
+
+    async fn side_keys(&self, ns: &str) -> Result<Vec<String>, LogError> {
+        match self {
+            AnyLog::Sled(l) => l.side_keys(ns).await,
+            AnyLog::Nats(l) => l.side_keys(ns).await,
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The side stores behave alike on both backends: put, overwrite, get, large values,
+//! list, delete (and a deleted value is gone after a reopen).
+
+use hotaru_log::{NatsConfig, NatsLog, SideStore, SledLog};
+use hotaru_test_support::NatsServer;
+
+async fn exercise<S: SideStore>(open: impl AsyncFn() -> S) {
+    let s = open().await;
+    assert_eq!(s.side_get("secrets", "day-1").await.unwrap(), None);
+    s.side_put("secrets", "day-1", b"first").await.unwrap();
+    s.side_put("secrets", "day-1", b"second").await.unwrap();
+    s.side_put("secrets", "day-2", b"").await.unwrap();
+    assert_eq!(
+        s.side_get("secrets", "day-1").await.unwrap().as_deref(),
+        Some(&b"second"[..])
+    );
+    assert_eq!(
+        s.side_get("secrets", "day-2").await.unwrap().as_deref(),
+        Some(&b""[..])
+    );
+    // Larger than one NATS message: chunked.
+    let big: Vec<u8> = (0..(2 * 1024 * 1024 + 17))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    s.side_put("blobs", "abc", &big).await.unwrap();
+    assert_eq!(
+        s.side_get("blobs", "abc").await.unwrap().as_deref(),
+        Some(&big[..])
+    );
+    assert_eq!(s.side_keys("secrets").await.unwrap(), ["day-1", "day-2"]);
+    s.side_delete("secrets", "day-1").await.unwrap();
+    assert_eq!(s.side_get("secrets", "day-1").await.unwrap(), None);
+    assert!(
+        s.side_put("secrets", "a.b", b"x").await.is_err(),
+        "names are checked"
+    );
+    drop(s);
+    let s = open().await;
+    assert_eq!(s.side_get("secrets", "day-1").await.unwrap(), None);
+    assert_eq!(s.side_keys("secrets").await.unwrap(), ["day-2"]);
+    assert_eq!(
+        s.side_get("blobs", "abc").await.unwrap().map(|v| v.len()),
+        Some(big.len())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_side_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    exercise(async || SledLog::open(&path).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_side_store() {
+    let server = NatsServer::start();
+    let config = NatsConfig::new(server.url());
+    exercise(async || NatsLog::connect(&config).await.unwrap()).await;
+}
