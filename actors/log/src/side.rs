@@ -29,6 +29,14 @@ pub trait SideStore: Clone + Send + Sync + 'static {
         ns: &str,
         key: &str,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, LogError>> + Send;
+    /// Stores `value` only if the key has none yet (at most 512 KiB); returns whether it
+    /// was stored. Two nodes racing to create the same key agree on one value.
+    fn side_create(
+        &self,
+        ns: &str,
+        key: &str,
+        value: &[u8],
+    ) -> impl Future<Output = Result<bool, LogError>> + Send;
     /// Removes the value; on JetStream the messages are purged from the stream.
     fn side_delete(&self, ns: &str, key: &str)
     -> impl Future<Output = Result<(), LogError>> + Send;
@@ -71,6 +79,17 @@ impl SideStore for SledLog {
             .get(key)
             .map_err(backend)?
             .map(|v| v.to_vec()))
+    }
+
+    async fn side_create(&self, ns: &str, key: &str, value: &[u8]) -> Result<bool, LogError> {
+        check(ns, key)?;
+        let tree = self.side_tree(ns)?;
+        let created = tree
+            .compare_and_swap(key, None::<&[u8]>, Some(value))
+            .map_err(backend)?
+            .is_ok();
+        tree.flush_async().await.map_err(backend)?;
+        Ok(created)
     }
 
     async fn side_delete(&self, ns: &str, key: &str) -> Result<(), LogError> {
@@ -128,37 +147,71 @@ async fn last(s: &stream::Stream, subject: &str) -> Result<Option<Bytes>, LogErr
     }
 }
 
+/// The first byte of the message on a key's own subject.
+const INLINE: u8 = 0;
+const MANIFEST: u8 = 1;
+
 impl SideStore for NatsLog {
     async fn side_put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), LogError> {
         check(ns, key)?;
         self.side_stream(ns).await?;
         let base = format!("hotaru_side.{ns}.{key}");
-        let chunks: Vec<&[u8]> = if value.is_empty() {
-            vec![&[][..]]
-        } else {
-            value.chunks(CHUNK).collect()
-        };
+        if value.len() <= CHUNK {
+            let payload = [&[INLINE][..], value].concat();
+            return self.publish_acked(base, payload.into()).await;
+        }
+        let chunks: Vec<&[u8]> = value.chunks(CHUNK).collect();
         for (i, c) in chunks.iter().enumerate() {
             self.publish_acked(format!("{base}.{i}"), Bytes::copy_from_slice(c))
                 .await?;
         }
         // The manifest last: a reader that sees it sees every chunk.
-        let manifest = (chunks.len() as u32).to_be_bytes().to_vec();
+        let mut manifest = vec![MANIFEST];
+        manifest.extend_from_slice(&(chunks.len() as u32).to_be_bytes());
         self.publish_acked(base, manifest.into()).await
+    }
+
+    async fn side_create(&self, ns: &str, key: &str, value: &[u8]) -> Result<bool, LogError> {
+        check(ns, key)?;
+        if value.len() > CHUNK {
+            return Err(backend("side_create takes values of at most 512 KiB"));
+        }
+        self.side_stream(ns).await?;
+        let payload = [&[INLINE][..], value].concat();
+        let msg = async_nats::jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .expected_last_subject_sequence(0);
+        let ack = self
+            .jetstream()
+            .send_publish(format!("hotaru_side.{ns}.{key}"), msg)
+            .await
+            .map_err(backend)?
+            .await;
+        match ack {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(backend(e)),
+        }
     }
 
     async fn side_get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, LogError> {
         check(ns, key)?;
         let s = self.side_stream(ns).await?;
         let base = format!("hotaru_side.{ns}.{key}");
-        let Some(manifest) = last(&s, &base).await? else {
+        let Some(head) = last(&s, &base).await? else {
             return Ok(None);
         };
-        let n = u32::from_be_bytes(
-            manifest[..]
-                .try_into()
-                .map_err(|_| backend(format!("malformed manifest of {ns}/{key}")))?,
-        );
+        match head.first() {
+            Some(&INLINE) => return Ok(Some(head[1..].to_vec())),
+            Some(&MANIFEST) if head.len() == 5 => {}
+            _ => return Err(backend(format!("malformed side value {ns}/{key}"))),
+        }
+        let n = u32::from_be_bytes(head[1..5].try_into().expect("4 bytes"));
         let mut out = Vec::new();
         for i in 0..n {
             let c = last(&s, &format!("{base}.{i}"))
@@ -213,6 +266,13 @@ impl SideStore for AnyLog {
         match self {
             AnyLog::Sled(l) => l.side_get(ns, key).await,
             AnyLog::Nats(l) => l.side_get(ns, key).await,
+        }
+    }
+
+    async fn side_create(&self, ns: &str, key: &str, value: &[u8]) -> Result<bool, LogError> {
+        match self {
+            AnyLog::Sled(l) => l.side_create(ns, key, value).await,
+            AnyLog::Nats(l) => l.side_create(ns, key, value).await,
         }
     }
 
