@@ -1,0 +1,11 @@
+//! Hotaru's server: the registration flow, batch signing and distribution, retention.
+//!
+//! Each service is a shell around the pure rules of `hotaru-domain` and the formats of
+//! `hotaru-protocol`: it loads streams, reads the injected clock, draws randomness, and
+//! appends with the expected version. All of it runs on either event-log backend.
+
+pub mod daykeys;
+pub mod registration;
+
+pub use daykeys::{DayKeys, DayMaterial};
+pub use registration::{IssuedNumber, Redemption, Registration, RegistrationError};

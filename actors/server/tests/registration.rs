@@ -1,0 +1,446 @@
+//! The registration flow end to end through the service, on sled and on a real
+//! nats-server: confirm → issue → redeem with keys, errors A, B, C and G, COCOA 1.1.1 and
+//! 1.1.2, idempotent retries, one winner among concurrent redemptions, the quota.
+
+use std::sync::Arc;
+
+use hotaru_actors::{ManualClock, RandomIds};
+use hotaru_domain::limiter::LimiterPolicy;
+use hotaru_domain::policy::{DAY_MS, RegistrationPolicy};
+use hotaru_domain::upload::SubmittedKey;
+use hotaru_events::domain::{CaseBasis, CentreId, Day, RejectionReason};
+use hotaru_events::{Context, DomainEvent, EventType, UnixMillis};
+use hotaru_log::{AnyLog, EventLog, NatsConfig, NatsLog, SledLog};
+use hotaru_server::{DayKeys, Redemption, Registration, RegistrationError};
+use hotaru_test_support::NatsServer;
+
+const TODAY: u32 = 20_400;
+const CENTRE: CentreId = CentreId(7);
+const SECRET: &[u8] = b"a test secret of at least thirty-two bytes";
+
+struct World {
+    reg: Registration<AnyLog>,
+    log: AnyLog,
+    clock: ManualClock,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+fn service(log: AnyLog, clock: &ManualClock, policy: RegistrationPolicy) -> Registration<AnyLog> {
+    let keys = DayKeys::new(log.clone(), SECRET).unwrap();
+    Registration::new(
+        log,
+        keys,
+        Arc::new(clock.clone()),
+        Arc::new(RandomIds::default()),
+        policy,
+        LimiterPolicy::default(),
+    )
+}
+
+async fn world(nats: bool, policy: RegistrationPolicy) -> World {
+    let clock = ManualClock::at(UnixMillis(u64::from(TODAY) * DAY_MS + 10 * 3_600_000));
+    let (log, keep): (AnyLog, Box<dyn std::any::Any + Send>) = if nats {
+        let server = NatsServer::start();
+        let log = NatsLog::connect(&NatsConfig::new(server.url()))
+            .await
+            .unwrap();
+        (AnyLog::Nats(log), Box::new(server))
+    } else {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path()).unwrap();
+        (AnyLog::Sled(log), Box::new(dir))
+    };
+    World {
+        reg: service(log.clone(), &clock, policy),
+        log,
+        clock,
+        _keep: keep,
+    }
+}
+
+fn key(seed: u8, day: u32) -> SubmittedKey {
+    SubmittedKey {
+        key_data: vec![seed; 16],
+        rolling_start: day * 144,
+        rolling_period: 144,
+        transmission_risk: Some(0),
+        report_type: None,
+        days_since_onset: None,
+    }
+}
+
+fn upload(number: &str, keys: Vec<SubmittedKey>) -> Redemption {
+    Redemption {
+        number: number.to_owned(),
+        keys,
+        idempotency_key: None,
+        source: None,
+    }
+}
+
+async fn issued(w: &World) -> String {
+    let case = w
+        .reg
+        .confirm_case(CENTRE, CaseBasis::SymptomOnset(Day(TODAY - 2)))
+        .await
+        .unwrap();
+    w.reg
+        .issue_number(CENTRE, case)
+        .await
+        .unwrap()
+        .number
+        .as_str()
+        .to_owned()
+}
+
+async fn events(log: &AnyLog) -> Vec<DomainEvent> {
+    let commits = log
+        .read_all(Context::Registration, 1, 100_000)
+        .await
+        .unwrap();
+    commits
+        .iter()
+        .flat_map(|c| c.commit.envelopes())
+        .map(|e| e.unwrap().event)
+        .collect()
+}
+
+async fn rejections(log: &AnyLog) -> Vec<RejectionReason> {
+    events(log)
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            DomainEvent::ProcessingNumberRejected(r) => Some(r.reason),
+            _ => None,
+        })
+        .collect()
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sled { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(false).await } )* }
+        mod nats { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(true).await } )* }
+    };
+}
+
+on_both_backends!(
+    confirm_issue_redeem,
+    error_a_format,
+    error_b_unknown_used_expired_look_alike,
+    error_c_attempt_limit,
+    error_g_nothing_to_submit,
+    cocoa_1_1_1_and_1_1_2,
+    idempotent_retry,
+    concurrent_redemptions_have_one_winner,
+    daily_quota,
+);
+
+async fn confirm_issue_redeem(nats: bool) {
+    let w = world(nats, RegistrationPolicy::default()).await;
+    let number = issued(&w).await;
+    assert_eq!(number.len(), 8);
+    assert!(number.bytes().all(|b| b.is_ascii_digit()));
+    let answer = w
+        .reg
+        .redeem(upload(
+            &number,
+            vec![key(1, TODAY - 1), key(2, TODAY - 9), key(3, TODAY)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(answer.accepted, 2, "{answer:?}");
+    assert_eq!(
+        answer.dropped.len(),
+        1,
+        "the key before the infectious period"
+    );
+    let evs = events(&w.log).await;
+    let types: Vec<EventType> = evs.iter().map(DomainEvent::event_type).collect();
+    assert_eq!(
+        types,
+        [
+            EventType::CaseConfirmed,
+            EventType::ProcessingNumberIssued,
+            EventType::ProcessingNumberRedeemed,
+            EventType::DiagnosisKeysUploaded
+        ]
+    );
+    // Redeemed and uploaded are one commit: one atomic append.
+    let commits = w.log.read_all(Context::Registration, 1, 100).await.unwrap();
+    assert_eq!(commits.last().unwrap().commit.events.len(), 2);
+    // The number never appears anywhere in the log's bytes.
+    for c in &commits {
+        assert!(!c.frame.windows(8).any(|w| w == number.as_bytes()));
+    }
+}
+
+async fn error_a_format(nats: bool) {
+    let w = world(nats, RegistrationPolicy::default()).await;
+    for bad in [
+        "1234567",
+        "123456789",
+        "1234 678",
+        "１２３４５６７８",
+        "abcdefgh",
+        "",
+    ] {
+        let e = w
+            .reg
+            .redeem(upload(bad, vec![key(1, TODAY - 1)]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            RegistrationError::Rejected(RejectionReason::Format),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(rejections(&w.log).await.len(), 6);
+}
+
+async fn error_b_unknown_used_expired_look_alike(nats: bool) {
+    let w = world(nats, RegistrationPolicy::default()).await;
+    let used = issued(&w).await;
+    w.reg
+        .redeem(upload(&used, vec![key(1, TODAY - 1)]))
+        .await
+        .unwrap();
+    let expired = issued(&w).await;
+    let unknown = if used == "00000000" {
+        "00000001"
+    } else {
+        "00000000"
+    };
+    let e1 = w
+        .reg
+        .redeem(upload(unknown, vec![key(2, TODAY - 1)]))
+        .await
+        .unwrap_err();
+    let e2 = w
+        .reg
+        .redeem(upload(&used, vec![key(3, TODAY - 1)]))
+        .await
+        .unwrap_err();
+    w.clock.advance_millis(DAY_MS);
+    let e3 = w
+        .reg
+        .redeem(upload(&expired, vec![key(4, TODAY - 1)]))
+        .await
+        .unwrap_err();
+    // One answer for all three ...
+    for e in [&e1, &e2, &e3] {
+        assert_eq!(e.public_reason(), Some(RejectionReason::Unknown), "{e:?}");
+    }
+    // ... while the events record which it was.
+    assert_eq!(
+        rejections(&w.log).await,
+        [
+            RejectionReason::Unknown,
+            RejectionReason::AlreadyUsed,
+            RejectionReason::Expired
+        ]
+    );
+}
+
+async fn error_c_attempt_limit(nats: bool) {
+    let w = world(nats, RegistrationPolicy::default()).await;
+    let good = issued(&w).await;
+    let mut refused_at = None;
+    for i in 0..70u32 {
+        let guess = format!("{:08}", 10_000_000 + i);
+        if guess == good {
+            continue;
+        }
+        match w.reg.redeem(upload(&guess, vec![key(1, TODAY - 1)])).await {
+            Err(RegistrationError::AttemptLimit(_)) => {
+                refused_at = Some(i);
+                break;
+            }
+            Err(e) => assert_eq!(e.public_reason(), Some(RejectionReason::Unknown)),
+            Ok(_) => panic!("a guess hit"),
+        }
+    }
+    assert_eq!(
+        refused_at,
+        Some(60),
+        "the 61st failure in an hour is refused"
+    );
+    // While locked out even the right number is refused, unevaluated: nothing consumed.
+    let e = w
+        .reg
+        .redeem(upload(&good, vec![key(1, TODAY - 1)]))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RegistrationError::AttemptLimit(_)), "{e:?}");
+    w.clock.advance_millis(5 * 60_000);
+    assert!(
+        w.reg
+            .redeem(upload(&good, vec![key(1, TODAY - 1)]))
+            .await
+            .is_ok()
+    );
+    // A fresh process rebuilds the failure window from the log.
+    let again = service(w.log.clone(), &w.clock, RegistrationPolicy::default());
+    again.warm_up().await.unwrap();
+}
+
+async fn error_g_nothing_to_submit(nats: bool) {
+    let w = world(nats, RegistrationPolicy::default()).await;
+    let number = issued(&w).await;
+    let e = w.reg.redeem(upload(&number, vec![])).await.unwrap_err();
+    assert_eq!(
+        e,
+        RegistrationError::Rejected(RejectionReason::NothingToSubmit)
+    );
+    // Only invalid keys: refused, nothing consumed either.
+    let e = w
+        .reg
+        .redeem(upload(&number, vec![key(1, TODAY + 3)]))
+        .await
+        .unwrap_err();
+    assert_eq!(e, RegistrationError::Rejected(RejectionReason::NoValidKeys));
+    // The number still works.
+    assert_eq!(
+        w.reg
+            .redeem(upload(&number, vec![key(2, TODAY - 1)]))
+            .await
+            .unwrap()
+            .accepted,
+        1
+    );
+}
+
+/// 1.1.1 accepted any number; 1.1.2 refused a correct one. Here: 200 random guesses are
+/// all refused, and 20 issued numbers are all accepted.
+async fn cocoa_1_1_1_and_1_1_2(nats: bool) {
+    let policy = RegistrationPolicy::default();
+    let w = world(nats, policy).await;
+    let mut numbers = Vec::new();
+    for _ in 0..20 {
+        numbers.push(issued(&w).await);
+    }
+    let w2 = World {
+        reg: {
+            let keys = DayKeys::new(w.log.clone(), SECRET).unwrap();
+            Registration::new(
+                w.log.clone(),
+                keys,
+                Arc::new(w.clock.clone()),
+                Arc::new(RandomIds::default()),
+                RegistrationPolicy::default(),
+                LimiterPolicy {
+                    global_failures: 10_000,
+                    ..LimiterPolicy::default()
+                },
+            )
+        },
+        log: w.log.clone(),
+        clock: w.clock.clone(),
+        _keep: Box::new(()),
+    };
+    for i in 0..200u32 {
+        let guess = format!("{:08}", (i * 499_979 + 12_345) % 100_000_000);
+        if numbers.contains(&guess) {
+            continue;
+        }
+        let e = w2
+            .reg
+            .redeem(upload(&guess, vec![key(1, TODAY - 1)]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.public_reason(), Some(RejectionReason::Unknown));
+    }
+    for (i, n) in numbers.iter().enumerate() {
+        let a = w2
+            .reg
+            .redeem(upload(n, vec![key(i as u8 + 1, TODAY - 1)]))
+            .await;
+        assert_eq!(a.unwrap().accepted, 1, "number {i} refused");
+    }
+}
+
+async fn idempotent_retry(nats: bool) {
+    let w = world(nats, RegistrationPolicy::default()).await;
+    let number = issued(&w).await;
+    let mut req = upload(&number, vec![key(1, TODAY - 1), key(2, TODAY - 20)]);
+    req.idempotency_key = Some("retry-123".into());
+    let first = w.reg.redeem(req.clone()).await.unwrap();
+    let count = events(&w.log).await.len();
+    let again = w.reg.redeem(req.clone()).await.unwrap();
+    assert_eq!(again, first, "the first answer");
+    assert_eq!(
+        events(&w.log).await.len(),
+        count,
+        "nothing more recorded or consumed"
+    );
+    // Another idempotency key is another upload: the number is used.
+    req.idempotency_key = Some("other".into());
+    let e = w.reg.redeem(req).await.unwrap_err();
+    assert_eq!(e.public_reason(), Some(RejectionReason::Unknown));
+}
+
+async fn concurrent_redemptions_have_one_winner(nats: bool) {
+    let w = world(nats, RegistrationPolicy::default()).await;
+    let number = issued(&w).await;
+    let tasks: Vec<_> = (0..6u8)
+        .map(|i| {
+            let reg = w.reg.clone();
+            let n = number.clone();
+            tokio::spawn(async move { reg.redeem(upload(&n, vec![key(i + 1, TODAY - 1)])).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(e.public_reason(), Some(RejectionReason::Unknown), "{e:?}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    let uploads = events(&w.log)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type() == EventType::DiagnosisKeysUploaded)
+        .count();
+    assert_eq!(uploads, 1);
+}
+
+async fn daily_quota(nats: bool) {
+    let policy = RegistrationPolicy {
+        daily_quota_per_centre: 3,
+        ..RegistrationPolicy::default()
+    };
+    let w = world(nats, policy.clone()).await;
+    for _ in 0..3 {
+        issued(&w).await;
+    }
+    let case = w
+        .reg
+        .confirm_case(CENTRE, CaseBasis::Sample(Day(TODAY)))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.reg.issue_number(CENTRE, case).await.unwrap_err(),
+        RegistrationError::QuotaExceeded(3)
+    );
+    // Another centre is not affected; the next day the quota is back; a restarted
+    // process remembers today's count.
+    let other = w
+        .reg
+        .confirm_case(CentreId(8), CaseBasis::Sample(Day(TODAY)))
+        .await
+        .unwrap();
+    assert!(w.reg.issue_number(CentreId(8), other).await.is_ok());
+    assert_eq!(
+        w.reg.issue_number(CentreId(9), other).await.unwrap_err(),
+        RegistrationError::NotYourCase
+    );
+    let restarted = service(w.log.clone(), &w.clock, policy);
+    restarted.warm_up().await.unwrap();
+    assert_eq!(
+        restarted.issue_number(CENTRE, case).await.unwrap_err(),
+        RegistrationError::QuotaExceeded(3)
+    );
+    w.clock.advance_millis(DAY_MS);
+    assert!(w.reg.issue_number(CENTRE, case).await.is_ok());
+}
