@@ -230,13 +230,25 @@ pub struct KeysReleased {
     pub keys: Vec<DiagnosisKey>,
 }
 
+/// Schema version 2: version 1 ([`legacy::BatchSignedV1`]) did not say up to which
+/// registration position uploads were read, so a batch's keys could not be re-derived.
+///
+/// A batch holds every uploaded key of a registration commit at or before
+/// `through_position` whose release time is at or before `end`, that no earlier batch held;
+/// plus the padding keys derived from `padding_seed`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchSigned {
     pub batch_id: BatchId,
     pub region: RegionCode,
+    /// The previous batch's `end` (release times after it) ...
     pub start: UnixMillis,
+    /// ... up to this one's (the time the batch was cut).
     pub end: UnixMillis,
+    /// The registration context was read up to this position.
+    pub through_position: u64,
+    /// Real keys (without padding).
     pub key_count: u32,
+    pub padding_count: u32,
     pub files: Vec<ExportFileDigest>,
     pub signature_infos: Vec<SignatureInfo>,
     /// Seed of the padding keys, so an auditor can rebuild them.
@@ -397,7 +409,7 @@ domain_events! {
     ProcessingNumberRejected = 4, 2;
     DiagnosisKeysUploaded = 5, 2;
     KeysReleased = 6, 1;
-    BatchSigned = 7, 1;
+    BatchSigned = 7, 2;
     BatchPublished = 8, 1;
     SigningKeyRotated = 9, 1;
     OperationLogReceived = 10, 1;
@@ -422,6 +434,37 @@ pub mod legacy {
     };
     use crate::privacy::NumberDigest;
     use crate::time::UnixMillis;
+
+    /// `BatchSigned` version 1.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct BatchSignedV1 {
+        pub batch_id: super::BatchId,
+        pub region: super::RegionCode,
+        pub start: UnixMillis,
+        pub end: UnixMillis,
+        pub key_count: u32,
+        pub files: Vec<super::ExportFileDigest>,
+        pub signature_infos: Vec<super::SignatureInfo>,
+        pub padding_seed: [u8; 32],
+    }
+
+    impl From<BatchSignedV1> for super::BatchSigned {
+        /// Version 1 recorded neither the read position nor the padding: both unknown.
+        fn from(v1: BatchSignedV1) -> Self {
+            Self {
+                batch_id: v1.batch_id,
+                region: v1.region,
+                start: v1.start,
+                end: v1.end,
+                through_position: u64::MAX,
+                key_count: v1.key_count,
+                padding_count: 0,
+                files: v1.files,
+                signature_infos: v1.signature_infos,
+                padding_seed: v1.padding_seed,
+            }
+        }
+    }
 
     /// `DiagnosisKeysUploaded` version 1.
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

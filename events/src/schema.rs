@@ -152,7 +152,15 @@ pub fn fields(t: EventType) -> &'static [Field] {
                 kind: Time,
             },
             Field {
+                name: "through_position",
+                kind: Count,
+            },
+            Field {
                 name: "key_count",
+                kind: Count,
+            },
+            Field {
+                name: "padding_count",
                 kind: Count,
             },
             Field {
@@ -363,7 +371,9 @@ pub fn samples() -> Vec<DomainEvent> {
             region: RegionCode(*b"440"),
             start: at,
             end: at.plus_millis(4 * 3_600_000),
+            through_position: 77,
             key_count: 1000,
+            padding_count: 0,
             files: vec![ExportFileDigest {
                 batch_num: 1,
                 key_count: 1000,

@@ -184,3 +184,19 @@ fn collect_keys(v: &serde_json::Value, out: &mut BTreeSet<String>) {
         _ => {}
     }
 }
+
+/// Version 1 batches still decode; what v1 did not record reads as unknown.
+#[test]
+fn stored_version_one_batches_still_decode() {
+    let t = EventType::BatchSigned;
+    let bytes = std::fs::read(fixtures().join(fixture_name(t, 1))).unwrap();
+    match decode_payload(t, 1, &bytes).unwrap() {
+        DomainEvent::BatchSigned(b) => {
+            assert_eq!(b.through_position, u64::MAX);
+            assert_eq!(b.padding_count, 0);
+            assert_eq!(b.key_count, 1000);
+            assert_eq!(b.files.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+}
