@@ -9,3 +9,7 @@ pub mod registration;
 
 pub use daykeys::{DayKeys, DayMaterial};
 pub use registration::{IssuedNumber, Redemption, Registration, RegistrationError};
+pub mod batch;
+pub mod signing;
+
+pub use batch::{BatchError, BatchOutcome, BatchPolicy, Distribution};

@@ -1,0 +1,407 @@
+//! Batch signing and distribution.
+//!
+//! A batch holds every uploaded key that became releasable since the previous batch:
+//! keys of registration commits up to the position read now (`through_position`) whose
+//! release time has come, minus those an earlier batch held. Both bounds only grow, so a
+//! key is never published twice and never skipped, even when an upload commits while a
+//! batch is being cut (it lands after `through_position` and goes into the next batch).
+//!
+//! One signer at a time per region, on any number of nodes: BatchSigned is appended to
+//! `signer.<region>` with the version read at the start. A second signer racing it gets a
+//! conflict and publishes nothing.
+
+use std::sync::Arc;
+
+use hotaru_actors::IdSource;
+use hotaru_events::domain::{
+    BatchId, BatchPublished, BatchSigned, DiagnosisKey, ExportFileDigest, RegionCode,
+    UploadedKey, UploadedKeys,
+};
+use hotaru_events::{Clock, Context, DomainEvent, NewEvent, StreamId, StreamKind, UnixMillis};
+use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
+use hotaru_protocol::export::{self, ExportFile, split_batch};
+use hotaru_protocol::{EnIntervalNumber, ReportType, Tek};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+use crate::daykeys::DayKeys;
+use crate::signing::{active_signers, export_info};
+
+/// Where published zips live in the side store.
+pub const BLOBS: &str = "blobs";
+
+/// Batching (`[batch]` in the server's configuration).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchPolicy {
+    /// Region code in the exports (Japan's MCC).
+    pub region: String,
+    /// The signature infos' key id.
+    pub region_id: u32,
+    /// How often the scheduled signer cuts a batch.
+    pub interval_ms: u64,
+    /// Batches are padded with random keys up to this many.
+    pub min_keys: usize,
+    pub max_keys_per_file: usize,
+    /// How long a replaced signing key keeps signing beside the new one.
+    pub key_overlap_ms: u64,
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        Self {
+            region: "440".into(),
+            region_id: 440,
+            interval_ms: 4 * 3_600_000,
+            min_keys: 1_000,
+            max_keys_per_file: export::DEFAULT_MAX_KEYS_PER_FILE,
+            key_overlap_ms: 7 * 24 * 3_600_000,
+        }
+    }
+}
+
+/// What a batch published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub batch_id: u64,
+    pub key_count: u32,
+    pub padding_count: u32,
+    /// index.txt paths of the new files.
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("no signing key for region {0}: run `hotaru keys generate`")]
+    NoSigningKey(String),
+    #[error("another signer published this batch first")]
+    Fenced,
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// The signer's stream for a region.
+pub fn signer_stream(region: &str) -> StreamId {
+    StreamId::new(StreamKind::Signer, region).expect("a region code is a valid id")
+}
+
+/// The index.txt path of a batch's file.
+pub fn file_path(region: &str, batch_id: u64, batch_num: u32) -> String {
+    format!("exports/{region}/{batch_id:08}-{batch_num:05}.zip")
+}
+
+/// A batch as recorded (the events of one signer commit).
+#[derive(Clone, Debug)]
+pub struct RecordedBatch {
+    pub signed: BatchSigned,
+    pub published: BatchPublished,
+}
+
+/// Every batch of `region`, oldest first, and the signer stream's version.
+pub async fn batches<L: EventLog>(
+    log: &L,
+    region: &str,
+) -> Result<(Vec<RecordedBatch>, u64), LogError> {
+    let commits = log.read_stream(&signer_stream(region)).await?;
+    let version = commits.last().map_or(0, |c| c.commit.last_version());
+    let mut out = Vec::new();
+    for c in commits {
+        let mut signed = None;
+        for env in c.commit.envelopes().flatten() {
+            match env.event {
+                DomainEvent::BatchSigned(s) => signed = Some(s),
+                DomainEvent::BatchPublished(p) => {
+                    if let Some(s) = signed.take() {
+                        out.push(RecordedBatch {
+                            signed: s,
+                            published: p,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok((out, version))
+}
+
+/// An uploaded key with the registration position of its upload.
+#[derive(Clone, Copy, Debug)]
+pub struct PositionedKey {
+    pub position: u64,
+    pub key: UploadedKey,
+}
+
+/// Every uploaded key still readable, from the registration context up to `through`.
+pub async fn uploaded_keys<L: EventLog + SideStore>(
+    log: &L,
+    day_keys: &DayKeys<L>,
+    through: u64,
+) -> Result<Vec<PositionedKey>, LogError> {
+    let mut out = Vec::new();
+    let mut from = 1;
+    while from <= through {
+        let commits = log.read_all(Context::Registration, from, 4096).await?;
+        let Some(last) = commits.last() else { break };
+        from = last.position + 1;
+        for c in commits.iter().filter(|c| c.position <= through) {
+            for env in c.commit.envelopes().flatten() {
+                let DomainEvent::DiagnosisKeysUploaded(u) = env.event else {
+                    continue;
+                };
+                let keys: Vec<UploadedKey> = match u.keys {
+                    UploadedKeys::Plain(k) => k,
+                    UploadedKeys::Sealed(s) => {
+                        let Some(m) = day_keys.get(s.day).await? else {
+                            continue; // shredded: past retention, never published again
+                        };
+                        let plain = m.open(&s).ok_or_else(|| LogError::Corrupt {
+                            context: Context::Registration,
+                            position: c.position,
+                            reason: "sealed keys do not open".into(),
+                        })?;
+                        bincode::serde::decode_from_slice(&plain, bincode::config::standard())
+                            .map_err(|e| LogError::Corrupt {
+                                context: Context::Registration,
+                                position: c.position,
+                                reason: e.to_string(),
+                            })?
+                            .0
+                    }
+                };
+                out.extend(keys.into_iter().map(|key| PositionedKey {
+                    position: c.position,
+                    key,
+                }));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether batch (through, end) holds a key, given the previous batch's bounds.
+pub fn in_batch(k: &PositionedKey, prev: (u64, UnixMillis), through: u64, end: UnixMillis) -> bool {
+    let (prev_through, prev_end) = prev;
+    let now_ok = k.position <= through && k.key.release_at <= end;
+    let before = k.position <= prev_through && k.key.release_at <= prev_end;
+    now_ok && !before
+}
+
+/// The padding keys of a batch: `count` keys derived from `seed`, with metadata drawn like
+/// real keys' (a day within the last 14, whole day, the server's risk and report type).
+pub fn padding_keys(seed: &[u8; 32], count: usize, end: UnixMillis, risk: u8) -> Vec<DiagnosisKey> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed);
+    let today = (end.0 / 86_400_000) as u32;
+    (0..count as u64)
+        .map(|i| {
+            let t = ring::hmac::sign(&key, &i.to_be_bytes());
+            let b = t.as_ref();
+            let day = today - 1 - u32::from(b[16]) % 13;
+            DiagnosisKey {
+                key_data: b[..16].try_into().expect("16 bytes"),
+                rolling_start_interval: day * 144,
+                rolling_period: 144,
+                transmission_risk: risk,
+                report_type: 1,
+                days_since_onset: i32::from(b[17] % 13) - 2,
+            }
+        })
+        .collect()
+}
+
+fn to_protocol(k: &DiagnosisKey) -> hotaru_protocol::DiagnosisKey {
+    hotaru_protocol::DiagnosisKey {
+        tek: Tek::from_bytes(k.key_data),
+        rolling_start: EnIntervalNumber(k.rolling_start_interval),
+        rolling_period: k.rolling_period,
+        transmission_risk_level: k.transmission_risk,
+        report_type: ReportType::from_proto(i32::from(k.report_type))
+            .unwrap_or(ReportType::ConfirmedTest),
+        days_since_onset: Some(k.days_since_onset),
+    }
+}
+
+/// Builds the export files of a batch (the same bytes every time for the same input).
+pub fn build_files(
+    region: &str,
+    start: UnixMillis,
+    end: UnixMillis,
+    infos: &[export::SignatureInfo],
+    keys: &[DiagnosisKey],
+    max_per_file: usize,
+) -> Vec<ExportFile> {
+    split_batch(
+        start.0 / 1000,
+        end.0 / 1000,
+        region,
+        infos,
+        keys.iter().map(to_protocol).collect(),
+        max_per_file,
+    )
+}
+
+/// The distribution service: cuts, signs and publishes batches; serves what it published.
+#[derive(Clone)]
+pub struct Distribution<L: SideStore> {
+    log: L,
+    day_keys: DayKeys<L>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdSource>,
+    policy: BatchPolicy,
+    transmission_risk: u8,
+}
+
+impl<L: EventLog + SideStore> Distribution<L> {
+    pub fn new(
+        log: L,
+        day_keys: DayKeys<L>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+        policy: BatchPolicy,
+        transmission_risk: u8,
+    ) -> Self {
+        Self {
+            log,
+            day_keys,
+            clock,
+            ids,
+            policy,
+            transmission_risk,
+        }
+    }
+
+    pub fn policy(&self) -> &BatchPolicy {
+        &self.policy
+    }
+
+    /// Cuts a batch now. `Ok(None)`: nothing became releasable since the last batch.
+    pub async fn sign_batch(&self) -> Result<Option<BatchOutcome>, BatchError> {
+        let p = &self.policy;
+        let now = self.clock.now();
+        let (done, version) = batches(&self.log, &p.region).await?;
+        let prev = done
+            .last()
+            .map_or((0, UnixMillis(0)), |b| (b.signed.through_position, b.signed.end));
+        let through = self.log.head(Context::Registration).await?;
+        let fresh: Vec<DiagnosisKey> = uploaded_keys(&self.log, &self.day_keys, through)
+            .await?
+            .into_iter()
+            .filter(|k| in_batch(k, prev, through, now))
+            .map(|k| k.key.key)
+            .collect();
+        if fresh.is_empty() {
+            return Ok(None);
+        }
+        let signers = active_signers(&self.log, &p.region, now, p.key_overlap_ms).await?;
+        if signers.is_empty() {
+            return Err(BatchError::NoSigningKey(p.region.clone()));
+        }
+        let mut seed = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut seed)
+            .map_err(|_| LogError::Backend("random source failed".into()))?;
+        let padding = p.min_keys.saturating_sub(fresh.len());
+        let mut all = fresh.clone();
+        all.extend(padding_keys(&seed, padding, now, self.transmission_risk));
+        let infos: Vec<export::SignatureInfo> =
+            signers.iter().map(|(i, _)| export_info(i)).collect();
+        let files = build_files(&p.region, prev.1, now, &infos, &all, p.max_keys_per_file);
+        let batch_id = done.last().map_or(1, |b| b.signed.batch_id.0 + 1);
+        let rng = SystemRandom::new();
+        let signer_refs: Vec<&export::Signer> = signers.iter().map(|(_, s)| s).collect();
+        let mut digests = Vec::new();
+        let mut blobs = Vec::new();
+        let mut paths = Vec::new();
+        for f in &files {
+            let bin = f.encode();
+            let sig = export::sign_export(&bin, f.batch_num, f.batch_size, &signer_refs, &rng);
+            let zip = export::write_zip(&bin, &sig);
+            let zip_sha: [u8; 32] = sha256(&zip);
+            self.log.side_put(BLOBS, &hex::encode(zip_sha), &zip).await?;
+            digests.push(ExportFileDigest {
+                batch_num: f.batch_num,
+                key_count: f.keys.len() as u32,
+                export_bin_sha256: sha256(&bin),
+            });
+            blobs.push(zip_sha);
+            paths.push(file_path(&p.region, batch_id, f.batch_num));
+        }
+        let region = RegionCode(p.region.as_bytes().try_into().unwrap_or(*b"440"));
+        let signed = BatchSigned {
+            batch_id: BatchId(batch_id),
+            region,
+            start: prev.1,
+            end: now,
+            through_position: through,
+            key_count: fresh.len() as u32,
+            padding_count: padding as u32,
+            files: digests,
+            signature_infos: signers.iter().map(|(i, _)| i.clone()).collect(),
+            padding_seed: seed,
+        };
+        let id = self.ids.next_id(now);
+        let events = vec![
+            NewEvent::new(id, now, DomainEvent::BatchSigned(signed)),
+            NewEvent {
+                causation_id: Some(id),
+                correlation_id: id,
+                ..NewEvent::new(
+                    self.ids.next_id(now),
+                    now,
+                    DomainEvent::BatchPublished(BatchPublished {
+                        batch_id: BatchId(batch_id),
+                        blobs,
+                    }),
+                )
+            },
+        ];
+        match self
+            .log
+            .append(signer_stream(&p.region), ExpectedVersion::Exact(version), events)
+            .await
+        {
+            Ok(_) => Ok(Some(BatchOutcome {
+                batch_id,
+                key_count: fresh.len() as u32,
+                padding_count: padding as u32,
+                files: paths,
+            })),
+            Err(LogError::Conflict { .. }) => Err(BatchError::Fenced),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// index.txt: every published file, oldest first, one path per line.
+    pub async fn index(&self) -> Result<Vec<String>, LogError> {
+        let (done, _) = batches(&self.log, &self.policy.region).await?;
+        Ok(done
+            .iter()
+            .flat_map(|b| {
+                b.signed
+                    .files
+                    .iter()
+                    .map(|f| file_path(&self.policy.region, b.signed.batch_id.0, f.batch_num))
+            })
+            .collect())
+    }
+
+    /// The zip at an index.txt path.
+    pub async fn file(&self, path: &str) -> Result<Option<Vec<u8>>, LogError> {
+        let (done, _) = batches(&self.log, &self.policy.region).await?;
+        for b in &done {
+            for (f, sha) in b.signed.files.iter().zip(&b.published.blobs) {
+                if file_path(&self.policy.region, b.signed.batch_id.0, f.batch_num) == path {
+                    return self.log.side_get(BLOBS, &hex::encode(sha)).await;
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    ring::digest::digest(&ring::digest::SHA256, b)
+        .as_ref()
+        .try_into()
+        .expect("32 bytes")
+}

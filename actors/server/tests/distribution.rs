@@ -1,0 +1,214 @@
+//! Batches end to end on sled and on a real nats-server: confirm → issue → redeem → sign →
+//! the export verifies with the logged public key and holds exactly the expected keys
+//! (infectious-period filter and 2-hour hold applied), padding included; key rotation;
+//! two signers at once publish every key exactly once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hotaru_actors::{ManualClock, RandomIds};
+use hotaru_domain::limiter::LimiterPolicy;
+use hotaru_domain::policy::{DAY_MS, RegistrationPolicy};
+use hotaru_domain::upload::SubmittedKey;
+use hotaru_events::domain::{CaseBasis, CentreId, Day};
+use hotaru_events::{Clock, EventId, UnixMillis};
+use hotaru_log::{AnyLog, NatsConfig, NatsLog, SledLog};
+use hotaru_protocol::export::{ReadLimits, VerificationKey, read_zip};
+use hotaru_server::batch::BatchPolicy;
+use hotaru_server::signing::{add_signing_key, export_info, published_keys};
+use hotaru_server::{BatchError, DayKeys, Distribution, Redemption, Registration};
+use hotaru_test_support::NatsServer;
+
+const TODAY: u32 = 20_400;
+const SECRET: &[u8] = b"a test secret of at least thirty-two bytes";
+
+struct Node {
+    reg: Registration<AnyLog>,
+    dist: Distribution<AnyLog>,
+}
+
+fn node(log: &AnyLog, clock: &ManualClock) -> Node {
+    let keys = DayKeys::new(log.clone(), SECRET).unwrap();
+    let ids = Arc::new(RandomIds::default());
+    Node {
+        reg: Registration::new(
+            log.clone(),
+            keys.clone(),
+            Arc::new(clock.clone()),
+            ids.clone(),
+            RegistrationPolicy::default(),
+            LimiterPolicy::default(),
+        ),
+        dist: Distribution::new(
+            log.clone(),
+            keys,
+            Arc::new(clock.clone()),
+            ids,
+            BatchPolicy {
+                min_keys: 50,
+                ..BatchPolicy::default()
+            },
+            4,
+        ),
+    }
+}
+
+async fn open(nats: bool) -> (AnyLog, Box<dyn std::any::Any + Send>, Option<String>) {
+    if nats {
+        let server = NatsServer::start();
+        let url = server.url();
+        let log = NatsLog::connect(&NatsConfig::new(&url)).await.unwrap();
+        (AnyLog::Nats(log), Box::new(server), Some(url))
+    } else {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path()).unwrap();
+        (AnyLog::Sled(log), Box::new(dir), None)
+    }
+}
+
+fn key(seed: u8, day: u32) -> SubmittedKey {
+    SubmittedKey {
+        key_data: vec![seed; 16],
+        rolling_start: day * 144,
+        rolling_period: 144,
+        transmission_risk: None,
+        report_type: None,
+        days_since_onset: None,
+    }
+}
+
+async fn register(n: &Node, keys: Vec<SubmittedKey>) {
+    let case = n
+        .reg
+        .confirm_case(CentreId(1), CaseBasis::SymptomOnset(Day(TODAY - 3)))
+        .await
+        .unwrap();
+    let number = n.reg.issue_number(CentreId(1), case).await.unwrap().number;
+    n.reg
+        .redeem(Redemption {
+            number: number.as_str().to_owned(),
+            keys,
+            ..Redemption::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// The keys of every file at `paths`, verified with the logged public keys.
+async fn published(n: &Node, log: &AnyLog, paths: &[String]) -> Vec<[u8; 16]> {
+    let vkeys: Vec<VerificationKey> = published_keys(log, "440")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| {
+            let i = export_info(&k.info);
+            VerificationKey {
+                key_id: i.verification_key_id,
+                key_version: i.verification_key_version,
+                public_key: k.public_key,
+            }
+        })
+        .collect();
+    let mut out = Vec::new();
+    for p in paths {
+        let zip = n.dist.file(p).await.unwrap().expect("published file");
+        let e = read_zip(&zip, ReadLimits::default()).unwrap();
+        e.verify(&vkeys).expect("verifies with the logged key");
+        assert!(e.file.keys_sorted());
+        out.extend(e.file.keys.iter().map(|k| *k.tek.as_bytes()));
+    }
+    out
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sled { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(false).await } )* }
+        mod nats { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(true).await } )* }
+    };
+}
+
+on_both_backends!(batches_publish_exactly_the_releasable_keys, two_signers_publish_every_key_once);
+
+async fn batches_publish_exactly_the_releasable_keys(nats: bool) {
+    let (log, _keep, _) = open(nats).await;
+    let clock = ManualClock::at(UnixMillis(u64::from(TODAY) * DAY_MS + 10 * 3_600_000));
+    let n = node(&log, &clock);
+    assert_eq!(
+        n.dist.sign_batch().await.unwrap(),
+        None,
+        "nothing to publish yet"
+    );
+    register(&n, vec![key(1, TODAY - 1), key(2, TODAY - 4), key(3, TODAY - 8), key(4, TODAY)]).await;
+    // No signing key yet: a clear error.
+    assert_eq!(
+        n.dist.sign_batch().await.unwrap_err(),
+        BatchError::NoSigningKey("440".into())
+    );
+    let now = clock.now();
+    add_signing_key(&log, "440", 440, now, EventId::new(now, [1; 10])).await.unwrap();
+
+    let b1 = n.dist.sign_batch().await.unwrap().unwrap();
+    assert_eq!((b1.batch_id, b1.key_count, b1.padding_count), (1, 2, 48));
+    let keys = published(&n, &log, &b1.files).await;
+    assert_eq!(keys.len(), 50, "padded to the minimum");
+    assert!(keys.contains(&[1; 16]) && keys.contains(&[2; 16]));
+    assert!(!keys.contains(&[3; 16]), "before the infectious period: never published");
+    assert!(!keys.contains(&[4; 16]), "today's key is held");
+    assert_eq!(n.dist.sign_batch().await.unwrap(), None);
+
+    // Two hours after today's key expired it is released, in the next batch, once.
+    clock.set(UnixMillis(u64::from(TODAY + 1) * DAY_MS + 2 * 3_600_000 - 1));
+    assert_eq!(n.dist.sign_batch().await.unwrap(), None, "not a millisecond early");
+    clock.advance_millis(1);
+    // A rotation: the old key keeps signing beside the new one.
+    let now = clock.now();
+    add_signing_key(&log, "440", 440, now, EventId::new(now, [2; 10])).await.unwrap();
+    let b2 = n.dist.sign_batch().await.unwrap().unwrap();
+    assert_eq!(b2.key_count, 1);
+    let keys2 = published(&n, &log, &b2.files).await;
+    assert!(keys2.contains(&[4; 16]));
+    assert!(!keys2.contains(&[1; 16]), "never published twice");
+    let zip = n.dist.file(&b2.files[0]).await.unwrap().unwrap();
+    assert_eq!(read_zip(&zip, ReadLimits::default()).unwrap().signatures.len(), 2);
+    assert_eq!(n.dist.index().await.unwrap(), [b1.files.clone(), b2.files.clone()].concat());
+}
+
+async fn two_signers_publish_every_key_once(nats: bool) {
+    let (log, _keep, url) = open(nats).await;
+    let clock = ManualClock::at(UnixMillis(u64::from(TODAY) * DAY_MS + 10 * 3_600_000));
+    let a = node(&log, &clock);
+    // On NATS the second signer is another client, as another node would be.
+    let log_b = match &url {
+        Some(u) => AnyLog::Nats(NatsLog::connect(&NatsConfig::new(u)).await.unwrap()),
+        None => log.clone(),
+    };
+    let b = node(&log_b, &clock);
+    let now = clock.now();
+    add_signing_key(&log, "440", 440, now, EventId::new(now, [1; 10])).await.unwrap();
+    let mut expected = Vec::new();
+    let mut seed = 1u8;
+    for round in 0..4 {
+        for _ in 0..3 {
+            let ks: Vec<_> = (0..2).map(|d| { seed += 1; key(seed, TODAY - 1 - d) }).collect();
+            expected.extend(ks.iter().map(|k| <[u8; 16]>::try_from(&k.key_data[..]).unwrap()));
+            register(&a, ks).await;
+        }
+        clock.advance_millis(60_000);
+        let (ra, rb) = tokio::join!(a.dist.sign_batch(), b.dist.sign_batch());
+        let outcomes: Vec<_> = [ra, rb].into_iter().collect();
+        let published_now = outcomes.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+        assert!(published_now >= 1, "round {round}: {outcomes:?}");
+        for r in &outcomes {
+            assert!(matches!(r, Ok(_) | Err(BatchError::Fenced)), "{r:?}");
+        }
+    }
+    let index = a.dist.index().await.unwrap();
+    let keys = published(&a, &log, &index).await;
+    let mut counts: HashMap<[u8; 16], usize> = HashMap::new();
+    for k in keys {
+        *counts.entry(k).or_default() += 1;
+    }
+    for k in &expected {
+        assert_eq!(counts.get(k), Some(&1), "key {:?} published once", k[0]);
+    }
+}
