@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use hotaru_actors::IdSource;
 use hotaru_events::domain::{
-    BatchId, BatchPublished, BatchSigned, DiagnosisKey, ExportFileDigest, RegionCode,
-    UploadedKey, UploadedKeys,
+    BatchId, BatchPublished, BatchSigned, DiagnosisKey, ExportFileDigest, RegionCode, UploadedKey,
+    UploadedKeys,
 };
 use hotaru_events::{Clock, Context, DomainEvent, NewEvent, StreamId, StreamKind, UnixMillis};
 use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
@@ -279,9 +279,9 @@ impl<L: EventLog + SideStore> Distribution<L> {
         let p = &self.policy;
         let now = self.clock.now();
         let (done, version) = batches(&self.log, &p.region).await?;
-        let prev = done
-            .last()
-            .map_or((0, UnixMillis(0)), |b| (b.signed.through_position, b.signed.end));
+        let prev = done.last().map_or((0, UnixMillis(0)), |b| {
+            (b.signed.through_position, b.signed.end)
+        });
         let through = self.log.head(Context::Registration).await?;
         let fresh: Vec<DiagnosisKey> = uploaded_keys(&self.log, &self.day_keys, through)
             .await?
@@ -317,7 +317,9 @@ impl<L: EventLog + SideStore> Distribution<L> {
             let sig = export::sign_export(&bin, f.batch_num, f.batch_size, &signer_refs, &rng);
             let zip = export::write_zip(&bin, &sig);
             let zip_sha: [u8; 32] = sha256(&zip);
-            self.log.side_put(BLOBS, &hex::encode(zip_sha), &zip).await?;
+            self.log
+                .side_put(BLOBS, &hex::encode(zip_sha), &zip)
+                .await?;
             digests.push(ExportFileDigest {
                 batch_num: f.batch_num,
                 key_count: f.keys.len() as u32,
@@ -357,7 +359,11 @@ impl<L: EventLog + SideStore> Distribution<L> {
         ];
         match self
             .log
-            .append(signer_stream(&p.region), ExpectedVersion::Exact(version), events)
+            .append(
+                signer_stream(&p.region),
+                ExpectedVersion::Exact(version),
+                events,
+            )
             .await
         {
             Ok(_) => Ok(Some(BatchOutcome {

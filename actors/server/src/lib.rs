@@ -13,3 +13,4 @@ pub mod batch;
 pub mod signing;
 
 pub use batch::{BatchError, BatchOutcome, BatchPolicy, Distribution};
+pub mod retention;

@@ -103,7 +103,9 @@ pub async fn active_signers<L: EventLog + SideStore>(
     let valid: Vec<&PublishedKey> = keys.iter().filter(|k| k.valid_from <= now).collect();
     let mut active = Vec::new();
     for (i, k) in valid.iter().enumerate() {
-        let superseded_at = valid.get(i + 1).map(|n| n.valid_from.plus_millis(overlap_ms));
+        let superseded_at = valid
+            .get(i + 1)
+            .map(|n| n.valid_from.plus_millis(overlap_ms));
         if superseded_at.is_none_or(|t| now < t) {
             let pkcs8 = log
                 .side_get(NS, &format!("{region}-v{}", k.info.key_version))

@@ -127,7 +127,10 @@ macro_rules! on_both_backends {
     };
 }
 
-on_both_backends!(batches_publish_exactly_the_releasable_keys, two_signers_publish_every_key_once);
+on_both_backends!(
+    batches_publish_exactly_the_releasable_keys,
+    two_signers_publish_every_key_once
+);
 
 async fn batches_publish_exactly_the_releasable_keys(nats: bool) {
     let (log, _keep, _) = open(nats).await;
@@ -138,39 +141,70 @@ async fn batches_publish_exactly_the_releasable_keys(nats: bool) {
         None,
         "nothing to publish yet"
     );
-    register(&n, vec![key(1, TODAY - 1), key(2, TODAY - 4), key(3, TODAY - 8), key(4, TODAY)]).await;
+    register(
+        &n,
+        vec![
+            key(1, TODAY - 1),
+            key(2, TODAY - 4),
+            key(3, TODAY - 8),
+            key(4, TODAY),
+        ],
+    )
+    .await;
     // No signing key yet: a clear error.
     assert_eq!(
         n.dist.sign_batch().await.unwrap_err(),
         BatchError::NoSigningKey("440".into())
     );
     let now = clock.now();
-    add_signing_key(&log, "440", 440, now, EventId::new(now, [1; 10])).await.unwrap();
+    add_signing_key(&log, "440", 440, now, EventId::new(now, [1; 10]))
+        .await
+        .unwrap();
 
     let b1 = n.dist.sign_batch().await.unwrap().unwrap();
     assert_eq!((b1.batch_id, b1.key_count, b1.padding_count), (1, 2, 48));
     let keys = published(&n, &log, &b1.files).await;
     assert_eq!(keys.len(), 50, "padded to the minimum");
     assert!(keys.contains(&[1; 16]) && keys.contains(&[2; 16]));
-    assert!(!keys.contains(&[3; 16]), "before the infectious period: never published");
+    assert!(
+        !keys.contains(&[3; 16]),
+        "before the infectious period: never published"
+    );
     assert!(!keys.contains(&[4; 16]), "today's key is held");
     assert_eq!(n.dist.sign_batch().await.unwrap(), None);
 
     // Two hours after today's key expired it is released, in the next batch, once.
-    clock.set(UnixMillis(u64::from(TODAY + 1) * DAY_MS + 2 * 3_600_000 - 1));
-    assert_eq!(n.dist.sign_batch().await.unwrap(), None, "not a millisecond early");
+    clock.set(UnixMillis(
+        u64::from(TODAY + 1) * DAY_MS + 2 * 3_600_000 - 1,
+    ));
+    assert_eq!(
+        n.dist.sign_batch().await.unwrap(),
+        None,
+        "not a millisecond early"
+    );
     clock.advance_millis(1);
     // A rotation: the old key keeps signing beside the new one.
     let now = clock.now();
-    add_signing_key(&log, "440", 440, now, EventId::new(now, [2; 10])).await.unwrap();
+    add_signing_key(&log, "440", 440, now, EventId::new(now, [2; 10]))
+        .await
+        .unwrap();
     let b2 = n.dist.sign_batch().await.unwrap().unwrap();
     assert_eq!(b2.key_count, 1);
     let keys2 = published(&n, &log, &b2.files).await;
     assert!(keys2.contains(&[4; 16]));
     assert!(!keys2.contains(&[1; 16]), "never published twice");
     let zip = n.dist.file(&b2.files[0]).await.unwrap().unwrap();
-    assert_eq!(read_zip(&zip, ReadLimits::default()).unwrap().signatures.len(), 2);
-    assert_eq!(n.dist.index().await.unwrap(), [b1.files.clone(), b2.files.clone()].concat());
+    assert_eq!(
+        read_zip(&zip, ReadLimits::default())
+            .unwrap()
+            .signatures
+            .len(),
+        2
+    );
+    assert_eq!(
+        n.dist.index().await.unwrap(),
+        [b1.files.clone(), b2.files.clone()].concat()
+    );
 }
 
 async fn two_signers_publish_every_key_once(nats: bool) {
@@ -184,13 +218,23 @@ async fn two_signers_publish_every_key_once(nats: bool) {
     };
     let b = node(&log_b, &clock);
     let now = clock.now();
-    add_signing_key(&log, "440", 440, now, EventId::new(now, [1; 10])).await.unwrap();
+    add_signing_key(&log, "440", 440, now, EventId::new(now, [1; 10]))
+        .await
+        .unwrap();
     let mut expected = Vec::new();
     let mut seed = 1u8;
     for round in 0..4 {
         for _ in 0..3 {
-            let ks: Vec<_> = (0..2).map(|d| { seed += 1; key(seed, TODAY - 1 - d) }).collect();
-            expected.extend(ks.iter().map(|k| <[u8; 16]>::try_from(&k.key_data[..]).unwrap()));
+            let ks: Vec<_> = (0..2)
+                .map(|d| {
+                    seed += 1;
+                    key(seed, TODAY - 1 - d)
+                })
+                .collect();
+            expected.extend(
+                ks.iter()
+                    .map(|k| <[u8; 16]>::try_from(&k.key_data[..]).unwrap()),
+            );
             register(&a, ks).await;
         }
         clock.advance_millis(60_000);
@@ -210,5 +254,75 @@ async fn two_signers_publish_every_key_once(nats: bool) {
     }
     for k in &expected {
         assert_eq!(counts.get(k), Some(&1), "key {:?} published once", k[0]);
+    }
+}
+
+macro_rules! on_both_backends_retention {
+    ($($name:ident),*) => {
+        mod retention_sled { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(false).await } )* }
+        mod retention_nats { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(true).await } )* }
+    };
+}
+on_both_backends_retention!(retention_shreds_old_days_and_the_chain_still_verifies);
+
+async fn retention_shreds_old_days_and_the_chain_still_verifies(nats: bool) {
+    use hotaru_events::{ChainVerifier, Context};
+    use hotaru_log::EventLog;
+    let (log, _keep, _) = open(nats).await;
+    let clock = ManualClock::at(UnixMillis(u64::from(TODAY) * DAY_MS + 10 * 3_600_000));
+    let n = node(&log, &clock);
+    register(&n, vec![key(1, TODAY - 1)]).await;
+    let now = clock.now();
+    add_signing_key(&log, "440", 440, now, EventId::new(now, [1; 10]))
+        .await
+        .unwrap();
+    assert!(n.dist.sign_batch().await.unwrap().is_some());
+    let keys = DayKeys::new(log.clone(), SECRET).unwrap();
+    let clock_dyn: Arc<dyn hotaru_events::Clock> = Arc::new(clock.clone());
+    let ids: Arc<dyn hotaru_actors::IdSource> = Arc::new(RandomIds::default());
+    // Day 13 after: still kept.
+    clock.advance_millis(13 * DAY_MS);
+    let shredded = hotaru_server::retention::expire(&log, &keys, &clock_dyn, &ids, 14)
+        .await
+        .unwrap();
+    assert!(shredded.is_empty());
+    assert_eq!(
+        hotaru_server::batch::uploaded_keys(&log, &keys, u64::MAX)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Day 14 after: the day's keys are destroyed.
+    clock.advance_millis(DAY_MS);
+    let shredded = hotaru_server::retention::expire(&log, &keys, &clock_dyn, &ids, 14)
+        .await
+        .unwrap();
+    assert_eq!(shredded, [Day(TODAY)]);
+    assert!(keys.get(Day(TODAY)).await.unwrap().is_none());
+    // A fresh process (no cache) cannot read the uploaded keys any more ...
+    let fresh = DayKeys::new(log.clone(), SECRET).unwrap();
+    assert!(
+        hotaru_server::batch::uploaded_keys(&log, &fresh, u64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // ... nor is anything published again ...
+    assert_eq!(n.dist.sign_batch().await.unwrap(), None);
+    // ... running it again records nothing new ...
+    assert!(
+        hotaru_server::retention::expire(&log, &keys, &clock_dyn, &ids, 14)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // ... and every context's hash chain still verifies.
+    for ctx in Context::ALL {
+        let mut v = ChainVerifier::new(ctx);
+        for c in log.read_all(ctx, 1, 100_000).await.unwrap() {
+            v.feed(c.position, &c.frame).unwrap();
+        }
+        assert_eq!(v.commits(), log.head(ctx).await.unwrap());
     }
 }
