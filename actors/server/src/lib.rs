@@ -14,3 +14,8 @@ pub mod signing;
 
 pub use batch::{BatchError, BatchOutcome, BatchPolicy, Distribution};
 pub mod retention;
+pub mod actors;
+pub mod node;
+
+pub use node::{Node, ServerConfig};
+pub mod credentials;

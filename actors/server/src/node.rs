@@ -1,0 +1,120 @@
+//! One server node: the services and their actors, started on the arbiters, over one log.
+
+use std::sync::Arc;
+
+use actix::Addr;
+use hotaru_actors::{Arbiters, IdSource};
+use hotaru_domain::limiter::LimiterPolicy;
+use hotaru_domain::policy::RegistrationPolicy;
+use hotaru_events::Clock;
+use hotaru_log::{EventLog, LogError, SideStore};
+use serde::{Deserialize, Serialize};
+
+use crate::actors::{BatchSignerActor, RegistrationActor, RetentionActor};
+use crate::batch::{BatchPolicy, Distribution};
+use crate::daykeys::DayKeys;
+use crate::registration::Registration;
+
+/// The server's configuration (the TOML file of `hotaru serve --config`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The secret that keys number digests, hex, at least 32 bytes. Also
+    /// `HOTARU_DIGEST_SECRET`.
+    pub digest_secret: Option<String>,
+    pub registration: RegistrationPolicy,
+    pub limits: LimiterPolicy,
+    pub batch: BatchPolicy,
+    /// Days after which number digests and uploaded keys are shredded.
+    pub retention_days: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            digest_secret: None,
+            registration: RegistrationPolicy::default(),
+            limits: LimiterPolicy::default(),
+            batch: BatchPolicy::default(),
+            retention_days: 14,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn secret(&self) -> Result<Vec<u8>, String> {
+        let hex_secret = self
+            .digest_secret
+            .as_deref()
+            .ok_or("no digest secret: set HOTARU_DIGEST_SECRET or digest_secret in the config")?;
+        let secret = hex::decode(hex_secret.trim())
+            .map_err(|e| format!("the digest secret is not hex: {e}"))?;
+        if secret.len() < 32 {
+            return Err("the digest secret must be at least 32 bytes (64 hex digits)".into());
+        }
+        Ok(secret)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.registration.validate()?;
+        self.secret()?;
+        if self.retention_days == 0 {
+            return Err("retention_days must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The running node's services and actors.
+pub struct Node<L: EventLog + SideStore + Unpin> {
+    pub registration: Registration<L>,
+    pub distribution: Distribution<L>,
+    pub day_keys: DayKeys<L>,
+    pub registration_actor: Addr<RegistrationActor<L>>,
+    pub signer: Addr<BatchSignerActor<L>>,
+    pub retention: Addr<RetentionActor<L>>,
+}
+
+impl<L: EventLog + SideStore + Unpin> Node<L> {
+    /// Builds the services and starts the actors on `arbiters`. Call inside a System.
+    pub async fn start(
+        log: L,
+        config: &ServerConfig,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+        arbiters: &Arbiters,
+    ) -> Result<Self, LogError> {
+        let secret = config.secret().map_err(LogError::Backend)?;
+        let day_keys = DayKeys::new(log.clone(), &secret).map_err(LogError::Backend)?;
+        let registration = Registration::new(
+            log.clone(),
+            day_keys.clone(),
+            clock.clone(),
+            ids.clone(),
+            config.registration.clone(),
+            config.limits.clone(),
+        );
+        registration.warm_up().await?;
+        let distribution = Distribution::new(
+            log.clone(),
+            day_keys.clone(),
+            clock.clone(),
+            ids.clone(),
+            config.batch.clone(),
+            config.registration.transmission_risk,
+        );
+        let (r, d) = (registration.clone(), distribution.clone());
+        let registration_actor = arbiters.start(move |_| RegistrationActor::new(r));
+        let signer = arbiters.start(move |_| BatchSignerActor::new(d));
+        let (l, k, days) = (log, day_keys.clone(), config.retention_days);
+        let retention = arbiters.start(move |_| RetentionActor::new(l, k, clock, ids, days));
+        Ok(Self {
+            registration,
+            distribution,
+            day_keys,
+            registration_actor,
+            signer,
+            retention,
+        })
+    }
+}
