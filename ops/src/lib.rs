@@ -38,6 +38,13 @@ enum Command {
     /// Work with the event log: append demo events, tail, verify the hash chain.
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
+    /// Run the server node: registration, scheduled batch signing, retention.
+    Serve(cmd::server::ServeArgs),
+    /// Run the whole flow once, narrated: cases, numbers, uploads, a signed and verified batch.
+    Demo(cmd::server::DemoArgs),
+    /// Export signing keys and the API keys of health centres and operators.
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
     /// GAEN tools: derive RPIs and AEMs, inspect and verify export files.
     #[command(subcommand)]
     Gaen(cmd::gaen::GaenCommand),
@@ -114,6 +121,12 @@ fn init_tracing(format: LogFormat) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    // The server's actors need an actix System (which is a tokio runtime of its own).
+    let command = match cli.command {
+        Command::Serve(a) => return finish(actix::System::new().block_on(cmd::server::serve(a))),
+        Command::Demo(a) => return finish(actix::System::new().block_on(cmd::server::demo(a))),
+        other => other,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -125,12 +138,18 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Log(c) => cmd::log::run(c).await,
             Command::Bench(c) => cmd::bench::run(c).await,
             Command::Gaen(c) => cmd::gaen::run(c),
+            Command::Keys(c) => cmd::keys::run(c).await,
+            Command::Serve(_) | Command::Demo(_) => unreachable!("run in an actix System above"),
         }
     });
+    finish(result)
+}
+
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -72,8 +72,10 @@ fn the_demo_command_works_as_written() {
             .split_once(" -- ")
             .unwrap_or_else(|| panic!("`{part}` passes arguments after --"));
         let mut args: Vec<&str> = args.split_whitespace().collect();
-        if let Some(i) = args.iter().position(|a| *a == "-n") {
-            args[i + 1] = "3000";
+        for (flag, small) in [("-n", "3000"), ("--cases", "3")] {
+            if let Some(i) = args.iter().position(|a| *a == flag) {
+                args[i + 1] = small;
+            }
         }
         let out = common::hotaru()
             .current_dir(dir.path())

@@ -228,7 +228,10 @@ mod tests {
         }
         let hits = evaluated as f64 * LIVE / SPACE;
         let per_hit = attempts as f64 / hits;
-        assert!(per_hit >= 1e6, "{attempts} guesses, {evaluated} evaluated, {per_hit:.0} per hit");
+        assert!(
+            per_hit >= 1e6,
+            "{attempts} guesses, {evaluated} evaluated, {per_hit:.0} per hit"
+        );
         // The patient attacker, who stays just under the budget, is bounded by it:
         // 59 evaluated guesses an hour is 0.71 expected hits a day at this load.
         let patient_hits_per_day = 59.0 * 24.0 * LIVE / SPACE;

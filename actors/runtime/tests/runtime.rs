@@ -12,7 +12,9 @@ use hotaru_actors::{
 };
 use hotaru_domain::Aggregate;
 use hotaru_domain::number::{NumberCommand, NumberError, NumberState, number_stream};
-use hotaru_events::domain::{CaseId, CentreId, DiagnosisKey, RejectionReason};
+use hotaru_events::domain::{
+    CaseId, CentreId, DiagnosisKey, RejectionReason, UploadedKey, UploadedKeys,
+};
 use hotaru_events::{Context as LogContext, DomainEvent, NumberDigest, UnixMillis};
 use hotaru_log::conformance::{demo_event, demo_stream};
 use hotaru_log::{AnyLog, Backend, EventLog, ExpectedVersion, NatsConfig, RecordedCommit};
@@ -237,6 +239,7 @@ fn number_actors_guard_redemption(nats: bool) {
                 case_id: CaseId([1; 16]),
                 centre_id: CentreId(1),
                 digest,
+                now: UnixMillis(1_000),
                 expires_at: UnixMillis(10_000),
             }))
             .await
@@ -249,7 +252,14 @@ fn number_actors_guard_redemption(nats: bool) {
             replies.push(actors[i % 2].send(exec(NumberCommand::Redeem {
                 digest,
                 now: UnixMillis(2_000),
-                keys: vec![key()],
+                idempotency: Some([i as u8; 32]),
+                submitted: 1,
+                keys: UploadedKeys::Plain(vec![UploadedKey {
+                    key: key(),
+                    release_at: UnixMillis(2_000),
+                }]),
+                accepted: 1,
+                dropped: vec![],
             })));
         }
         let mut wins = 0;

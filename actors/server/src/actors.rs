@@ -109,23 +109,21 @@ impl<L: EventLog + SideStore + Unpin> Actor for BatchSignerActor<L> {
         let every = Duration::from_millis(self.dist.policy().interval_ms.max(1_000));
         ctx.run_interval(every, |act, ctx| {
             let dist = act.dist.clone();
-            ctx.wait(
-                async move { dist.sign_batch().await }
-                    .into_actor(act)
-                    .map(|r, _, _| match r {
-                        Ok(Some(b)) => tracing::info!(
-                            batch = b.batch_id,
-                            keys = b.key_count,
-                            files = b.files.len(),
-                            "batch published"
-                        ),
-                        Ok(None) => tracing::debug!("no keys to publish"),
-                        Err(BatchError::Fenced) => {
-                            tracing::info!("another node published this batch")
-                        }
-                        Err(e) => tracing::error!(error = %e, "batch signing failed"),
-                    }),
-            );
+            ctx.wait(async move { dist.sign_batch().await }.into_actor(act).map(
+                |r, _, _| match r {
+                    Ok(Some(b)) => tracing::info!(
+                        batch = b.batch_id,
+                        keys = b.key_count,
+                        files = b.files.len(),
+                        "batch published"
+                    ),
+                    Ok(None) => tracing::debug!("no keys to publish"),
+                    Err(BatchError::Fenced) => {
+                        tracing::info!("another node published this batch")
+                    }
+                    Err(e) => tracing::error!(error = %e, "batch signing failed"),
+                },
+            ));
         });
     }
 }
@@ -137,7 +135,9 @@ impl<L: EventLog + SideStore + Unpin> Handler<SignNow> for BatchSignerActor<L> {
 
     fn handle(&mut self, _: SignNow, _: &mut Context<Self>) -> Self::Result {
         let dist = self.dist.clone();
-        AtomicResponse::new(Box::pin(async move { dist.sign_batch().await }.into_actor(self)))
+        AtomicResponse::new(Box::pin(
+            async move { dist.sign_batch().await }.into_actor(self),
+        ))
     }
 }
 

@@ -81,7 +81,10 @@ pub async fn add<S: SideStore>(
             revoked: false,
         };
         let bytes = serde_json::to_vec(&account).map_err(backend)?;
-        if store.side_create(role.ns(), &id.to_string(), &bytes).await? {
+        if store
+            .side_create(role.ns(), &id.to_string(), &bytes)
+            .await?
+        {
             return Ok((account, key));
         }
     }
@@ -95,13 +98,21 @@ pub async fn revoke<S: SideStore>(store: &S, role: Role, id: u32) -> Result<bool
     let mut a: Account = serde_json::from_slice(&v).map_err(backend)?;
     a.revoked = true;
     store
-        .side_put(role.ns(), &id.to_string(), &serde_json::to_vec(&a).map_err(backend)?)
+        .side_put(
+            role.ns(),
+            &id.to_string(),
+            &serde_json::to_vec(&a).map_err(backend)?,
+        )
         .await?;
     Ok(true)
 }
 
 /// The account id of a valid, unrevoked key.
-pub async fn verify<S: SideStore>(store: &S, role: Role, key: &str) -> Result<Option<u32>, LogError> {
+pub async fn verify<S: SideStore>(
+    store: &S,
+    role: Role,
+    key: &str,
+) -> Result<Option<u32>, LogError> {
     let prefix = format!("htr_{}", role.letter());
     let Some(rest) = key.strip_prefix(&prefix) else {
         return Ok(None);

@@ -13,9 +13,9 @@ pub mod batch;
 pub mod signing;
 
 pub use batch::{BatchError, BatchOutcome, BatchPolicy, Distribution};
-pub mod retention;
 pub mod actors;
 pub mod node;
+pub mod retention;
 
 pub use node::{Node, ServerConfig};
 pub mod credentials;

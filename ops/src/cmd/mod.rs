@@ -1,3 +1,5 @@
 pub(crate) mod bench;
 pub(crate) mod gaen;
+pub(crate) mod keys;
 pub(crate) mod log;
+pub(crate) mod server;

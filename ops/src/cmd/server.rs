@@ -1,0 +1,277 @@
+//! `hotaru serve` and `hotaru demo`: the server node, and a guided run of the whole flow.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use hotaru_actors::{Arbiters, IdSource, RandomIds, SystemClock};
+use hotaru_domain::upload::SubmittedKey;
+use hotaru_events::Clock;
+use hotaru_events::domain::{CaseBasis, CentreId, Day};
+use hotaru_log::{AnyLog, SideStore};
+use hotaru_protocol::export::{ReadLimits, VerificationKey, read_zip};
+use hotaru_server::actors::{ConfirmCase, IssueNumber, Redeem, SignNow};
+use hotaru_server::signing::{add_signing_key, export_info, published_keys};
+use hotaru_server::{Node, Redemption, ServerConfig};
+use ring::rand::SecureRandom;
+
+use crate::StoreArgs;
+
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// A TOML configuration file (see docs/configuration.md); HOTARU_* variables override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DemoArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// How many positive cases register their keys.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    cases: u32,
+}
+
+/// The configuration: the file if given, then HOTARU_* overrides, then the digest secret
+/// (from the configuration, or kept in the side store beside the data when none is given).
+pub(crate) async fn load_config(
+    file: Option<&PathBuf>,
+    log: &AnyLog,
+) -> anyhow::Result<ServerConfig> {
+    let mut config: ServerConfig = match file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the configuration {}", f.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("{} is not a valid configuration", f.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    if let Ok(s) = std::env::var("HOTARU_DIGEST_SECRET") {
+        config.digest_secret = Some(s);
+    }
+    if let Ok(s) = std::env::var("HOTARU_BATCH_INTERVAL_SECS") {
+        config.batch.interval_ms = s.parse::<u64>().context("HOTARU_BATCH_INTERVAL_SECS")? * 1000;
+    }
+    if let Ok(s) = std::env::var("HOTARU_RETENTION_DAYS") {
+        config.retention_days = s.parse().context("HOTARU_RETENTION_DAYS")?;
+    }
+    if config.digest_secret.is_none() {
+        let stored = log.side_get("server", "digest-secret").await?;
+        let secret = match stored {
+            Some(s) => s,
+            None => {
+                let mut s = [0u8; 32];
+                ring::rand::SystemRandom::new()
+                    .fill(&mut s)
+                    .map_err(|_| anyhow::anyhow!("random source failed"))?;
+                let hex_secret = hex::encode(s).into_bytes();
+                log.side_create("server", "digest-secret", &hex_secret)
+                    .await?;
+                log.side_get("server", "digest-secret")
+                    .await?
+                    .unwrap_or(hex_secret)
+            }
+        };
+        tracing::warn!(
+            "no digest secret configured: using one kept beside the data (set HOTARU_DIGEST_SECRET in production)"
+        );
+        config.digest_secret = Some(String::from_utf8_lossy(&secret).into_owned());
+    }
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    Ok(config)
+}
+
+async fn start(log: &AnyLog, config: &ServerConfig) -> anyhow::Result<(Node<AnyLog>, Arbiters)> {
+    let arbiters = Arbiters::per_core();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ids: Arc<dyn IdSource> = Arc::new(RandomIds::default());
+    let node = Node::start(log.clone(), config, clock, ids, &arbiters).await?;
+    Ok((node, arbiters))
+}
+
+pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let log = a.store.open().await?;
+    let config = load_config(a.config.as_ref(), &log).await?;
+    if published_keys(&log, &config.batch.region).await?.is_empty() {
+        tracing::warn!(region = %config.batch.region, "no signing key yet: batches wait for `hotaru keys generate`");
+    }
+    let (_node, arbiters) = start(&log, &config).await?;
+    tracing::info!(
+        batch_every_s = config.batch.interval_ms / 1000,
+        retention_days = config.retention_days,
+        "server running; Ctrl-C stops it"
+    );
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("stopping");
+    arbiters.stop();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn random_key(day: u32) -> SubmittedKey {
+    let mut k = vec![0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut k)
+        .expect("random source");
+    SubmittedKey {
+        key_data: k,
+        rolling_start: day * 144,
+        rolling_period: 144,
+        transmission_risk: None,
+        report_type: None,
+        days_since_onset: None,
+    }
+}
+
+/// The whole flow, in process, narrated: cases, numbers, uploads (with mistakes), a signed
+/// batch, and its verification as a phone would do it.
+pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let log = a.store.open().await?;
+    let config = load_config(None, &log).await?;
+    let region = config.batch.region.clone();
+    if published_keys(&log, &region).await?.is_empty() {
+        let now = SystemClock.now();
+        add_signing_key(
+            &log,
+            &region,
+            region.parse().unwrap_or(440),
+            now,
+            RandomIds::default().next_id(now),
+        )
+        .await?;
+        writeln!(out, "created the export signing key of region {region}")?;
+    }
+    let (node, arbiters) = start(&log, &config).await?;
+    let today = SystemClock.now().day();
+    let centre = CentreId(1);
+    let (mut accepted, mut dropped, mut numbers) = (0u32, 0usize, Vec::new());
+    writeln!(
+        out,
+        "{} health-centre cases confirmed and given processing numbers ...",
+        a.cases
+    )?;
+    for i in 0..a.cases {
+        let basis = if i % 3 == 0 {
+            CaseBasis::Sample(Day(today - 1))
+        } else {
+            CaseBasis::SymptomOnset(Day(today - 4))
+        };
+        let case_id = node
+            .registration_actor
+            .send(ConfirmCase { centre, basis })
+            .await??;
+        let issued = node
+            .registration_actor
+            .send(IssueNumber { centre, case_id })
+            .await??;
+        numbers.push(issued.number);
+    }
+    writeln!(out, "their phones upload 14 days of keys each ...")?;
+    for n in &numbers {
+        let keys = (0..14).map(|d| random_key(today - d)).collect();
+        let answer = node
+            .registration_actor
+            .send(Redeem(Redemption {
+                number: n.as_str().to_owned(),
+                keys,
+                idempotency_key: None,
+                source: None,
+            }))
+            .await??;
+        accepted += u32::from(answer.accepted);
+        dropped += answer.dropped.len();
+    }
+    writeln!(
+        out,
+        "  {accepted} keys accepted, {dropped} dropped (before the infectious period)"
+    )?;
+    // Mistakes users make: a full-width number (A), a wrong number (B), no keys (G).
+    for (what, number, keys) in [
+        (
+            "full-width digits",
+            "１２３４５６７８".to_owned(),
+            vec![random_key(today - 1)],
+        ),
+        (
+            "a used number",
+            numbers[0].as_str().to_owned(),
+            vec![random_key(today - 1)],
+        ),
+        ("no keys", "12345678".to_owned(), vec![]),
+    ] {
+        let r = node
+            .registration_actor
+            .send(Redeem(Redemption {
+                number,
+                keys,
+                idempotency_key: None,
+                source: None,
+            }))
+            .await?;
+        let letter = match r {
+            Err(e) => e
+                .public_reason()
+                .map_or_else(|| e.to_string(), |r| format!("error {}", r.letter())),
+            Ok(_) => "accepted?!".into(),
+        };
+        writeln!(out, "  an upload with {what}: {letter}")?;
+    }
+    let batch = node.signer.send(SignNow).await??;
+    let vkeys: Vec<VerificationKey> = published_keys(&log, &region)
+        .await?
+        .into_iter()
+        .map(|k| {
+            let i = export_info(&k.info);
+            VerificationKey {
+                key_id: i.verification_key_id,
+                key_version: i.verification_key_version,
+                public_key: k.public_key,
+            }
+        })
+        .collect();
+    match batch {
+        Some(b) => {
+            writeln!(
+                out,
+                "batch {} signed: {} keys (+{} padding) in {} file(s); today's keys are held until 2 h after they expire",
+                b.batch_id,
+                b.key_count,
+                b.padding_count,
+                b.files.len()
+            )?;
+            for f in &b.files {
+                let zip = node.distribution.file(f).await?.context("published file")?;
+                let e = read_zip(&zip, ReadLimits::default())?;
+                let by = e.verify(&vkeys)?;
+                writeln!(
+                    out,
+                    "  {f}: {} bytes, {} keys, signature by key {} {} verifies",
+                    zip.len(),
+                    e.file.keys.len(),
+                    by[0].verification_key_id,
+                    by[0].verification_key_version
+                )?;
+            }
+        }
+        None => writeln!(
+            out,
+            "nothing new to publish (keys were published by an earlier run)"
+        )?,
+    }
+    writeln!(
+        out,
+        "index.txt has {} file(s); `hotaru log verify` checks the chain",
+        node.distribution.index().await?.len()
+    )?;
+    arbiters.stop();
+    Ok(ExitCode::SUCCESS)
+}
