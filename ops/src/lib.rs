@@ -125,6 +125,9 @@ pub fn main() -> ExitCode {
     let command = match cli.command {
         Command::Serve(a) => return finish(actix::System::new().block_on(cmd::server::serve(a))),
         Command::Demo(a) => return finish(actix::System::new().block_on(cmd::server::demo(a))),
+        Command::Bench(cmd::bench::BenchCommand::Server(b)) => {
+            return finish(actix::System::new().block_on(cmd::bench::server_bench(b)));
+        }
         other => other,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

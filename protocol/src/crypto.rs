@@ -60,7 +60,7 @@ impl fmt::Debug for Tek {
 }
 
 impl Tek {
-    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
         Self(bytes)
     }
 

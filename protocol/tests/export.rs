@@ -397,3 +397,27 @@ proptest! {
         let _ = read_zip(&write_zip(&with_header, &bytes), ReadLimits::default());
     }
 }
+
+/// The streaming key encoder writes exactly what prost writes for the whole message.
+#[test]
+fn export_bin_is_the_plain_protobuf_encoding() {
+    use prost::Message;
+    let keys: Vec<_> = (0..300u32)
+        .map(|i| key(i as u8, 2_800_000 + i % 7))
+        .collect();
+    let f = ExportFile {
+        start_timestamp: 1,
+        end_timestamp: 2,
+        region: "440".into(),
+        batch_num: 1,
+        batch_size: 1,
+        signature_infos: vec![SignatureInfo::new("440", "v1")],
+        keys: keys.clone(),
+        revised_keys: keys[..3].to_vec(),
+    };
+    let bin = f.encode();
+    let msg = export::pb::TemporaryExposureKeyExport::decode(&bin[16..]).unwrap();
+    let mut again = EXPORT_HEADER.to_vec();
+    msg.encode(&mut again).unwrap();
+    assert_eq!(bin, again);
+}

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -13,6 +14,7 @@ use futures::stream::FuturesUnordered;
 use hotaru_actors::{RandomIds, SystemClock};
 use hotaru_events::{Context, NewEvent};
 use hotaru_log::{EventLog, ExpectedVersion, NatsConfig, NatsLog, SledLog};
+use hotaru_protocol::export::ExportFile;
 
 use crate::cmd::log::{demo, demo_stream};
 use crate::progress::bar;
@@ -25,6 +27,25 @@ pub(crate) enum BenchCommand {
     /// Diagnosis keys matched per second per core against a device's observations, and
     /// the bare floor (HKDF + the RPIs' AES blocks) in the same run.
     Match(MatchBench),
+    /// Durable verified uploads per second through the actors, on each backend, against
+    /// bare appends of the same commits; and the time to build and sign a 500,000-key
+    /// export.
+    Server(ServerBench),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ServerBench {
+    /// Uploads (each one redemption with 14 keys) per backend.
+    #[arg(long, default_value_t = 2_000)]
+    uploads: usize,
+    /// Uploads in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    #[arg(long, value_enum, default_value = "both")]
+    backend: Which,
+    /// Keys in the export that is built and signed.
+    #[arg(long, default_value_t = 500_000)]
+    export_keys: usize,
 }
 
 #[derive(Args, Debug)]
@@ -76,6 +97,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Log(b) => log_bench(b).await,
         BenchCommand::Match(b) => match_bench(b),
+        BenchCommand::Server(_) => unreachable!("run in an actix System by main"),
     }
 }
 
@@ -393,4 +415,214 @@ fn match_bench(b: MatchBench) -> anyhow::Result<ExitCode> {
     }
     writeln!(out, "matcher cost / floor cost: {:.3}x", floor / ours)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `hotaru bench server`, inside an actix System.
+pub(crate) async fn server_bench(b: ServerBench) -> anyhow::Result<ExitCode> {
+    use hotaru_log::AnyLog;
+    let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    let mut out = std::io::stdout().lock();
+    for nats in [false, true] {
+        if (nats && b.backend == Which::Sled) || (!nats && b.backend == Which::Nats) {
+            continue;
+        }
+        let dir = tempfile::tempdir()?;
+        let server = nats.then(hotaru_test_support::NatsServer::start);
+        let log = match &server {
+            Some(s) => AnyLog::Nats(NatsLog::connect(&NatsConfig::new(s.url())).await?),
+            None => AnyLog::Sled(SledLog::open(dir.path())?),
+        };
+        let name = if nats { "jetstream" } else { "sled" };
+        let (ours, bare) = uploads_through_actors(&log, b.uploads, b.concurrency).await?;
+        eprintln!("{name}: {ours:.0} uploads/s through the actors, {bare:.0} bare appends/s");
+        rows.push((name.to_owned(), ours, bare));
+    }
+    writeln!(
+        out,
+        "uploads: {} per backend (14 keys each), {} in flight",
+        b.uploads, b.concurrency
+    )?;
+    writeln!(
+        out,
+        "{:<12} {:>16} {:>22} {:>7}",
+        "backend", "uploads/s", "bare appends/s (same)", "ratio"
+    )?;
+    for (n, o, r) in &rows {
+        writeln!(out, "{n:<12} {o:>16.0} {r:>22.0} {:>7.2}", o / r)?;
+    }
+    let (total, parts) = export_bench(b.export_keys);
+    writeln!(
+        out,
+        "export of {} keys: {:.3} s in all ({parts})",
+        b.export_keys, total
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Uploads/s through the registration actor, and appends/s of commits of the same size
+/// written straight to the log (the floor the actor path is measured against).
+async fn uploads_through_actors(
+    log: &hotaru_log::AnyLog,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<(f64, f64)> {
+    use hotaru_domain::upload::SubmittedKey;
+    use hotaru_events::domain::{CaseBasis, CentreId, Day};
+    use hotaru_server::actors::Redeem;
+    use hotaru_server::{Node, Redemption, ServerConfig};
+    let config = ServerConfig {
+        digest_secret: Some("ab".repeat(32)),
+        registration: hotaru_domain::policy::RegistrationPolicy {
+            daily_quota_per_centre: u32::MAX,
+            ..Default::default()
+        },
+        ..ServerConfig::default()
+    };
+    let arbiters = hotaru_actors::Arbiters::per_core();
+    let clock: Arc<dyn hotaru_events::Clock> = Arc::new(SystemClock);
+    let ids: Arc<dyn hotaru_actors::IdSource> = Arc::new(RandomIds::default());
+    let node = Node::start(log.clone(), &config, clock.clone(), ids, &arbiters).await?;
+    let today = clock.now().day();
+    let pb = bar(n as u64, "issuing numbers (not timed)");
+    let mut numbers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let case = node
+            .registration
+            .confirm_case(CentreId(1), CaseBasis::SymptomOnset(Day(today - 2)))
+            .await?;
+        numbers.push(
+            node.registration
+                .issue_number(CentreId(1), case)
+                .await?
+                .number,
+        );
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let mut rng_keys = rand::rng();
+    let uploads: Vec<Redemption> = numbers
+        .iter()
+        .map(|num| Redemption {
+            number: num.as_str().to_owned(),
+            keys: (0..14)
+                .map(|d| {
+                    let mut k = vec![0u8; 16];
+                    rand::RngCore::fill_bytes(&mut rng_keys, &mut k);
+                    SubmittedKey {
+                        key_data: k,
+                        rolling_start: (today - 1 - d) * 144,
+                        rolling_period: 144,
+                        transmission_risk: None,
+                        report_type: None,
+                        days_since_onset: None,
+                    }
+                })
+                .collect(),
+            idempotency_key: None,
+            source: None,
+        })
+        .collect();
+    let started = Instant::now();
+    let addr = node.registration_actor.clone();
+    let mut s = futures::stream::iter(uploads)
+        .map(|u| addr.send(Redeem(u)))
+        .buffer_unordered(concurrency);
+    while let Some(r) = s.next().await {
+        r??;
+    }
+    let ours = n as f64 / started.elapsed().as_secs_f64();
+    // The floor: the same number of two-event commits of the same size, appended
+    // straight to the log with the same concurrency.
+    let sample = log
+        .read_all(
+            Context::Registration,
+            log.head(Context::Registration).await?,
+            1,
+        )
+        .await?;
+    let size = sample.first().map_or(1_000, |c| c.frame.len());
+    let evs = events(n as u64, size.saturating_sub(150));
+    let bare = ours_append(log, &evs, concurrency).await?;
+    arbiters.stop();
+    Ok((ours, bare))
+}
+
+async fn ours_append<L: EventLog>(
+    log: &L,
+    evs: &[NewEvent],
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut s = futures::stream::iter(evs.iter().enumerate())
+        .map(|(i, e)| {
+            let stream = demo_stream(i as u64, 64);
+            log.append(stream, ExpectedVersion::Any, vec![e.clone()])
+        })
+        .buffer_unordered(concurrency);
+    while let Some(r) = s.next().await {
+        r?;
+    }
+    Ok(evs.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Builds and signs one export of `n` random keys; returns seconds and the breakdown.
+fn export_bench(n: usize) -> (f64, String) {
+    use hotaru_protocol::export::{self, SignatureInfo, Signer};
+    use hotaru_protocol::{DiagnosisKey, EnIntervalNumber, Tek};
+    use rand::RngCore;
+    let rng = ring::rand::SystemRandom::new();
+    let signer = Signer::from_pkcs8(
+        SignatureInfo::new("440", "v1"),
+        &Signer::generate_pkcs8(&rng),
+        &rng,
+    )
+    .expect("a fresh key");
+    let mut r = rand::rng();
+    let keys: Vec<DiagnosisKey> = (0..n)
+        .map(|i| {
+            let mut k = [0u8; 16];
+            r.fill_bytes(&mut k);
+            DiagnosisKey::daily(
+                Tek::from_bytes(k),
+                EnIntervalNumber(2_900_000 - 144 * (i % 14) as u32),
+            )
+        })
+        .collect();
+    let t0 = Instant::now();
+    let files = export::split_batch(
+        0,
+        3600,
+        "440",
+        std::slice::from_ref(&signer.info),
+        keys,
+        export::DEFAULT_MAX_KEYS_PER_FILE,
+    );
+    let t1 = Instant::now();
+    let bins: Vec<Vec<u8>> = files.iter().map(ExportFile::encode).collect();
+    let t2 = Instant::now();
+    let sigs: Vec<Vec<u8>> = files
+        .iter()
+        .zip(&bins)
+        .map(|(f, b)| export::sign_export(b, f.batch_num, f.batch_size, &[&signer], &rng))
+        .collect();
+    let t3 = Instant::now();
+    let zips: Vec<Vec<u8>> = bins
+        .iter()
+        .zip(&sigs)
+        .map(|(b, s)| export::write_zip(b, s))
+        .collect();
+    let t4 = Instant::now();
+    std::hint::black_box(&zips);
+    let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
+    (
+        (t4 - t0).as_secs_f64(),
+        format!(
+            "sort+split {:.0} ms, protobuf {:.0} ms, ECDSA {:.1} ms, zip {:.0} ms, {} bytes zipped",
+            ms(t0, t1),
+            ms(t1, t2),
+            ms(t2, t3),
+            ms(t3, t4),
+            zips.iter().map(Vec::len).sum::<usize>()
+        ),
+    )
 }
