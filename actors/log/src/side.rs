@@ -6,8 +6,11 @@
 //! - JetStream: one stream per namespace (`HOTARU_SIDE_<NS>`, subjects
 //!   `hotaru_side.<ns>.<key>` and `hotaru_side.<ns>.<key>.<chunk>`), one message per
 //!   subject, deletes allowed. Values larger than a message are chunked (512 KiB), with a
-//!   small manifest message written last, so a reader never sees half a value. No KV or
-//!   object-store API: async-nats cannot create those on nats-server 2.9.
+//!   small manifest message written last, so a reader never sees half a value. Not the KV
+//!   API: async-nats cannot create KV buckets on nats-server 2.9, and create-if-absent
+//!   needs the expected-subject-sequence header anyway.
+//! - Blobs (`blob_put`/`blob_get`): on JetStream the object store (bucket
+//!   `hotaru-exports`, which async-nats creates fine on 2.9); on sled the `blobs` tree.
 
 use async_nats::jetstream::stream;
 use bytes::Bytes;
@@ -41,7 +44,20 @@ pub trait SideStore: Clone + Send + Sync + 'static {
     fn side_delete(&self, ns: &str, key: &str)
     -> impl Future<Output = Result<(), LogError>> + Send;
     fn side_keys(&self, ns: &str) -> impl Future<Output = Result<Vec<String>, LogError>> + Send;
+    /// Stores a published file under `name` (content-addressed by the caller).
+    fn blob_put(
+        &self,
+        name: &str,
+        data: &[u8],
+    ) -> impl Future<Output = Result<(), LogError>> + Send;
+    fn blob_get(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, LogError>> + Send;
 }
+
+const BLOB_NS: &str = "blobs";
+const BUCKET: &str = "hotaru-exports";
 
 fn check(ns: &str, key: &str) -> Result<(), LogError> {
     let ok = |s: &str| {
@@ -100,6 +116,14 @@ impl SideStore for SledLog {
         Ok(())
     }
 
+    async fn blob_put(&self, name: &str, data: &[u8]) -> Result<(), LogError> {
+        self.side_put(BLOB_NS, name, data).await
+    }
+
+    async fn blob_get(&self, name: &str) -> Result<Option<Vec<u8>>, LogError> {
+        self.side_get(BLOB_NS, name).await
+    }
+
     async fn side_keys(&self, ns: &str) -> Result<Vec<String>, LogError> {
         self.side_tree(ns)?
             .iter()
@@ -126,6 +150,24 @@ impl NatsLog {
             })
             .await
             .map_err(|e| LogError::Backend(format!("cannot create stream {name}: {e}")))
+    }
+
+    async fn object_store(
+        &self,
+    ) -> Result<async_nats::jetstream::object_store::ObjectStore, LogError> {
+        let js = self.jetstream();
+        match js.get_object_store(BUCKET).await {
+            Ok(s) => Ok(s),
+            Err(_) => js
+                .create_object_store(async_nats::jetstream::object_store::Config {
+                    bucket: BUCKET.into(),
+                    storage: stream::StorageType::File,
+                    num_replicas: self.replicas(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| backend(format!("cannot create the object store {BUCKET}: {e}"))),
+        }
     }
 
     async fn publish_acked(&self, subject: String, payload: Bytes) -> Result<(), LogError> {
@@ -235,6 +277,31 @@ impl SideStore for NatsLog {
         Ok(())
     }
 
+    async fn blob_put(&self, name: &str, data: &[u8]) -> Result<(), LogError> {
+        check(BLOB_NS, name)?;
+        let store = self.object_store().await?;
+        let mut reader = data;
+        store.put(name, &mut reader).await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn blob_get(&self, name: &str) -> Result<Option<Vec<u8>>, LogError> {
+        check(BLOB_NS, name)?;
+        let store = self.object_store().await?;
+        let mut object = match store.get(name).await {
+            Ok(o) => o,
+            Err(e) if e.kind() == async_nats::jetstream::object_store::GetErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(backend(e)),
+        };
+        let mut out = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut object, &mut out)
+            .await
+            .map_err(backend)?;
+        Ok(Some(out))
+    }
+
     async fn side_keys(&self, ns: &str) -> Result<Vec<String>, LogError> {
         let s = self.side_stream(ns).await?;
         let prefix = format!("hotaru_side.{ns}.");
@@ -280,6 +347,20 @@ impl SideStore for AnyLog {
         match self {
             AnyLog::Sled(l) => l.side_delete(ns, key).await,
             AnyLog::Nats(l) => l.side_delete(ns, key).await,
+        }
+    }
+
+    async fn blob_put(&self, name: &str, data: &[u8]) -> Result<(), LogError> {
+        match self {
+            AnyLog::Sled(l) => l.blob_put(name, data).await,
+            AnyLog::Nats(l) => l.blob_put(name, data).await,
+        }
+    }
+
+    async fn blob_get(&self, name: &str) -> Result<Option<Vec<u8>>, LogError> {
+        match self {
+            AnyLog::Sled(l) => l.blob_get(name).await,
+            AnyLog::Nats(l) => l.blob_get(name).await,
         }
     }
 

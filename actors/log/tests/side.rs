@@ -38,6 +38,13 @@ async fn exercise<S: SideStore>(open: impl AsyncFn() -> S) {
     let s = open().await;
     assert_eq!(s.side_get("secrets", "day-1").await.unwrap(), None);
     assert_eq!(s.side_keys("secrets").await.unwrap(), ["day-2"]);
+    // Blobs: the object store on JetStream.
+    assert_eq!(s.blob_get("0123abcd").await.unwrap(), None);
+    s.blob_put("0123abcd", &big).await.unwrap();
+    assert_eq!(
+        s.blob_get("0123abcd").await.unwrap().as_deref(),
+        Some(&big[..])
+    );
     assert_eq!(
         s.side_get("blobs", "abc").await.unwrap().map(|v| v.len()),
         Some(big.len())

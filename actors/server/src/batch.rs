@@ -27,9 +27,6 @@ use serde::{Deserialize, Serialize};
 use crate::daykeys::DayKeys;
 use crate::signing::{active_signers, export_info};
 
-/// Where published zips live in the side store.
-pub const BLOBS: &str = "blobs";
-
 /// Batching (`[batch]` in the server's configuration).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -317,9 +314,7 @@ impl<L: EventLog + SideStore> Distribution<L> {
             let sig = export::sign_export(&bin, f.batch_num, f.batch_size, &signer_refs, &rng);
             let zip = export::write_zip(&bin, &sig);
             let zip_sha: [u8; 32] = sha256(&zip);
-            self.log
-                .side_put(BLOBS, &hex::encode(zip_sha), &zip)
-                .await?;
+            self.log.blob_put(&hex::encode(zip_sha), &zip).await?;
             digests.push(ExportFileDigest {
                 batch_num: f.batch_num,
                 key_count: f.keys.len() as u32,
@@ -397,7 +392,7 @@ impl<L: EventLog + SideStore> Distribution<L> {
         for b in &done {
             for (f, sha) in b.signed.files.iter().zip(&b.published.blobs) {
                 if file_path(&self.policy.region, b.signed.batch_id.0, f.batch_num) == path {
-                    return self.log.side_get(BLOBS, &hex::encode(sha)).await;
+                    return self.log.blob_get(&hex::encode(sha)).await;
                 }
             }
         }

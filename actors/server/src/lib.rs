@@ -19,3 +19,4 @@ pub mod retention;
 
 pub use node::{Node, ServerConfig};
 pub mod credentials;
+pub mod support;

@@ -326,3 +326,42 @@ async fn retention_shreds_old_days_and_the_chain_still_verifies(nats: bool) {
         assert_eq!(v.commits(), log.head(ctx).await.unwrap());
     }
 }
+
+mod support_logs {
+    use super::*;
+    use hotaru_server::support;
+
+    async fn logs_are_unreadable_once_closed(nats: bool) {
+        let (log, _keep, _) = open(nats).await;
+        let clock: Arc<dyn hotaru_events::Clock> =
+            Arc::new(ManualClock::at(UnixMillis(1_750_000_000_000)));
+        let ids: Arc<dyn hotaru_actors::IdSource> = Arc::new(RandomIds::default());
+        let content = b"12:00 exposure check ok; 12:05 download failed (timeout)";
+        let id = support::receive(&log, &clock, &ids, content).await.unwrap();
+        assert_eq!(
+            support::read(&log, id).await.unwrap().as_deref(),
+            Some(&content[..])
+        );
+        assert!(support::close(&log, &clock, &ids, id).await.unwrap());
+        assert_eq!(support::read(&log, id).await.unwrap(), None);
+        assert!(
+            !support::close(&log, &clock, &ids, id).await.unwrap(),
+            "closed once"
+        );
+        // The stored bytes never held the content in the clear.
+        use hotaru_log::EventLog;
+        for c in log.read_stream(&support::oplog_stream(id)).await.unwrap() {
+            assert!(!c.frame.windows(14).any(|w| w == b"exposure check"));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sled() {
+        logs_are_unreadable_once_closed(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats() {
+        logs_are_unreadable_once_closed(true).await;
+    }
+}

@@ -1,0 +1,126 @@
+//! Operation logs sent on request (DOMAIN.md, "Operation logs"): stored sealed under a key
+//! of their own, which is destroyed when support closes the investigation (or when the
+//! retention runs out first). The gateway checks consent and content before calling this.
+
+use std::sync::Arc;
+
+use hotaru_actors::IdSource;
+use hotaru_events::domain::{Day, LogId, OperationLogDeleted, OperationLogReceived, Sealed};
+use hotaru_events::{Clock, DomainEvent, NewEvent, StreamId, StreamKind};
+use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+
+const NS: &str = "oplogkeys";
+
+pub fn oplog_stream(id: LogId) -> StreamId {
+    StreamId::new(StreamKind::OperationLog, hex::encode(id.0)).expect("hex is a valid id")
+}
+
+fn backend(e: impl std::fmt::Display) -> LogError {
+    LogError::Backend(e.to_string())
+}
+
+fn key(bytes: &[u8]) -> Result<LessSafeKey, LogError> {
+    Ok(LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| backend("bad log key"))?,
+    ))
+}
+
+/// Stores an operation log; returns the random log ID the user may quote to support.
+pub async fn receive<L: EventLog + SideStore>(
+    log: &L,
+    clock: &Arc<dyn Clock>,
+    ids: &Arc<dyn IdSource>,
+    content: &[u8],
+) -> Result<LogId, LogError> {
+    let rng = SystemRandom::new();
+    let (mut id, mut k, mut nonce) = ([0u8; 16], [0u8; 32], [0u8; 12]);
+    for buf in [&mut id[..], &mut k[..], &mut nonce[..]] {
+        rng.fill(buf).map_err(|_| backend("random source failed"))?;
+    }
+    let log_id = LogId(id);
+    let now = clock.now();
+    log.side_put(NS, &hex::encode(id), &k).await?;
+    let mut buf = content.to_vec();
+    key(&k)?
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(id), &mut buf)
+        .map_err(|_| backend("sealing failed"))?;
+    let sealed = Sealed {
+        day: Day(now.day()),
+        nonce,
+        ciphertext: buf,
+    };
+    let bytes =
+        bincode::serde::encode_to_vec(&sealed, bincode::config::standard()).map_err(backend)?;
+    let ev = NewEvent::new(
+        ids.next_id(now),
+        now,
+        DomainEvent::OperationLogReceived(OperationLogReceived {
+            log_id,
+            content: bytes,
+        }),
+    );
+    log.append(oplog_stream(log_id), ExpectedVersion::Exact(0), vec![ev])
+        .await?;
+    Ok(log_id)
+}
+
+/// The log's content, while its investigation is open.
+pub async fn read<L: EventLog + SideStore>(
+    log: &L,
+    id: LogId,
+) -> Result<Option<Vec<u8>>, LogError> {
+    let Some(k) = log.side_get(NS, &hex::encode(id.0)).await? else {
+        return Ok(None);
+    };
+    for c in log.read_stream(&oplog_stream(id)).await? {
+        for env in c.commit.envelopes().flatten() {
+            if let DomainEvent::OperationLogReceived(r) = env.event {
+                let (sealed, _): (Sealed, _) =
+                    bincode::serde::decode_from_slice(&r.content, bincode::config::standard())
+                        .map_err(backend)?;
+                let mut buf = sealed.ciphertext;
+                let plain = key(&k)?
+                    .open_in_place(
+                        Nonce::assume_unique_for_key(sealed.nonce),
+                        Aad::from(id.0),
+                        &mut buf,
+                    )
+                    .map_err(|_| backend("the log does not open"))?;
+                return Ok(Some(plain.to_vec()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Support closed the investigation: the log's key is destroyed (OperationLogDeleted).
+/// Returns false when there is no such open log.
+pub async fn close<L: EventLog + SideStore>(
+    log: &L,
+    clock: &Arc<dyn Clock>,
+    ids: &Arc<dyn IdSource>,
+    id: LogId,
+) -> Result<bool, LogError> {
+    let stream = oplog_stream(id);
+    let commits = log.read_stream(&stream).await?;
+    if commits.is_empty() || log.side_get(NS, &hex::encode(id.0)).await?.is_none() {
+        return Ok(false);
+    }
+    log.side_delete(NS, &hex::encode(id.0)).await?;
+    let now = clock.now();
+    let ev = NewEvent::new(
+        ids.next_id(now),
+        now,
+        DomainEvent::OperationLogDeleted(OperationLogDeleted { log_id: id }),
+    );
+    let version = commits.last().map_or(0, |c| c.commit.last_version());
+    match log
+        .append(stream, ExpectedVersion::Exact(version), vec![ev])
+        .await
+    {
+        Ok(_) | Err(LogError::Conflict { .. }) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
