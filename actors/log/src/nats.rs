@@ -45,7 +45,9 @@ use crate::{
 /// Most publishes awaiting their ack, well below the ~5,000 that stall the client.
 const WINDOW: usize = 4096;
 /// How often one append is retried after losing a race with another writer.
-const MAX_ATTEMPTS: u32 = 16;
+/// (Two writers at full speed on one context can make a commit lose many races in a row
+/// on a loaded machine; after this many the caller gets `Contention` and may retry.)
+const MAX_ATTEMPTS: u32 = 64;
 /// A read that sees no message for this long gives up.
 const READ_IDLE: Duration = Duration::from_secs(30);
 const CHECKPOINT_STREAM: &str = "HOTARU_CHECKPOINTS";
@@ -316,8 +318,11 @@ impl Writer {
                 && let Some(req) = retry.pop_front()
             {
                 if req.attempts >= 2 {
-                    // Racing writers: back off a little so they interleave.
-                    tokio::time::sleep(Duration::from_millis(u64::from(req.attempts))).await;
+                    // Racing writers: back off a little, with jitter so that two writers
+                    // do not keep colliding in step.
+                    let ms = u64::from(req.attempts.min(16));
+                    let jitter = rand::random::<u64>() % (ms + 1);
+                    tokio::time::sleep(Duration::from_millis(ms + jitter)).await;
                 }
                 self.publish(req, &mut inflight).await;
                 continue;

@@ -50,6 +50,25 @@ pub async fn published_keys<L: EventLog>(
     Ok(out)
 }
 
+/// The region's keys as a phone or an auditor holds them, to verify exports with.
+pub async fn verification_keys<L: EventLog>(
+    log: &L,
+    region: &str,
+) -> Result<Vec<export::VerificationKey>, LogError> {
+    Ok(published_keys(log, region)
+        .await?
+        .into_iter()
+        .map(|k| {
+            let i = export_info(&k.info);
+            export::VerificationKey {
+                key_id: i.verification_key_id,
+                key_version: i.verification_key_version,
+                public_key: k.public_key,
+            }
+        })
+        .collect())
+}
+
 /// Adds a new signing key for `region`, valid from `now` (`hotaru keys generate` and
 /// `rotate`). Returns its public key.
 pub async fn add_signing_key<L: EventLog + SideStore>(

@@ -13,9 +13,9 @@ use hotaru_domain::upload::SubmittedKey;
 use hotaru_events::domain::{CaseBasis, CentreId, Day};
 use hotaru_events::{Clock, EventId, UnixMillis};
 use hotaru_log::{AnyLog, NatsConfig, NatsLog, SledLog};
-use hotaru_protocol::export::{ReadLimits, VerificationKey, read_zip};
+use hotaru_protocol::export::{ReadLimits, read_zip};
 use hotaru_server::batch::BatchPolicy;
-use hotaru_server::signing::{add_signing_key, export_info, published_keys};
+use hotaru_server::signing::{add_signing_key, verification_keys};
 use hotaru_server::{BatchError, DayKeys, Distribution, Redemption, Registration};
 use hotaru_test_support::NatsServer;
 
@@ -96,19 +96,7 @@ async fn register(n: &Node, keys: Vec<SubmittedKey>) {
 
 /// The keys of every file at `paths`, verified with the logged public keys.
 async fn published(n: &Node, log: &AnyLog, paths: &[String]) -> Vec<[u8; 16]> {
-    let vkeys: Vec<VerificationKey> = published_keys(log, "440")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|k| {
-            let i = export_info(&k.info);
-            VerificationKey {
-                key_id: i.verification_key_id,
-                key_version: i.verification_key_version,
-                public_key: k.public_key,
-            }
-        })
-        .collect();
+    let vkeys = verification_keys(log, "440").await.unwrap();
     let mut out = Vec::new();
     for p in paths {
         let zip = n.dist.file(p).await.unwrap().expect("published file");

@@ -76,29 +76,11 @@ pub(crate) async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                     a.region
                 );
             }
-            let now = SystemClock.now();
-            let pk = add_signing_key(
-                &log,
-                &a.region,
-                region_id(&a.region)?,
-                now,
-                RandomIds::default().next_id(now),
-            )
-            .await?;
-            write!(out, "{}", pk.to_pem())?;
+            write!(out, "{}", new_key(&log, &a.region).await?)?;
         }
         KeysCommand::Rotate(a) => {
             let log = a.store.open().await?;
-            let now = SystemClock.now();
-            let pk = add_signing_key(
-                &log,
-                &a.region,
-                region_id(&a.region)?,
-                now,
-                RandomIds::default().next_id(now),
-            )
-            .await?;
-            write!(out, "{}", pk.to_pem())?;
+            write!(out, "{}", new_key(&log, &a.region).await?)?;
         }
         KeysCommand::List(a) => {
             let log = a.store.open().await?;
@@ -117,6 +99,14 @@ pub(crate) async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
         KeysCommand::Operator(c) => account(&mut out, Role::Operator, c).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Adds a signing key now; returns its public key as PEM.
+async fn new_key(log: &hotaru_log::AnyLog, region: &str) -> anyhow::Result<String> {
+    let now = SystemClock.now();
+    let id = RandomIds::default().next_id(now);
+    let pk = add_signing_key(log, region, region_id(region)?, now, id).await?;
+    Ok(pk.to_pem())
 }
 
 async fn account(out: &mut impl Write, role: Role, cmd: AccountCommand) -> anyhow::Result<()> {

@@ -12,9 +12,9 @@ use hotaru_domain::upload::SubmittedKey;
 use hotaru_events::Clock;
 use hotaru_events::domain::{CaseBasis, CentreId, Day};
 use hotaru_log::{AnyLog, SideStore};
-use hotaru_protocol::export::{ReadLimits, VerificationKey, read_zip};
+use hotaru_protocol::export::{ReadLimits, read_zip};
 use hotaru_server::actors::{ConfirmCase, IssueNumber, Redeem, SignNow};
-use hotaru_server::signing::{add_signing_key, export_info, published_keys};
+use hotaru_server::signing::{add_signing_key, published_keys, verification_keys};
 use hotaru_server::{Node, Redemption, ServerConfig};
 use ring::rand::SecureRandom;
 
@@ -104,13 +104,21 @@ pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     if published_keys(&log, &config.batch.region).await?.is_empty() {
         tracing::warn!(region = %config.batch.region, "no signing key yet: batches wait for `hotaru keys generate`");
     }
+    // The handlers are installed before the node says it runs: a stop request that comes
+    // right after must not find the default action (killing the process) in place.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     let (_node, arbiters) = start(&log, &config).await?;
     tracing::info!(
         batch_every_s = config.batch.interval_ms / 1000,
         retention_days = config.retention_days,
-        "server running; Ctrl-C stops it"
+        "server running; Ctrl-C or SIGTERM stops it"
     );
-    tokio::signal::ctrl_c().await?;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
     tracing::info!("stopping");
     arbiters.stop();
     Ok(ExitCode::SUCCESS)
@@ -226,18 +234,7 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "  an upload with {what}: {letter}")?;
     }
     let batch = node.signer.send(SignNow).await??;
-    let vkeys: Vec<VerificationKey> = published_keys(&log, &region)
-        .await?
-        .into_iter()
-        .map(|k| {
-            let i = export_info(&k.info);
-            VerificationKey {
-                key_id: i.verification_key_id,
-                key_version: i.verification_key_version,
-                public_key: k.public_key,
-            }
-        })
-        .collect();
+    let vkeys = verification_keys(&log, &region).await?;
     match batch {
         Some(b) => {
             writeln!(
