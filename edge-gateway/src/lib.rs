@@ -1,1 +1,558 @@
-//! placeholder
+//! The edge gateway: the only crate that knows HTTP and JSON. It turns requests into
+//! commands for the server's actors and answers with stable JSON (`{code, message}` for
+//! every error, docs/api-errors.md).
+//!
+//! Unknown JSON fields: ignored on the device APIs (apps send more than Hotaru uses, e.g.
+//! COCOA's `regions` and `platform`), refused on the health-centre and operator APIs (a
+//! typo there must not pass silently).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine as _;
+use hotaru_domain::upload::SubmittedKey;
+use hotaru_events::Clock;
+use hotaru_events::domain::{CaseBasis, CaseId, CentreId, Day};
+use hotaru_log::{AnyLog, EventLog};
+use hotaru_protocol::risk::RiskConfiguration;
+use hotaru_server::actors::{
+    BatchSignerActor, ConfirmCase, IssueNumber, Redeem, RegistrationActor, SignNow,
+};
+use hotaru_server::credentials::{self, Role};
+use hotaru_server::{Distribution, Redemption};
+use serde::{Deserialize, Serialize};
+
+pub mod error;
+
+pub use error::ApiError;
+
+/// The largest upload body accepted (COCOA's and Google's servers use the same order).
+pub const UPLOAD_BODY_LIMIT: usize = 64 * 1024;
+/// The OpenAPI document, also at docs/openapi.json.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Gateway {
+    pub log: AnyLog,
+    pub registration: actix::Addr<RegistrationActor<AnyLog>>,
+    pub signer: actix::Addr<BatchSignerActor<AnyLog>>,
+    pub distribution: Distribution<AnyLog>,
+    pub clock: Arc<dyn Clock>,
+    pub risk: RiskConfiguration,
+    pub chaff: Arc<ChaffTimer>,
+}
+
+/// Recent latencies of real uploads (arrival to answer, queueing included). A chaff
+/// request is answered after a latency drawn from them, so that under load its answers
+/// slow down exactly as real ones do (Corona-Warn-App's bug #474).
+pub struct ChaffTimer {
+    recent: Mutex<Vec<Duration>>,
+    next: std::sync::atomic::AtomicUsize,
+    /// How late chaff has been waking up, in microseconds (a moving average): on a loaded
+    /// machine a sleeping task wakes late, on top of the real latency it copies.
+    overshoot_us: std::sync::atomic::AtomicU64,
+}
+
+/// Few enough that the sample follows the load as it changes.
+const CHAFF_SAMPLES: usize = 64;
+
+impl Default for ChaffTimer {
+    fn default() -> Self {
+        Self {
+            recent: Mutex::new(Vec::with_capacity(CHAFF_SAMPLES)),
+            next: Default::default(),
+            overshoot_us: Default::default(),
+        }
+    }
+}
+
+impl ChaffTimer {
+    pub fn record(&self, d: Duration) {
+        let mut r = self.recent.lock().expect("not poisoned");
+        if r.len() < CHAFF_SAMPLES {
+            r.push(d);
+        } else {
+            let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % CHAFF_SAMPLES;
+            r[i] = d;
+        }
+    }
+
+    /// Waits, from `started`, for a latency drawn from the real ones, correcting for how
+    /// late wake-ups have been.
+    pub async fn wait(&self, started: Instant) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let target = started + self.sample();
+        let early = Duration::from_micros(self.overshoot_us.load(Relaxed));
+        wait_until(target.checked_sub(early).unwrap_or(target)).await;
+        let late = Instant::now().saturating_duration_since(target).as_micros() as u64;
+        let early_by = target.saturating_duration_since(Instant::now()).as_micros() as u64;
+        let old = self.overshoot_us.load(Relaxed);
+        // Moving average of the error, 1/8 per sample, never below zero.
+        let new = (old * 7 + (old + late).saturating_sub(early_by)) / 8;
+        self.overshoot_us.store(new, Relaxed);
+    }
+
+    /// A latency drawn from the recent real ones (15 ms until there are any).
+    pub fn sample(&self) -> Duration {
+        let r = self.recent.lock().expect("not poisoned");
+        if r.is_empty() {
+            return Duration::from_millis(15);
+        }
+        let mut b = [0u8; 8];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+            .expect("random source");
+        r[(u64::from_le_bytes(b) % r.len() as u64) as usize]
+    }
+}
+
+/// Mounts every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let upload_json = web::JsonConfig::default()
+        .limit(UPLOAD_BODY_LIMIT)
+        .error_handler(json_error);
+    let small_json = web::JsonConfig::default()
+        .limit(4 * 1024)
+        .error_handler(json_error);
+    cfg.service(
+        web::resource("/v3/diagnosis")
+            .app_data(upload_json)
+            .route(web::put().to(diagnosis_v3)),
+    )
+    .service(
+        web::resource("/v1/cases")
+            .app_data(small_json.clone())
+            .route(web::post().to(confirm_case)),
+    )
+    .service(
+        web::resource("/v1/cases/{case_id}/processing-number").route(web::post().to(issue_number)),
+    )
+    .service(web::resource("/v1/admin/batches").route(web::post().to(sign_batches)))
+    .service(
+        web::resource("/v1/exposure-configuration").route(web::get().to(exposure_configuration)),
+    )
+    .service(
+        web::resource("/exports/index.txt")
+            .route(web::get().to(index_txt))
+            .route(web::head().to(index_txt)),
+    )
+    .service(
+        web::resource("/exports/{region}/{file}")
+            .route(web::get().to(export_file))
+            .route(web::head().to(export_file)),
+    )
+    .service(web::resource("/healthz").route(web::get().to(healthz)))
+    .service(web::resource("/readyz").route(web::get().to(readyz)))
+    .service(web::resource("/openapi.json").route(web::get().to(openapi)))
+    .default_service(web::to(not_found));
+}
+
+/// The routes as (method, path) pairs, as the OpenAPI test checks them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("put", "/v3/diagnosis"),
+    ("post", "/v1/cases"),
+    ("post", "/v1/cases/{caseId}/processing-number"),
+    ("post", "/v1/admin/batches"),
+    ("get", "/v1/exposure-configuration"),
+    ("get", "/exports/index.txt"),
+    ("head", "/exports/index.txt"),
+    ("get", "/exports/{region}/{file}"),
+    ("head", "/exports/{region}/{file}"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/openapi.json"),
+];
+
+fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as E;
+    let e = match &err {
+        E::OverflowKnownLength { .. } | E::Overflow { .. } => {
+            ApiError::new(413, "BODY_TOO_LARGE", "the request body is too large")
+        }
+        E::ContentType => ApiError::new(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the body as application/json",
+        ),
+        E::Deserialize(d) => ApiError::bad_request("INVALID_JSON", format!("invalid body: {d}")),
+        _ => ApiError::bad_request("INVALID_JSON", "the body could not be read"),
+    };
+    e.into()
+}
+
+/// The answer for a path no route serves (distinct from a route's own NOT_FOUND).
+async fn not_found() -> HttpResponse {
+    ApiError::new(404, "NO_ROUTE", "no such path").error_response()
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+async fn authorise(g: &Gateway, req: &HttpRequest, role: Role) -> Result<u32, ApiError> {
+    let key = bearer(req).ok_or_else(ApiError::unauthorized)?;
+    credentials::verify(&g.log, role, key)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(ApiError::unauthorized)
+}
+
+fn now_ms(g: &Gateway) -> u64 {
+    g.clock.now().0
+}
+
+fn mailbox(e: actix::MailboxError) -> ApiError {
+    ApiError::internal(e)
+}
+
+// ---- health-centre API ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CaseRequest {
+    symptom_onset_date: Option<String>,
+    sample_date: Option<String>,
+}
+
+fn parse_day(s: &str) -> Result<Day, ApiError> {
+    let d: jiff::civil::Date = s
+        .parse()
+        .map_err(|_| ApiError::bad_request("INVALID_DATE", "dates are YYYY-MM-DD"))?;
+    let secs = d
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .map_err(|_| ApiError::bad_request("INVALID_DATE", "date out of range"))?
+        .timestamp()
+        .as_second();
+    u32::try_from(secs / 86_400)
+        .map(Day)
+        .map_err(|_| ApiError::bad_request("INVALID_DATE", "date out of range"))
+}
+
+async fn confirm_case(
+    g: web::Data<Gateway>,
+    req: HttpRequest,
+    body: web::Json<CaseRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let centre = authorise(&g, &req, Role::Centre).await?;
+    let basis = match (&body.symptom_onset_date, &body.sample_date) {
+        (Some(d), None) => CaseBasis::SymptomOnset(parse_day(d)?),
+        (None, Some(d)) => CaseBasis::Sample(parse_day(d)?),
+        _ => {
+            return Err(ApiError::bad_request(
+                "INVALID_CASE",
+                "give exactly one of symptomOnsetDate and sampleDate",
+            ));
+        }
+    };
+    let case_id = g
+        .registration
+        .send(ConfirmCase {
+            centre: CentreId(centre),
+            basis,
+        })
+        .await
+        .map_err(mailbox)?
+        .map_err(|e| error::from_registration(e, now_ms(&g)))?;
+    Ok(HttpResponse::Created().json(serde_json::json!({ "caseId": hex::encode(case_id.0) })))
+}
+
+async fn issue_number(
+    g: web::Data<Gateway>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let centre = authorise(&g, &req, Role::Centre).await?;
+    let id: [u8; 16] = hex::decode(path.as_str())
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| ApiError::new(404, "CASE_NOT_FOUND", "no such case"))?;
+    let issued = g
+        .registration
+        .send(IssueNumber {
+            centre: CentreId(centre),
+            case_id: CaseId(id),
+        })
+        .await
+        .map_err(mailbox)?
+        .map_err(|e| error::from_registration(e, now_ms(&g)))?;
+    let expires = jiff::Timestamp::from_millisecond(issued.expires_at.0 as i64)
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({
+            "processingNumber": issued.number.as_str(),
+            "expiresAt": expires.to_string(),
+        })))
+}
+
+// ---- device API ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct V3Key {
+    key_data: String,
+    rolling_start_number: u32,
+    rolling_period: u32,
+    #[serde(default)]
+    transmission_risk: Option<i32>,
+    #[serde(default)]
+    report_type: Option<i32>,
+    #[serde(default)]
+    days_since_onset_of_symptoms: Option<i32>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct V3Diagnosis {
+    #[serde(default)]
+    keys: Vec<V3Key>,
+    #[serde(default)]
+    has_symptom: Option<bool>,
+    #[serde(default)]
+    onset_of_symptom_or_test_date: Option<String>,
+    verification_payload: String,
+    #[serde(default, rename = "idempotency_key")]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    padding: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DroppedJson {
+    index: u16,
+    reason: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DiagnosisAnswer {
+    accepted: u16,
+    dropped: Vec<DroppedJson>,
+    /// Random-length padding, so that answers' sizes say nothing.
+    padding: String,
+}
+
+fn padding() -> String {
+    let mut b = [0u8; 1];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .expect("random source");
+    "=".repeat(16 + usize::from(b[0] % 64))
+}
+
+fn submitted(keys: &[V3Key]) -> Vec<SubmittedKey> {
+    keys.iter()
+        .map(|k| SubmittedKey {
+            // Undecodable key data becomes an empty key, which validation drops (length).
+            key_data: base64::engine::general_purpose::STANDARD
+                .decode(k.key_data.as_bytes())
+                .unwrap_or_default(),
+            rolling_start: k.rolling_start_number,
+            rolling_period: k.rolling_period,
+            transmission_risk: k.transmission_risk,
+            report_type: k.report_type,
+            days_since_onset: k.days_since_onset_of_symptoms,
+        })
+        .collect()
+}
+
+/// Waits until `t` to within tens of microseconds: the timer wheel ticks in whole
+/// milliseconds and would make chaff a millisecond slower than the real answers it copies.
+async fn wait_until(t: Instant) {
+    let now = Instant::now();
+    if t > now + Duration::from_micros(1500) {
+        tokio::time::sleep(t - now - Duration::from_millis(1)).await;
+    }
+    while Instant::now() < t {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn is_chaff(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("X-Chaff")
+        .is_some_and(|v| v.as_bytes() == b"1")
+}
+
+/// COCOA's v3 upload. The case's onset or sample date comes from the health centre; the
+/// device's `hasSymptom` and `onsetOfSymptomOrTestDate` are checked for form only.
+async fn diagnosis_v3(
+    g: web::Data<Gateway>,
+    req: HttpRequest,
+    body: web::Json<V3Diagnosis>,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let body = body.into_inner();
+    if let Some(d) = &body.onset_of_symptom_or_test_date
+        && d.parse::<jiff::Timestamp>().is_err()
+    {
+        return Err(ApiError::bad_request(
+            "INVALID_DATE",
+            "onsetOfSymptomOrTestDate must be an RFC 3339 time",
+        ));
+    }
+    let _ = body.has_symptom;
+    let keys = submitted(&body.keys);
+    if is_chaff(&req) {
+        // The same parsing as a real upload, the answer a success would get, after a
+        // latency drawn from the real ones.
+        g.chaff.wait(started).await;
+        return Ok(HttpResponse::Ok().json(DiagnosisAnswer {
+            accepted: keys.len().min(30) as u16,
+            dropped: Vec::new(),
+            padding: padding(),
+        }));
+    }
+    let answer = g
+        .registration
+        .send(Redeem(Redemption {
+            number: body.verification_payload,
+            keys,
+            idempotency_key: body.idempotency_key,
+            source: None,
+        }))
+        .await
+        .map_err(mailbox)?;
+    g.chaff.record(started.elapsed());
+    let answer = answer.map_err(|e| error::from_registration(e, now_ms(&g)))?;
+    Ok(HttpResponse::Ok().json(DiagnosisAnswer {
+        accepted: answer.accepted,
+        dropped: answer
+            .dropped
+            .iter()
+            .map(|d| DroppedJson {
+                index: d.index,
+                reason: format!("{:?}", d.reason),
+            })
+            .collect(),
+        padding: padding(),
+    }))
+}
+
+async fn exposure_configuration(g: web::Data<Gateway>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .json(&g.risk)
+}
+
+/// A cacheable answer with a strong ETag; 304 when the client has it; no body for HEAD.
+fn cacheable(req: &HttpRequest, body: Vec<u8>, content_type: &str, cache: &str) -> HttpResponse {
+    let etag = format!(
+        "\"{}\"",
+        hex::encode(&ring::digest::digest(&ring::digest::SHA256, &body).as_ref()[..16])
+    );
+    let matches = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut r = if matches {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    r.insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, cache));
+    if matches {
+        return r.finish();
+    }
+    // For HEAD, actix-web sends these headers (Content-Length included) without the body.
+    r.content_type(content_type).body(body)
+}
+
+async fn index_txt(g: web::Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let lines = g.distribution.index().await.map_err(ApiError::internal)?;
+    let mut body = lines.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    Ok(cacheable(
+        &req,
+        body.into_bytes(),
+        "text/plain; charset=utf-8",
+        "public, max-age=300",
+    ))
+}
+
+async fn export_file(
+    g: web::Data<Gateway>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (region, file) = path.into_inner();
+    let name = format!("exports/{region}/{file}");
+    let zip = g
+        .distribution
+        .file(&name)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(ApiError::not_found)?;
+    // A published file never changes: cache it for a year.
+    Ok(cacheable(
+        &req,
+        zip,
+        "application/zip",
+        "public, max-age=31536000, immutable",
+    ))
+}
+
+// ---- operator API ----
+
+async fn sign_batches(g: web::Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    authorise(&g, &req, Role::Operator).await?;
+    let outcome = g.signer.send(SignNow).await.map_err(mailbox)?;
+    let batches = match outcome {
+        Ok(Some(b)) => vec![serde_json::json!({
+            "batchId": b.batch_id,
+            "keys": b.key_count,
+            "paddingKeys": b.padding_count,
+            "files": b.files,
+        })],
+        Ok(None) => vec![],
+        Err(hotaru_server::BatchError::Fenced) => vec![],
+        Err(hotaru_server::BatchError::NoSigningKey(r)) => {
+            return Err(ApiError::new(
+                409,
+                "NO_SIGNING_KEY",
+                format!("region {r} has no signing key: run `hotaru keys generate`"),
+            ));
+        }
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "batches": batches })))
+}
+
+// ---- operations ----
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+async fn readyz(g: web::Data<Gateway>) -> HttpResponse {
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        g.log.head(hotaru_events::Context::Registration),
+    )
+    .await
+    {
+        Ok(Ok(_)) => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n"),
+        _ => ApiError::new(503, "UNAVAILABLE", "the event log is not reachable").error_response(),
+    }
+}
+
+use actix_web::ResponseError as _;
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
+}

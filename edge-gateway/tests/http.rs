@@ -1,0 +1,625 @@
+//! The gateway over real HTTP on 127.0.0.1, on the embedded store and on a real
+//! nats-server: the whole flow with curl-like requests, every error code, chaff,
+//! conditional downloads, the OpenAPI check, and malformed input that must only ever get
+//! 4xx answers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::{App, HttpServer, web};
+use hotaru_actors::{Arbiters, IdSource, RandomIds, SystemClock};
+use hotaru_edge_gateway::{ChaffTimer, Gateway, OPENAPI, ROUTES, configure};
+use hotaru_events::{Clock, EventId};
+use hotaru_log::{AnyLog, NatsConfig, NatsLog, SledLog};
+use hotaru_protocol::export::{ReadLimits, read_zip};
+use hotaru_protocol::risk::RiskConfiguration;
+use hotaru_server::credentials::{self, Role};
+use hotaru_server::signing::{add_signing_key, verification_keys};
+use hotaru_server::{Node, ServerConfig};
+use serde_json::{Value, json};
+
+struct Env {
+    base: String,
+    centre: String,
+    operator: String,
+    http: reqwest::Client,
+    _keep: Vec<Box<dyn std::any::Any>>,
+    log: AnyLog,
+}
+
+async fn env(nats: bool) -> Env {
+    let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    let log = if nats {
+        let s = hotaru_test_support::NatsServer::start();
+        let log = NatsLog::connect(&NatsConfig::new(s.url())).await.unwrap();
+        keep.push(Box::new(s));
+        AnyLog::Nats(log)
+    } else {
+        let d = tempfile::tempdir().unwrap();
+        let log = SledLog::open(d.path()).unwrap();
+        keep.push(Box::new(d));
+        AnyLog::Sled(log)
+    };
+    let config = ServerConfig {
+        digest_secret: Some("cd".repeat(32)),
+        ..ServerConfig::default()
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ids: Arc<dyn IdSource> = Arc::new(RandomIds::default());
+    let arbiters = Arbiters::new(2);
+    let node = Node::start(log.clone(), &config, clock.clone(), ids, &arbiters)
+        .await
+        .unwrap();
+    let now = clock.now();
+    add_signing_key(&log, "440", 440, now, EventId::new(now, [1; 10]))
+        .await
+        .unwrap();
+    let (_, centre) = credentials::add(&log, Role::Centre, "test centre")
+        .await
+        .unwrap();
+    let (_, operator) = credentials::add(&log, Role::Operator, "ops").await.unwrap();
+    let gateway = Gateway {
+        log: log.clone(),
+        registration: node.registration_actor.clone(),
+        signer: node.signer.clone(),
+        distribution: node.distribution.clone(),
+        clock,
+        risk: RiskConfiguration::default(),
+        chaff: Arc::new(ChaffTimer::default()),
+    };
+    let data = web::Data::new(gateway);
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(configure))
+        .workers(2)
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+    let port = server.addrs()[0].port();
+    actix_rt::spawn(server.run());
+    keep.push(Box::new(arbiters));
+    keep.push(Box::new(node.registration));
+    Env {
+        base: format!("http://127.0.0.1:{port}"),
+        centre,
+        operator,
+        http: reqwest::Client::new(),
+        _keep: keep,
+        log,
+    }
+}
+
+impl Env {
+    fn url(&self, p: &str) -> String {
+        format!("{}{p}", self.base)
+    }
+
+    async fn number(&self) -> String {
+        let today = jiff::Timestamp::now()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date();
+        let onset = today.checked_sub(jiff::Span::new().days(3)).unwrap();
+        let r = self
+            .http
+            .post(self.url("/v1/cases"))
+            .bearer_auth(&self.centre)
+            .json(&json!({ "symptomOnsetDate": onset.to_string() }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let case: Value = r.json().await.unwrap();
+        let r = self
+            .http
+            .post(self.url(&format!(
+                "/v1/cases/{}/processing-number",
+                case["caseId"].as_str().unwrap()
+            )))
+            .bearer_auth(&self.centre)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let n: Value = r.json().await.unwrap();
+        assert!(
+            n["expiresAt"]
+                .as_str()
+                .unwrap()
+                .parse::<jiff::Timestamp>()
+                .is_ok()
+        );
+        n["processingNumber"].as_str().unwrap().to_owned()
+    }
+
+    async fn upload(&self, number: &str, keys: Value, chaff: bool) -> reqwest::Response {
+        let mut req = self.http.put(self.url("/v3/diagnosis")).json(&json!({
+            "keys": keys,
+            "hasSymptom": true,
+            "onsetOfSymptomOrTestDate": "2026-11-19T00:00:00Z",
+            "verificationPayload": number,
+            "idempotency_key": format!("k-{number}"),
+            "padding": "xyz",
+            "regions": ["440"],
+            "platform": "Android",
+        }));
+        if chaff {
+            req = req.header("X-Chaff", "1");
+        }
+        req.send().await.unwrap()
+    }
+}
+
+fn keys(seed: u8, n: u32) -> Value {
+    use base64::Engine as _;
+    let today = (SystemClock.now().0 / 86_400_000) as u32;
+    Value::Array(
+        (1..=n)
+            .map(|d| {
+                json!({
+                    "keyData": base64::engine::general_purpose::STANDARD.encode([seed.wrapping_add(d as u8); 16]),
+                    "rollingStartNumber": (today - d) * 144,
+                    "rollingPeriod": 144,
+                    "transmissionRisk": 0,
+                    "reportType": 1,
+                    "daysSinceOnsetOfSymptoms": 0,
+                })
+            })
+            .collect(),
+    )
+}
+
+async fn code(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    (status, v["code"].as_str().unwrap_or("").to_owned())
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sled { $(#[actix_rt::test] async fn $name() { super::$name(false).await } )* }
+        mod nats { $(#[actix_rt::test] async fn $name() { super::$name(true).await } )* }
+    };
+}
+
+on_both_backends!(
+    a_health_centre_issues_a_device_uploads_a_phone_downloads,
+    every_error_code,
+    chaff_is_indistinguishable,
+    openapi_lists_exactly_the_routes,
+    malformed_uploads_only_ever_get_4xx,
+);
+
+async fn a_health_centre_issues_a_device_uploads_a_phone_downloads(nats: bool) {
+    let e = env(nats).await;
+    let number = e.number().await;
+    assert_eq!(number.len(), 8);
+    let r = e.upload(&number, keys(1, 5), false).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["accepted"], 5, "{v}");
+    // A retry with the same idempotency key gets the same answer.
+    let again: Value = e
+        .upload(&number, keys(1, 5), false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["accepted"], 5);
+    // The operator signs a batch now.
+    let r = e
+        .http
+        .post(e.url("/v1/admin/batches"))
+        .bearer_auth(&e.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    let file = b["batches"][0]["files"][0].as_str().unwrap().to_owned();
+    let index = e
+        .http
+        .get(e.url("/exports/index.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(index.status(), 200);
+    let etag = index.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"'), "a strong ETag");
+    assert_eq!(index.text().await.unwrap(), format!("{file}\n"));
+    let r = e.http.get(e.url(&format!("/{file}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    let zip_etag = r.headers()["etag"].to_str().unwrap().to_owned();
+    let zip = r.bytes().await.unwrap();
+    let export = read_zip(&zip, ReadLimits::default()).unwrap();
+    export
+        .verify(&verification_keys(&e.log, "440").await.unwrap())
+        .unwrap();
+    assert_eq!(export.file.keys.len(), 1000, "5 real keys, padded");
+    // Conditional GET and HEAD.
+    let r = e
+        .http
+        .get(e.url(&format!("/{file}")))
+        .header("If-None-Match", &zip_etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    let r = e
+        .http
+        .head(e.url(&format!("/{file}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-length"].to_str().unwrap(),
+        zip.len().to_string()
+    );
+    let r = e
+        .http
+        .get(e.url("/exports/index.txt"))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    let cfg: Value = e
+        .http
+        .get(e.url("/v1/exposure-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cfg["dailyScoreThreshold"], 1350.0);
+    assert_eq!(
+        e.http.get(e.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        e.http.get(e.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
+}
+
+async fn every_error_code(nats: bool) {
+    let e = env(nats).await;
+    let number = e.number().await;
+    let cases = e.url("/v1/cases");
+    // Authentication.
+    let r = e
+        .http
+        .post(&cases)
+        .json(&json!({"sampleDate": "2026-01-01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (401, "UNAUTHORIZED".into()));
+    let r = e
+        .http
+        .post(e.url("/v1/admin/batches"))
+        .bearer_auth(&e.centre)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(r).await,
+        (401, "UNAUTHORIZED".into()),
+        "a centre key is not an operator key"
+    );
+    // Health-centre input.
+    for body in [
+        json!({}),
+        json!({"sampleDate": "2026-01-01", "symptomOnsetDate": "2026-01-01"}),
+    ] {
+        let r = e
+            .http
+            .post(&cases)
+            .bearer_auth(&e.centre)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(code(r).await, (400, "INVALID_CASE".into()));
+    }
+    let r = e
+        .http
+        .post(&cases)
+        .bearer_auth(&e.centre)
+        .json(&json!({"sampleDate": "2026-13-40"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (400, "INVALID_DATE".into()));
+    let r = e
+        .http
+        .post(&cases)
+        .bearer_auth(&e.centre)
+        .json(&json!({"sampleDate": "1990-01-01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (400, "INVALID_DATE".into()));
+    let r = e
+        .http
+        .post(&cases)
+        .bearer_auth(&e.centre)
+        .json(&json!({"sampleDte": "2026-01-01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(r).await,
+        (400, "INVALID_JSON".into()),
+        "unknown fields are refused here"
+    );
+    let r = e
+        .http
+        .post(e.url("/v1/cases/00/processing-number"))
+        .bearer_auth(&e.centre)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (404, "CASE_NOT_FOUND".into()));
+    // The device's errors A, B, G.
+    let r = e.upload("１２３４５６７８", keys(1, 2), false).await;
+    assert_eq!(code(r).await, (400, "ERR_A_NUMBER_FORMAT".into()));
+    let wrong = if number == "00000000" {
+        "00000001"
+    } else {
+        "00000000"
+    };
+    let r = e.upload(wrong, keys(1, 2), false).await;
+    assert_eq!(code(r).await, (400, "ERR_B_NUMBER_WRONG".into()));
+    let r = e.upload(&number, json!([]), false).await;
+    assert_eq!(code(r).await, (400, "ERR_G_NOTHING_TO_SUBMIT".into()));
+    let r = e
+        .upload(
+            &number,
+            json!([{"keyData": "AAAA", "rollingStartNumber": 1, "rollingPeriod": 144}]),
+            false,
+        )
+        .await;
+    assert_eq!(code(r).await, (400, "ERR_G_NO_VALID_KEYS".into()));
+    // Bodies.
+    let r = e
+        .http
+        .put(e.url("/v3/diagnosis"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (400, "INVALID_JSON".into()));
+    let r = e
+        .http
+        .put(e.url("/v3/diagnosis"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (415, "UNSUPPORTED_MEDIA_TYPE".into()));
+    let big = format!(
+        "{{\"verificationPayload\":\"12345678\",\"padding\":\"{}\"}}",
+        "x".repeat(70_000)
+    );
+    let r = e
+        .http
+        .put(e.url("/v3/diagnosis"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (413, "BODY_TOO_LARGE".into()));
+    let r = e.http.get(e.url("/no/such/path")).send().await.unwrap();
+    assert_eq!(code(r).await, (404, "NO_ROUTE".into()));
+    let r = e
+        .http
+        .get(e.url("/exports/440/nope.zip"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (404, "NOT_FOUND".into()));
+    // C: the 60th failure in an hour locks redemptions out, with Retry-After.
+    let mut last = (0, String::new());
+    let mut retry_after = None;
+    for i in 0..70 {
+        let r = e
+            .upload(&format!("{:08}", 20_000_000 + i), keys(1, 1), false)
+            .await;
+        retry_after = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        last = code(r).await;
+        if last.0 == 429 {
+            break;
+        }
+    }
+    assert_eq!(last, (429, "ERR_C_ATTEMPT_LIMIT".into()));
+    assert!(retry_after.unwrap().parse::<u64>().unwrap() > 0);
+}
+
+/// The two-sample Kolmogorov-Smirnov statistic.
+fn ks(mut a: Vec<f64>, mut b: Vec<f64>) -> f64 {
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    let (mut i, mut j, mut d) = (0, 0, 0f64);
+    while i < a.len() && j < b.len() {
+        if a[i] <= b[j] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+        d = d.max((i as f64 / a.len() as f64 - j as f64 / b.len() as f64).abs());
+    }
+    d
+}
+
+/// Chaff answers like a real upload: same status, a body of the same shape and size range,
+/// and latencies drawn from the real ones. Each real upload is sent together with a chaff
+/// one, so both meet the same load. Bound: 100 + 100 samples after 20 of warm-up; two
+/// samples of one distribution give a KS statistic above 0.23 with probability 1%; we
+/// assert D < 0.35 to leave room for a noisy shared machine. Chaff answered without
+/// waiting (Corona-Warn-App's bug #474) gives D close to 1.
+async fn chaff_is_indistinguishable(nats: bool) {
+    let e = env(nats).await;
+    let mut numbers = Vec::new();
+    for _ in 0..120 {
+        numbers.push(e.number().await);
+    }
+    let (mut real, mut chaff) = (Vec::new(), Vec::new());
+    let (mut real_sizes, mut chaff_sizes) = (Vec::new(), Vec::new());
+    let timed = |n: String, i: usize, is_chaff: bool| {
+        let e = &e;
+        async move {
+            let t = Instant::now();
+            let r = e.upload(&n, keys(i as u8, 3), is_chaff).await;
+            let status = r.status();
+            let body = r.bytes().await.unwrap();
+            (t.elapsed().as_secs_f64() * 1000.0, status, body)
+        }
+    };
+    for (i, n) in numbers.iter().enumerate() {
+        let ((rm, rs, rb), (cm, cs, cb)) =
+            futures::join!(timed(n.clone(), i, false), timed(n.clone(), i, true));
+        for (status, body) in [(rs, &rb), (cs, &cb)] {
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(body));
+            let v: Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(v["accepted"], 3);
+        }
+        real.push(rm);
+        chaff.push(cm);
+        real_sizes.push(rb.len());
+        chaff_sizes.push(cb.len());
+    }
+    let range = |v: &[usize]| (*v.iter().min().unwrap(), *v.iter().max().unwrap());
+    let (r, c) = (range(&real_sizes), range(&chaff_sizes));
+    assert!(
+        r.0.abs_diff(c.0) <= 8 && r.1.abs_diff(c.1) <= 8,
+        "sizes {r:?} vs {c:?}"
+    );
+    // The first real uploads seed the sampler.
+    let d = ks(real[20..].to_vec(), chaff[20..].to_vec());
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    eprintln!(
+        "KS statistic {d:.3} mean real {:.2} chaff {:.2}",
+        mean(&real[20..]),
+        mean(&chaff[20..])
+    );
+    assert!(
+        d < 0.35,
+        "KS statistic {d:.3}; real {:?} chaff {:?}",
+        &real[20..],
+        &chaff[20..]
+    );
+}
+
+async fn openapi_lists_exactly_the_routes(nats: bool) {
+    let e = env(nats).await;
+    let served: Value = e
+        .http
+        .get(e.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served, serde_json::from_str::<Value>(OPENAPI).unwrap());
+    let mut documented: Vec<(String, String)> = served["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(p, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.clone(), p.clone()))
+        })
+        .collect();
+    documented.sort();
+    let mut routes: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    routes.sort();
+    assert_eq!(
+        documented, routes,
+        "docs/openapi.json and the server's routes"
+    );
+    // Every route exists: none falls through to the default service.
+    for (m, p) in ROUTES {
+        let path = p
+            .replace("{caseId}", "00")
+            .replace("{region}", "440")
+            .replace("{file}", "x.zip");
+        let method = reqwest::Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();
+        let r = e.http.request(method, e.url(&path)).send().await.unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        assert!(!body.contains("NO_ROUTE"), "{m} {p}: {status} {body}");
+    }
+}
+
+async fn malformed_uploads_only_ever_get_4xx(nats: bool) {
+    let e = env(nats).await;
+    let number = e.number().await;
+    let good = json!({"keys": keys(1, 2), "verificationPayload": number}).to_string();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut bodies: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        b"{\"keys\": 5}".to_vec(),
+        b"{\"keys\": [{}], \"verificationPayload\": \"1\"}".to_vec(),
+        b"{\"verificationPayload\": 12345678}".to_vec(),
+        b"{\"keys\": [{\"keyData\": \"@@@\", \"rollingStartNumber\": -1, \"rollingPeriod\": 1e99}], \"verificationPayload\": \"x\"}".to_vec(),
+        "{\"verificationPayload\": \"\u{0}\u{ffff}\"}".as_bytes().to_vec(),
+    ];
+    for _ in 0..120 {
+        let mut b = good.clone().into_bytes();
+        for _ in 0..1 + next() % 4 {
+            let i = (next() % b.len() as u64) as usize;
+            match next() % 3 {
+                0 => b[i] = (next() % 256) as u8,
+                1 => {
+                    b.remove(i);
+                }
+                _ => b.insert(i, b"{}[],:\"\\0e-"[(next() % 11) as usize]),
+            }
+        }
+        bodies.push(b);
+    }
+    for body in bodies {
+        for (header, value) in [
+            ("content-type", "application/json"),
+            ("x-chaff", "1"),
+            ("content-type", "application/json; charset=\u{7f}"),
+        ] {
+            let r = e
+                .http
+                .put(e.url("/v3/diagnosis"))
+                .header("content-type", "application/json")
+                .header(header, value)
+                .body(body.clone())
+                .send()
+                .await;
+            let Ok(r) = r else { continue }; // the client refused to send the header
+            let s = r.status().as_u16();
+            assert!(s < 500, "{s} for {:?}", String::from_utf8_lossy(&body));
+        }
+    }
+}
