@@ -114,6 +114,11 @@ pub fn from_registration(e: RegistrationError, now_ms: u64) -> ApiError {
             "QUOTA_EXCEEDED",
             format!("the daily quota of {q} processing numbers is used up"),
         ),
+        RegistrationError::AlreadyIssued => ApiError::new(
+            409,
+            "NUMBER_ALREADY_ISSUED",
+            "this case already has its processing number; it is shown only once",
+        ),
         RegistrationError::InvalidDate => ApiError::bad_request(
             "INVALID_DATE",
             "the date must be today or within the last 60 days",

@@ -122,8 +122,19 @@ fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn serve_runs_until_interrupted() {
     let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = hotaru()
-        .args(["serve", "--data-dir", dir.path().to_str().unwrap()])
+        .args([
+            "serve",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .env("HOTARU_LOG", "info")
         .env("HOTARU_DIGEST_SECRET", "ab".repeat(32))
         .stderr(Stdio::piped())
@@ -138,6 +149,15 @@ fn serve_runs_until_interrupted() {
         }
         assert!(Instant::now() < deadline);
     }
+    // It answers HTTP.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let pid = child.id().to_string();
     std::process::Command::new("kill")
         .args(["-INT", &pid])

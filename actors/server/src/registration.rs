@@ -46,6 +46,8 @@ pub enum RegistrationError {
     NotYourCase,
     #[error("the daily quota of {0} processing numbers is used up")]
     QuotaExceeded(u32),
+    #[error("this case already has its processing number")]
+    AlreadyIssued,
     #[error("invalid date")]
     InvalidDate,
     #[error(transparent)]
@@ -94,6 +96,8 @@ struct Inner<L: SideStore> {
     limiter: Mutex<AttemptLimiter>,
     /// Numbers issued per (centre, day), counted in this process.
     issued: Mutex<HashMap<(CentreId, u32), u32>>,
+    /// Cases that have their number (one per case).
+    cases_with_number: Mutex<std::collections::HashSet<CaseId>>,
     random: SystemRandom,
 }
 
@@ -129,6 +133,7 @@ impl<L: EventLog + SideStore> Registration<L> {
                 policy,
                 limiter: Mutex::new(AttemptLimiter::new(limits)),
                 issued: Mutex::default(),
+                cases_with_number: Mutex::default(),
                 random: SystemRandom::new(),
             }),
         }
@@ -150,14 +155,18 @@ impl<L: EventLog + SideStore> Registration<L> {
             for c in &batch {
                 for env in c.commit.envelopes().flatten() {
                     match &env.event {
-                        DomainEvent::ProcessingNumberIssued(e)
-                            if env.occurred_at.day() == today =>
-                        {
-                            *i.issued
+                        DomainEvent::ProcessingNumberIssued(e) => {
+                            i.cases_with_number
                                 .lock()
                                 .expect("not poisoned")
-                                .entry((e.centre_id, today))
-                                .or_default() += 1;
+                                .insert(e.case_id);
+                            if env.occurred_at.day() == today {
+                                *i.issued
+                                    .lock()
+                                    .expect("not poisoned")
+                                    .entry((e.centre_id, today))
+                                    .or_default() += 1;
+                            }
                         }
                         DomainEvent::ProcessingNumberRejected(e)
                             if matches!(
@@ -300,6 +309,31 @@ impl<L: EventLog + SideStore> Registration<L> {
         if case.centre_id != centre {
             return Err(RegistrationError::NotYourCase);
         }
+        // One number per case: the number is shown once, to the centre that asked.
+        if !i
+            .cases_with_number
+            .lock()
+            .expect("not poisoned")
+            .insert(case_id)
+        {
+            return Err(RegistrationError::AlreadyIssued);
+        }
+        let result = self.issue_counted(centre, case_id).await;
+        if result.is_err() {
+            i.cases_with_number
+                .lock()
+                .expect("not poisoned")
+                .remove(&case_id);
+        }
+        result
+    }
+
+    async fn issue_counted(
+        &self,
+        centre: CentreId,
+        case_id: CaseId,
+    ) -> Result<IssuedNumber, RegistrationError> {
+        let i = &self.inner;
         let now = i.clock.now();
         let today = now.day();
         {

@@ -138,6 +138,23 @@ on_both_backends!(
 async fn confirm_issue_redeem(nats: bool) {
     let w = world(nats, RegistrationPolicy::default()).await;
     let number = issued(&w).await;
+    // One number per case, shown once; a restarted process remembers.
+    let case = w
+        .reg
+        .confirm_case(CENTRE, CaseBasis::Sample(Day(TODAY)))
+        .await
+        .unwrap();
+    w.reg.issue_number(CENTRE, case).await.unwrap();
+    assert_eq!(
+        w.reg.issue_number(CENTRE, case).await.unwrap_err(),
+        RegistrationError::AlreadyIssued
+    );
+    let restarted = service(w.log.clone(), &w.clock, RegistrationPolicy::default());
+    restarted.warm_up().await.unwrap();
+    assert_eq!(
+        restarted.issue_number(CENTRE, case).await.unwrap_err(),
+        RegistrationError::AlreadyIssued
+    );
     assert_eq!(number.len(), 8);
     assert!(number.bytes().all(|b| b.is_ascii_digit()));
     let answer = w
@@ -159,6 +176,8 @@ async fn confirm_issue_redeem(nats: bool) {
     assert_eq!(
         types,
         [
+            EventType::CaseConfirmed,
+            EventType::ProcessingNumberIssued,
             EventType::CaseConfirmed,
             EventType::ProcessingNumberIssued,
             EventType::ProcessingNumberRedeemed,

@@ -27,6 +27,14 @@ pub(crate) struct ServeArgs {
     /// A TOML configuration file (see docs/configuration.md); HOTARU_* variables override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Where the HTTP gateway listens.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080",
+        env = "HOTARU_LISTEN"
+    )]
+    listen: std::net::SocketAddr,
 }
 
 #[derive(Args, Debug)]
@@ -104,21 +112,33 @@ pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     if published_keys(&log, &config.batch.region).await?.is_empty() {
         tracing::warn!(region = %config.batch.region, "no signing key yet: batches wait for `hotaru keys generate`");
     }
-    // The handlers are installed before the node says it runs: a stop request that comes
-    // right after must not find the default action (killing the process) in place.
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let (_node, arbiters) = start(&log, &config).await?;
+    let (node, arbiters) = start(&log, &config).await?;
+    let gateway = actix_web::web::Data::new(hotaru_edge_gateway::Gateway {
+        log: log.clone(),
+        registration: node.registration_actor.clone(),
+        signer: node.signer.clone(),
+        distribution: node.distribution.clone(),
+        clock: Arc::new(SystemClock),
+        risk: hotaru_protocol::risk::RiskConfiguration::default(),
+        chaff: Arc::default(),
+    });
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(gateway.clone())
+            .configure(hotaru_edge_gateway::configure)
+    })
+    .bind(a.listen)
+    .with_context(|| format!("cannot listen on {}", a.listen))?
+    // SIGINT/SIGTERM: stop accepting, let in-flight requests finish (up to 30 s).
+    .shutdown_timeout(30)
+    .run();
     tracing::info!(
+        listen = %a.listen,
         batch_every_s = config.batch.interval_ms / 1000,
         retention_days = config.retention_days,
         "server running; Ctrl-C or SIGTERM stops it"
     );
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
+    server.await?;
     tracing::info!("stopping");
     arbiters.stop();
     Ok(ExitCode::SUCCESS)
