@@ -41,6 +41,7 @@ pub struct Gateway {
     pub signer: actix::Addr<BatchSignerActor<AnyLog>>,
     pub distribution: Distribution<AnyLog>,
     pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn hotaru_actors::IdSource>,
     pub risk: RiskConfiguration,
     pub chaff: Arc<ChaffTimer>,
 }
@@ -131,6 +132,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(web::resource("/v1/admin/batches").route(web::post().to(sign_batches)))
     .service(
+        web::resource("/v1/logs")
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(UPLOAD_BODY_LIMIT)
+                    .error_handler(json_error),
+            )
+            .route(web::post().to(upload_log)),
+    )
+    .service(web::resource("/v1/admin/logs/{log_id}/close").route(web::post().to(close_log)))
+    .service(
         web::resource("/v1/exposure-configuration").route(web::get().to(exposure_configuration)),
     )
     .service(
@@ -155,6 +166,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/cases"),
     ("post", "/v1/cases/{caseId}/processing-number"),
     ("post", "/v1/admin/batches"),
+    ("post", "/v1/logs"),
+    ("post", "/v1/admin/logs/{logId}/close"),
     ("get", "/v1/exposure-configuration"),
     ("get", "/exports/index.txt"),
     ("head", "/exports/index.txt"),
@@ -527,6 +540,72 @@ async fn sign_batches(g: web::Data<Gateway>, req: HttpRequest) -> Result<HttpRes
         Err(e) => return Err(ApiError::internal(e)),
     };
     Ok(HttpResponse::Ok().json(serde_json::json!({ "batches": batches })))
+}
+
+// ---- operation logs ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LogUpload {
+    /// The user agreed to the stated purpose (DOMAIN.md, "Operation logs").
+    consent: bool,
+    /// The log as the user reviewed it.
+    log: String,
+}
+
+/// A device sends its operation log, with the user's consent. Anything shaped like
+/// personal data is refused with the reason, and nothing is stored.
+async fn upload_log(
+    g: web::Data<Gateway>,
+    body: web::Json<LogUpload>,
+) -> Result<HttpResponse, ApiError> {
+    if !body.consent {
+        return Err(ApiError::bad_request(
+            "CONSENT_REQUIRED",
+            "a log is accepted only with the user's consent",
+        ));
+    }
+    if body.log.trim().is_empty() {
+        return Err(ApiError::bad_request("EMPTY_LOG", "the log is empty"));
+    }
+    if let Some((kind, at)) = hotaru_server::personal::find_personal_data(body.log.as_bytes()) {
+        return Err(ApiError::bad_request(
+            "LOG_HAS_PERSONAL_DATA",
+            format!(
+                "the log contains something shaped like {} (near byte {at}); remove it and send again",
+                kind.name()
+            ),
+        ));
+    }
+    let id = hotaru_server::support::receive(&g.log, &g.clock, &g.ids, body.log.as_bytes())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Created().json(serde_json::json!({ "logId": hex::encode(id.0) })))
+}
+
+/// Support closes the investigation: the log is deleted (OperationLogDeleted).
+async fn close_log(
+    g: web::Data<Gateway>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorise(&g, &req, Role::Operator).await?;
+    let id: [u8; 16] = hex::decode(path.as_str())
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| ApiError::new(404, "LOG_NOT_FOUND", "no open log with this ID"))?;
+    let closed =
+        hotaru_server::support::close(&g.log, &g.clock, &g.ids, hotaru_events::domain::LogId(id))
+            .await
+            .map_err(ApiError::internal)?;
+    if !closed {
+        return Err(ApiError::new(
+            404,
+            "LOG_NOT_FOUND",
+            "no open log with this ID",
+        ));
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "logId": path.as_str(), "deleted": true })))
 }
 
 // ---- operations ----

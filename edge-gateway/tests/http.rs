@@ -64,6 +64,7 @@ async fn env(nats: bool) -> Env {
         signer: node.signer.clone(),
         distribution: node.distribution.clone(),
         clock,
+        ids: Arc::new(RandomIds::default()),
         risk: RiskConfiguration::default(),
         chaff: Arc::new(ChaffTimer::default()),
     };
@@ -184,7 +185,77 @@ on_both_backends!(
     chaff_is_indistinguishable,
     openapi_lists_exactly_the_routes,
     malformed_uploads_only_ever_get_4xx,
+    operation_logs_with_consent_without_personal_data_until_closed,
 );
+
+async fn operation_logs_with_consent_without_personal_data_until_closed(nats: bool) {
+    let e = env(nats).await;
+    let url = e.url("/v1/logs");
+    let post = |body: Value| e.http.post(&url).json(&body).send();
+    let r = post(json!({"consent": false, "log": "12:00 check ok"}))
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (400, "CONSENT_REQUIRED".into()));
+    for (log, says) in [
+        ("mail me at hanako@example.jp", "e-mail"),
+        ("my number 080-1234-5678", "phone"),
+        ("server 10.0.0.12 refused", "IPv4"),
+        ("gps 35.6812,139.7671", "coordinates"),
+    ] {
+        let r = post(json!({"consent": true, "log": log})).await.unwrap();
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(
+            (status, v["code"].as_str().unwrap()),
+            (400, "LOG_HAS_PERSONAL_DATA"),
+            "{log}"
+        );
+        assert!(v["message"].as_str().unwrap().contains(says), "{v}");
+    }
+    let r =
+        post(json!({"consent": true, "log": "12:00 exposure check ok; 12:05 download timeout"}))
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["logId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 32);
+    let close = e.url(&format!("/v1/admin/logs/{id}/close"));
+    let r = e
+        .http
+        .post(&close)
+        .bearer_auth(&e.centre)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (401, "UNAUTHORIZED".into()));
+    let r = e
+        .http
+        .post(&close)
+        .bearer_auth(&e.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id_bytes: [u8; 16] = hex::decode(&id).unwrap().try_into().unwrap();
+    assert_eq!(
+        hotaru_server::support::read(&e.log, hotaru_events::domain::LogId(id_bytes))
+            .await
+            .unwrap(),
+        None,
+        "deleted"
+    );
+    let r = e
+        .http
+        .post(&close)
+        .bearer_auth(&e.operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (404, "LOG_NOT_FOUND".into()));
+}
 
 async fn a_health_centre_issues_a_device_uploads_a_phone_downloads(nats: bool) {
     let e = env(nats).await;

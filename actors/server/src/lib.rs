@@ -19,4 +19,5 @@ pub mod retention;
 
 pub use node::{Node, ServerConfig};
 pub mod credentials;
+pub mod personal;
 pub mod support;

@@ -119,6 +119,7 @@ pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         signer: node.signer.clone(),
         distribution: node.distribution.clone(),
         clock: Arc::new(SystemClock),
+        ids: Arc::new(RandomIds::default()),
         risk: hotaru_protocol::risk::RiskConfiguration::default(),
         chaff: Arc::default(),
     });
