@@ -25,6 +25,7 @@ use hotaru_server::{Distribution, Redemption};
 use serde::{Deserialize, Serialize};
 
 pub mod error;
+pub mod metrics;
 
 pub use error::ApiError;
 
@@ -44,6 +45,7 @@ pub struct Gateway {
     pub ids: Arc<dyn hotaru_actors::IdSource>,
     pub risk: RiskConfiguration,
     pub chaff: Arc<ChaffTimer>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// Recent latencies of real uploads (arrival to answer, queueing included). A chaff
@@ -157,6 +159,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/healthz").route(web::get().to(healthz)))
     .service(web::resource("/readyz").route(web::get().to(readyz)))
     .service(web::resource("/openapi.json").route(web::get().to(openapi)))
+    .service(web::resource("/metrics").route(web::get().to(metrics_text)))
     .default_service(web::to(not_found));
 }
 
@@ -176,6 +179,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/openapi.json"),
+    ("get", "/metrics"),
 ];
 
 fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
@@ -434,7 +438,12 @@ async fn diagnosis_v3(
         .await
         .map_err(mailbox)?;
     g.chaff.record(started.elapsed());
-    let answer = answer.map_err(|e| error::from_registration(e, now_ms(&g)))?;
+    let answer = answer.map_err(|e| {
+        let e = error::from_registration(e, now_ms(&g));
+        g.metrics.redemption(e.code);
+        e
+    })?;
+    g.metrics.redemption("ok");
     Ok(HttpResponse::Ok().json(DiagnosisAnswer {
         accepted: answer.accepted,
         dropped: answer
@@ -629,6 +638,38 @@ async fn readyz(g: web::Data<Gateway>) -> HttpResponse {
 }
 
 use actix_web::ResponseError as _;
+
+async fn metrics_text(g: web::Data<Gateway>) -> HttpResponse {
+    let (batches, _) = hotaru_server::batch::batches(&g.log, &g.distribution.policy().region)
+        .await
+        .unwrap_or_default();
+    let age = batches
+        .last()
+        .map(|b| g.clock.now().0.saturating_sub(b.signed.end.0) as f64 / 1000.0);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(g.metrics.render(age))
+}
+
+/// Wrap the app with this to count requests by route pattern and status.
+pub async fn observe(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let metrics = req
+        .app_data::<web::Data<Gateway>>()
+        .map(|g| g.metrics.clone());
+    let res = next.call(req).await?;
+    if let Some(m) = metrics {
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        m.observe(&route, res.status().as_u16(), started.elapsed());
+    }
+    Ok(res)
+}
 
 async fn openapi() -> HttpResponse {
     HttpResponse::Ok()

@@ -67,12 +67,18 @@ async fn env(nats: bool) -> Env {
         ids: Arc::new(RandomIds::default()),
         risk: RiskConfiguration::default(),
         chaff: Arc::new(ChaffTimer::default()),
+        metrics: Arc::default(),
     };
     let data = web::Data::new(gateway);
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(configure))
-        .workers(2)
-        .bind(("127.0.0.1", 0))
-        .unwrap();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(actix_web::middleware::from_fn(hotaru_edge_gateway::observe))
+            .configure(configure)
+    })
+    .workers(2)
+    .bind(("127.0.0.1", 0))
+    .unwrap();
     let port = server.addrs()[0].port();
     actix_rt::spawn(server.run());
     keep.push(Box::new(arbiters));

@@ -122,10 +122,12 @@ pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         ids: Arc::new(RandomIds::default()),
         risk: hotaru_protocol::risk::RiskConfiguration::default(),
         chaff: Arc::default(),
+        metrics: Arc::default(),
     });
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(gateway.clone())
+            .wrap(actix_web::middleware::from_fn(hotaru_edge_gateway::observe))
             .configure(hotaru_edge_gateway::configure)
     })
     .bind(a.listen)
