@@ -25,6 +25,7 @@ use hotaru_server::{Distribution, Redemption};
 use serde::{Deserialize, Serialize};
 
 pub mod error;
+pub mod limits;
 pub mod metrics;
 
 pub use error::ApiError;
@@ -46,6 +47,7 @@ pub struct Gateway {
     pub risk: RiskConfiguration,
     pub chaff: Arc<ChaffTimer>,
     pub metrics: Arc<metrics::Metrics>,
+    pub limits: Arc<limits::EdgeLimits>,
 }
 
 /// Recent latencies of real uploads (arrival to answer, queueing included). A chaff
@@ -406,6 +408,8 @@ async fn diagnosis_v3(
     body: web::Json<V3Diagnosis>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
+    let source = g.limits.source(&req);
+    g.limits.admit(source)?;
     let body = body.into_inner();
     if let Some(d) = &body.onset_of_symptom_or_test_date
         && d.parse::<jiff::Timestamp>().is_err()
@@ -433,7 +437,7 @@ async fn diagnosis_v3(
             number: body.verification_payload,
             keys,
             idempotency_key: body.idempotency_key,
-            source: None,
+            source,
         }))
         .await
         .map_err(mailbox)?;
@@ -566,8 +570,10 @@ struct LogUpload {
 /// personal data is refused with the reason, and nothing is stored.
 async fn upload_log(
     g: web::Data<Gateway>,
+    req: HttpRequest,
     body: web::Json<LogUpload>,
 ) -> Result<HttpResponse, ApiError> {
+    g.limits.admit(g.limits.source(&req))?;
     if !body.consent {
         return Err(ApiError::bad_request(
             "CONSENT_REQUIRED",

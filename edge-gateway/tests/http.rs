@@ -18,6 +18,11 @@ use hotaru_server::signing::{add_signing_key, verification_keys};
 use hotaru_server::{Node, ServerConfig};
 use serde_json::{Value, json};
 
+/// Generous for the tests that send many requests from one address; the rate-limit test
+/// builds its own.
+const LIMIT_PER_MINUTE: u32 = 100_000;
+const LIMIT_BURST: u32 = 10_000;
+
 struct Env {
     base: String,
     centre: String,
@@ -28,6 +33,10 @@ struct Env {
 }
 
 async fn env(nats: bool) -> Env {
+    env_with(nats, LIMIT_PER_MINUTE, LIMIT_BURST).await
+}
+
+async fn env_with(nats: bool, per_minute: u32, burst: u32) -> Env {
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
     let log = if nats {
         let s = hotaru_test_support::NatsServer::start();
@@ -68,6 +77,7 @@ async fn env(nats: bool) -> Env {
         risk: RiskConfiguration::default(),
         chaff: Arc::new(ChaffTimer::default()),
         metrics: Arc::default(),
+        limits: hotaru_edge_gateway::limits::EdgeLimits::new(per_minute, burst),
     };
     let data = web::Data::new(gateway);
     let server = HttpServer::new(move || {
@@ -192,7 +202,35 @@ on_both_backends!(
     openapi_lists_exactly_the_routes,
     malformed_uploads_only_ever_get_4xx,
     operation_logs_with_consent_without_personal_data_until_closed,
+    a_source_is_rate_limited,
 );
+
+async fn a_source_is_rate_limited(nats: bool) {
+    let e = env_with(nats, 60, 5).await;
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        let r = e
+            .upload(&format!("{:08}", 30_000_000 + i), keys(1, 1), i % 2 == 0)
+            .await;
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let (s, c) = code(r).await;
+        statuses.push(s);
+        if s == 429 {
+            assert_eq!(c, "RATE_LIMITED");
+            assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+        }
+    }
+    // Chaff and real requests count alike (otherwise the limit would tell them apart).
+    assert_eq!(
+        statuses[..5].iter().filter(|s| **s == 429).count(),
+        0,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[5..], [429, 429], "{statuses:?}");
+}
 
 async fn operation_logs_with_consent_without_personal_data_until_closed(nats: bool) {
     let e = env(nats).await;

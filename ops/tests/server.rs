@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{hotaru, run, stdout};
 use hotaru_test_support::NatsServer;
@@ -119,8 +119,33 @@ fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// One HTTP/1.1 exchange from the client address 127.0.0.2 (still loopback), so that the
+/// scan below can tell the client's address from the server's own.
+fn http(port: u16, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            let mut stream = socket
+                .connect(format!("127.0.0.1:{port}").parse().unwrap())
+                .await
+                .unwrap();
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await.unwrap();
+            answer
+        })
+}
+
+/// `serve` answers HTTP, stops cleanly on SIGINT, and after real traffic neither its data
+/// directory nor its own log lines (at debug level) hold the client's IP address
+/// (127.0.0.2; the server's own listening address 127.0.0.1 is operator configuration).
 #[test]
-fn serve_runs_until_interrupted() {
+fn serve_runs_until_interrupted_and_stores_no_address() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -135,29 +160,57 @@ fn serve_runs_until_interrupted() {
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
-        .env("HOTARU_LOG", "info")
+        .env("HOTARU_LOG", "debug")
         .env("HOTARU_DIGEST_SECRET", "ab".repeat(32))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = lines.next().expect("serve said nothing").unwrap();
-        if line.contains("server running") {
-            break;
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if line.contains("server running") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
         }
-        assert!(Instant::now() < deadline);
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("serve reports running");
+    assert!(
+        http(
+            port,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .starts_with("HTTP/1.1 200")
+    );
+    // Traffic that gets recorded: a wrong number (B), a bad format (A), an operation log.
+    for body in [
+        r#"{"keys":[{"keyData":"AAAAAAAAAAAAAAAAAAAAAA==","rollingStartNumber":1,"rollingPeriod":144}],"verificationPayload":"12345678"}"#,
+        r#"{"keys":[],"verificationPayload":"12a"}"#,
+    ] {
+        let a = http(
+            port,
+            &format!(
+                "PUT /v3/diagnosis HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        assert!(a.starts_with("HTTP/1.1 400"), "{a}");
     }
-    // It answers HTTP.
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    use std::io::{Read, Write};
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let log = r#"{"consent":true,"log":"12:00 check ok"}"#;
+    let a = http(
+        port,
+        &format!(
+            "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{log}",
+            log.len()
+        ),
+    );
+    assert!(a.starts_with("HTTP/1.1 201"), "{a}");
     let pid = child.id().to_string();
     std::process::Command::new("kill")
         .args(["-INT", &pid])
@@ -165,4 +218,21 @@ fn serve_runs_until_interrupted() {
         .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+    let logged = reader.join().unwrap();
+    assert!(logged.contains("server running"));
+    let needle = b"127.0.0.2";
+    assert!(
+        !logged.contains("127.0.0.2"),
+        "the client's address in the log lines:\n{logged}"
+    );
+    let mut scanned = 0;
+    for f in walk(dir.path()) {
+        let bytes = std::fs::read(&f).unwrap();
+        scanned += bytes.len();
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "an address in {f:?}"
+        );
+    }
+    assert!(scanned > 0);
 }

@@ -123,6 +123,7 @@ pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         risk: hotaru_protocol::risk::RiskConfiguration::default(),
         chaff: Arc::default(),
         metrics: Arc::default(),
+        limits: hotaru_edge_gateway::limits::EdgeLimits::new(60, 20),
     });
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
