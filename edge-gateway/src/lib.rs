@@ -48,7 +48,16 @@ pub struct Gateway {
     pub chaff: Arc<ChaffTimer>,
     pub metrics: Arc<metrics::Metrics>,
     pub limits: Arc<limits::EdgeLimits>,
+    /// Export zips already served (they never change), up to [`FILE_CACHE_BYTES`].
+    pub files: FileCache,
 }
+
+/// Served export files by path, with their SHA-256.
+pub type FileCache =
+    Arc<Mutex<std::collections::HashMap<String, (actix_web::web::Bytes, [u8; 32])>>>;
+
+/// Memory for cached export files (a day of batches at COCOA scale fits many times).
+pub const FILE_CACHE_BYTES: usize = 256 << 20;
 
 /// Recent latencies of real uploads (arrival to answer, queueing included). A chaff
 /// request is answered after a latency drawn from them, so that under load its answers
@@ -468,12 +477,22 @@ async fn exposure_configuration(g: web::Data<Gateway>) -> HttpResponse {
         .json(&g.risk)
 }
 
-/// A cacheable answer with a strong ETag; 304 when the client has it; no body for HEAD.
-fn cacheable(req: &HttpRequest, body: Vec<u8>, content_type: &str, cache: &str) -> HttpResponse {
-    let etag = format!(
-        "\"{}\"",
-        hex::encode(&ring::digest::digest(&ring::digest::SHA256, &body).as_ref()[..16])
-    );
+/// A cacheable answer with a strong ETag (the body's SHA-256, given or computed); 304 when
+/// the client has it; no body for HEAD.
+fn cacheable(
+    req: &HttpRequest,
+    body: impl Into<actix_web::web::Bytes> + AsRef<[u8]>,
+    sha256: Option<[u8; 32]>,
+    content_type: &str,
+    cache: &str,
+) -> HttpResponse {
+    let sha = sha256.unwrap_or_else(|| {
+        ring::digest::digest(&ring::digest::SHA256, body.as_ref())
+            .as_ref()
+            .try_into()
+            .expect("32 bytes")
+    });
+    let etag = format!("\"{}\"", hex::encode(&sha[..16]));
     let matches = req
         .headers()
         .get(header::IF_NONE_MATCH)
@@ -490,7 +509,7 @@ fn cacheable(req: &HttpRequest, body: Vec<u8>, content_type: &str, cache: &str) 
         return r.finish();
     }
     // For HEAD, actix-web sends these headers (Content-Length included) without the body.
-    r.content_type(content_type).body(body)
+    r.content_type(content_type).body(body.into())
 }
 
 async fn index_txt(g: web::Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -502,6 +521,7 @@ async fn index_txt(g: web::Data<Gateway>, req: HttpRequest) -> Result<HttpRespon
     Ok(cacheable(
         &req,
         body.into_bytes(),
+        None,
         "text/plain; charset=utf-8",
         "public, max-age=300",
     ))
@@ -514,16 +534,32 @@ async fn export_file(
 ) -> Result<HttpResponse, ApiError> {
     let (region, file) = path.into_inner();
     let name = format!("exports/{region}/{file}");
-    let zip = g
-        .distribution
-        .file(&name)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(ApiError::not_found)?;
+    let cached = g.files.lock().expect("not poisoned").get(&name).cloned();
+    let (zip, sha) = match cached {
+        Some(hit) => hit,
+        None => {
+            let (zip, sha) = g
+                .distribution
+                .file_with_digest(&name)
+                .await
+                .map_err(ApiError::internal)?
+                .ok_or_else(ApiError::not_found)?;
+            let zip = actix_web::web::Bytes::from(zip);
+            let mut files = g.files.lock().expect("not poisoned");
+            // Published files never change; keep the newest ones, up to a budget.
+            let held: usize = files.values().map(|(z, _)| z.len()).sum();
+            if held + zip.len() > FILE_CACHE_BYTES {
+                files.clear();
+            }
+            files.insert(name, (zip.clone(), sha));
+            (zip, sha)
+        }
+    };
     // A published file never changes: cache it for a year.
     Ok(cacheable(
         &req,
         zip,
+        Some(sha),
         "application/zip",
         "public, max-age=31536000, immutable",
     ))

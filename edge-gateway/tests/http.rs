@@ -78,6 +78,7 @@ async fn env_with(nats: bool, per_minute: u32, burst: u32) -> Env {
         chaff: Arc::new(ChaffTimer::default()),
         metrics: Arc::default(),
         limits: hotaru_edge_gateway::limits::EdgeLimits::new(per_minute, burst),
+        files: Default::default(),
     };
     let data = web::Data::new(gateway);
     let server = HttpServer::new(move || {

@@ -246,6 +246,7 @@ pub struct Distribution<L: SideStore> {
     ids: Arc<dyn IdSource>,
     policy: BatchPolicy,
     transmission_risk: u8,
+    addresses: Arc<std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>>,
 }
 
 impl<L: EventLog + SideStore> Distribution<L> {
@@ -264,6 +265,7 @@ impl<L: EventLog + SideStore> Distribution<L> {
             ids,
             policy,
             transmission_risk,
+            addresses: Arc::default(),
         }
     }
 
@@ -388,15 +390,48 @@ impl<L: EventLog + SideStore> Distribution<L> {
 
     /// The zip at an index.txt path.
     pub async fn file(&self, path: &str) -> Result<Option<Vec<u8>>, LogError> {
-        let (done, _) = batches(&self.log, &self.policy.region).await?;
-        for b in &done {
-            for (f, sha) in b.signed.files.iter().zip(&b.published.blobs) {
-                if file_path(&self.policy.region, b.signed.batch_id.0, f.batch_num) == path {
-                    return self.log.blob_get(&hex::encode(sha)).await;
+        Ok(self.file_with_digest(path).await?.map(|(zip, _)| zip))
+    }
+
+    /// The zip at an index.txt path and its SHA-256 (its address in the blob store, and a
+    /// ready-made strong ETag). The path's address is remembered: published files never
+    /// change.
+    pub async fn file_with_digest(
+        &self,
+        path: &str,
+    ) -> Result<Option<(Vec<u8>, [u8; 32])>, LogError> {
+        let known = self
+            .addresses
+            .lock()
+            .expect("not poisoned")
+            .get(path)
+            .copied();
+        let sha = match known {
+            Some(sha) => sha,
+            None => {
+                let (done, _) = batches(&self.log, &self.policy.region).await?;
+                let mut found = None;
+                let mut map = self.addresses.lock().expect("not poisoned");
+                for b in &done {
+                    for (f, sha) in b.signed.files.iter().zip(&b.published.blobs) {
+                        let p = file_path(&self.policy.region, b.signed.batch_id.0, f.batch_num);
+                        if p == path {
+                            found = Some(*sha);
+                        }
+                        map.insert(p, *sha);
+                    }
+                }
+                match found {
+                    Some(sha) => sha,
+                    None => return Ok(None),
                 }
             }
-        }
-        Ok(None)
+        };
+        Ok(self
+            .log
+            .blob_get(&hex::encode(sha))
+            .await?
+            .map(|zip| (zip, sha)))
     }
 }
 

@@ -31,6 +31,24 @@ pub(crate) enum BenchCommand {
     /// bare appends of the same commits; and the time to build and sign a 500,000-key
     /// export.
     Server(ServerBench),
+    /// Verified uploads per second and p50/p99 latency through the HTTP gateway (loopback),
+    /// and export downloads per second against nginx serving the same file.
+    Gateway(GatewayBench),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct GatewayBench {
+    /// Uploads per backend (each a fresh number with 14 keys).
+    #[arg(long, default_value_t = 4_000)]
+    uploads: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Downloads of the export file (for the gateway and for nginx each).
+    #[arg(long, default_value_t = 2_000)]
+    downloads: usize,
+    #[arg(long, value_enum, default_value = "both")]
+    backend: Which,
 }
 
 #[derive(Args, Debug)]
@@ -97,7 +115,9 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Log(b) => log_bench(b).await,
         BenchCommand::Match(b) => match_bench(b),
-        BenchCommand::Server(_) => unreachable!("run in an actix System by main"),
+        BenchCommand::Server(_) | BenchCommand::Gateway(_) => {
+            unreachable!("run in an actix System by main")
+        }
     }
 }
 
@@ -625,4 +645,267 @@ fn export_bench(n: usize) -> (f64, String) {
             zips.iter().map(Vec::len).sum::<usize>()
         ),
     )
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// `hotaru bench gateway`, inside an actix System.
+pub(crate) async fn gateway_bench(b: GatewayBench) -> anyhow::Result<ExitCode> {
+    use hotaru_log::AnyLog;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "uploads: {} per backend (14 keys each, a fresh number each), {} in flight, over HTTP on loopback",
+        b.uploads, b.concurrency
+    )?;
+    writeln!(
+        out,
+        "{:<12} {:>12} {:>10} {:>10}",
+        "backend", "uploads/s", "p50 ms", "p99 ms"
+    )?;
+    let mut zip_for_nginx = None;
+    for nats in [false, true] {
+        if (nats && b.backend == Which::Sled) || (!nats && b.backend == Which::Nats) {
+            continue;
+        }
+        let dir = tempfile::tempdir()?;
+        let server = nats.then(hotaru_test_support::NatsServer::start);
+        let log = match &server {
+            Some(s) => AnyLog::Nats(NatsLog::connect(&NatsConfig::new(s.url())).await?),
+            None => AnyLog::Sled(SledLog::open(dir.path())?),
+        };
+        let r = gateway_round(&log, &b).await?;
+        writeln!(
+            out,
+            "{:<12} {:>12.0} {:>10.2} {:>10.2}",
+            if nats { "jetstream" } else { "sled" },
+            r.uploads_per_s,
+            r.p50_ms,
+            r.p99_ms
+        )?;
+        if let Some(d) = r.downloads {
+            zip_for_nginx.get_or_insert(d);
+        }
+    }
+    if let Some((zip, ours)) = zip_for_nginx {
+        match nginx_downloads(&zip, b.downloads, b.concurrency).await {
+            Ok(theirs) => writeln!(
+                out,
+                "export downloads ({} bytes): gateway {ours:.0}/s, nginx {theirs:.0}/s, ratio {:.2}",
+                zip.len(),
+                ours / theirs
+            )?,
+            Err(e) => writeln!(out, "export downloads: gateway {ours:.0}/s; nginx: {e:#}")?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct GatewayRound {
+    uploads_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    downloads: Option<(Vec<u8>, f64)>,
+}
+
+async fn gateway_round(log: &hotaru_log::AnyLog, b: &GatewayBench) -> anyhow::Result<GatewayRound> {
+    use base64::Engine as _;
+    use hotaru_events::domain::{CaseBasis, CentreId, Day};
+    use hotaru_server::{Node, ServerConfig};
+    let config = ServerConfig {
+        digest_secret: Some("ab".repeat(32)),
+        registration: hotaru_domain::policy::RegistrationPolicy {
+            daily_quota_per_centre: u32::MAX,
+            ..Default::default()
+        },
+        ..ServerConfig::default()
+    };
+    let arbiters = hotaru_actors::Arbiters::per_core();
+    let clock: Arc<dyn hotaru_events::Clock> = Arc::new(SystemClock);
+    let ids: Arc<dyn hotaru_actors::IdSource> = Arc::new(RandomIds::default());
+    let node = Node::start(log.clone(), &config, clock.clone(), ids.clone(), &arbiters).await?;
+    let now = clock.now();
+    hotaru_server::signing::add_signing_key(log, "440", 440, now, ids.next_id(now)).await?;
+    let (_, operator) =
+        hotaru_server::credentials::add(log, hotaru_server::credentials::Role::Operator, "bench")
+            .await?;
+    let today = now.day();
+    let pb = bar(b.uploads as u64, "issuing numbers (not timed)");
+    let mut numbers = Vec::with_capacity(b.uploads);
+    for _ in 0..b.uploads {
+        let case = node
+            .registration
+            .confirm_case(CentreId(1), CaseBasis::SymptomOnset(Day(today - 2)))
+            .await?;
+        numbers.push(
+            node.registration
+                .issue_number(CentreId(1), case)
+                .await?
+                .number,
+        );
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let gateway = actix_web::web::Data::new(hotaru_edge_gateway::Gateway {
+        log: log.clone(),
+        registration: node.registration_actor.clone(),
+        signer: node.signer.clone(),
+        distribution: node.distribution.clone(),
+        clock,
+        ids,
+        risk: hotaru_protocol::risk::RiskConfiguration::default(),
+        chaff: Arc::default(),
+        metrics: Arc::default(),
+        limits: hotaru_edge_gateway::limits::EdgeLimits::new(u32::MAX / 2, u32::MAX / 2),
+        files: Default::default(),
+    });
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(gateway.clone())
+            .wrap(actix_web::middleware::from_fn(hotaru_edge_gateway::observe))
+            .configure(hotaru_edge_gateway::configure)
+    })
+    .workers(2)
+    .bind(("127.0.0.1", 0))?;
+    let base = format!("http://127.0.0.1:{}", server.addrs()[0].port());
+    let handle = server.run();
+    let stop = handle.handle();
+    actix_rt::spawn(handle);
+    let http = reqwest::Client::new();
+    let mut r = rand::rng();
+    let bodies: Vec<String> = numbers
+        .iter()
+        .map(|n| {
+            let keys: Vec<serde_json::Value> = (1..=14u32)
+                .map(|d| {
+                    let mut k = [0u8; 16];
+                    rand::RngCore::fill_bytes(&mut r, &mut k);
+                    serde_json::json!({
+                        "keyData": base64::engine::general_purpose::STANDARD.encode(k),
+                        "rollingStartNumber": (today - d) * 144,
+                        "rollingPeriod": 144,
+                    })
+                })
+                .collect();
+            serde_json::json!({"keys": keys, "verificationPayload": n.as_str()}).to_string()
+        })
+        .collect();
+    let started = Instant::now();
+    let url = format!("{base}/v3/diagnosis");
+    let mut lat: Vec<f64> = futures::stream::iter(bodies)
+        .map(|body| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let t = Instant::now();
+                let resp = http
+                    .put(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                anyhow::ensure!(resp.status() == 200, "upload answered {}", resp.status());
+                resp.bytes().await?;
+                Ok::<f64, anyhow::Error>(t.elapsed().as_secs_f64() * 1000.0)
+            }
+        })
+        .buffer_unordered(b.concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    let uploads_per_s = lat.len() as f64 / started.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    // Downloads: sign the batch, then fetch its zip as phones would.
+    let signed: serde_json::Value = http
+        .post(format!("{base}/v1/admin/batches"))
+        .bearer_auth(&operator)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let downloads = match signed["batches"][0]["files"][0].as_str() {
+        Some(path) => {
+            let url = format!("{base}/{path}");
+            let zip = http.get(&url).send().await?.bytes().await?.to_vec();
+            let per_s = fetch_many(&http, &url, b.downloads, b.concurrency).await?;
+            Some((zip, per_s))
+        }
+        None => None,
+    };
+    stop.stop(true).await;
+    arbiters.stop();
+    Ok(GatewayRound {
+        uploads_per_s,
+        p50_ms: percentile(&lat, 0.50),
+        p99_ms: percentile(&lat, 0.99),
+        downloads,
+    })
+}
+
+async fn fetch_many(
+    http: &reqwest::Client,
+    url: &str,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..n)
+        .map(|_| async {
+            let r = http.get(url).send().await?;
+            anyhow::ensure!(r.status() == 200, "download answered {}", r.status());
+            r.bytes().await?;
+            Ok(())
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    results.into_iter().collect::<anyhow::Result<()>>()?;
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Serves `zip` with nginx (Debian's package) on a free loopback port and measures it.
+async fn nginx_downloads(zip: &[u8], n: usize, concurrency: usize) -> anyhow::Result<f64> {
+    let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .ok_or_else(|| anyhow::anyhow!("not installed (apt-get install nginx-light)"))?;
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(dir.path().join("www/exports"))?;
+    std::fs::write(dir.path().join("www/exports/batch.zip"), zip)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let conf = format!(
+        "daemon off; worker_processes 2; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n\
+           client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
+           uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+           server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}\n",
+        d = dir.path().display()
+    );
+    std::fs::create_dir_all(dir.path().join("tmp"))?;
+    std::fs::write(dir.path().join("nginx.conf"), conf)?;
+    let mut child = tokio::process::Command::new(nginx)
+        .args([
+            "-c",
+            &dir.path().join("nginx.conf").to_string_lossy(),
+            "-p",
+            &dir.path().to_string_lossy(),
+        ])
+        .kill_on_drop(true)
+        .spawn()?;
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/exports/batch.zip");
+    for _ in 0..100 {
+        if http.get(&url).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let result = fetch_many(&http, &url, n, concurrency).await;
+    let _ = child.kill().await;
+    result
 }

@@ -124,6 +124,7 @@ pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         chaff: Arc::default(),
         metrics: Arc::default(),
         limits: hotaru_edge_gateway::limits::EdgeLimits::new(60, 20),
+        files: Default::default(),
     });
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
