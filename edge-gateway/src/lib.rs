@@ -52,6 +52,32 @@ pub struct Gateway {
     pub files: FileCache,
 }
 
+impl Gateway {
+    /// The gateway in front of a node's actors, with default risk configuration, a fresh
+    /// chaff timer, metrics and file cache, and these per-source limits.
+    pub fn for_node(
+        node: &hotaru_server::Node<AnyLog>,
+        log: AnyLog,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn hotaru_actors::IdSource>,
+        limits: Arc<limits::EdgeLimits>,
+    ) -> Self {
+        Self {
+            log,
+            registration: node.registration_actor.clone(),
+            signer: node.signer.clone(),
+            distribution: node.distribution.clone(),
+            clock,
+            ids,
+            risk: RiskConfiguration::default(),
+            chaff: Arc::default(),
+            metrics: Arc::default(),
+            limits,
+            files: Default::default(),
+        }
+    }
+}
+
 /// Served export files by path, with their SHA-256.
 pub type FileCache =
     Arc<Mutex<std::collections::HashMap<String, (actix_web::web::Bytes, [u8; 32])>>>;

@@ -8,11 +8,10 @@ use std::time::Instant;
 
 use actix_web::{App, HttpServer, web};
 use hotaru_actors::{Arbiters, IdSource, RandomIds, SystemClock};
-use hotaru_edge_gateway::{ChaffTimer, Gateway, OPENAPI, ROUTES, configure};
+use hotaru_edge_gateway::{Gateway, OPENAPI, ROUTES, configure};
 use hotaru_events::{Clock, EventId};
 use hotaru_log::{AnyLog, NatsConfig, NatsLog, SledLog};
 use hotaru_protocol::export::{ReadLimits, read_zip};
-use hotaru_protocol::risk::RiskConfiguration;
 use hotaru_server::credentials::{self, Role};
 use hotaru_server::signing::{add_signing_key, verification_keys};
 use hotaru_server::{Node, ServerConfig};
@@ -67,19 +66,13 @@ async fn env_with(nats: bool, per_minute: u32, burst: u32) -> Env {
         .await
         .unwrap();
     let (_, operator) = credentials::add(&log, Role::Operator, "ops").await.unwrap();
-    let gateway = Gateway {
-        log: log.clone(),
-        registration: node.registration_actor.clone(),
-        signer: node.signer.clone(),
-        distribution: node.distribution.clone(),
+    let gateway = Gateway::for_node(
+        &node,
+        log.clone(),
         clock,
-        ids: Arc::new(RandomIds::default()),
-        risk: RiskConfiguration::default(),
-        chaff: Arc::new(ChaffTimer::default()),
-        metrics: Arc::default(),
-        limits: hotaru_edge_gateway::limits::EdgeLimits::new(per_minute, burst),
-        files: Default::default(),
-    };
+        Arc::new(RandomIds::default()),
+        hotaru_edge_gateway::limits::EdgeLimits::new(per_minute, burst),
+    );
     let data = web::Data::new(gateway);
     let server = HttpServer::new(move || {
         App::new()

@@ -487,7 +487,6 @@ async fn uploads_through_actors(
     concurrency: usize,
 ) -> anyhow::Result<(f64, f64)> {
     use hotaru_domain::upload::SubmittedKey;
-    use hotaru_events::domain::{CaseBasis, CentreId, Day};
     use hotaru_server::actors::Redeem;
     use hotaru_server::{Node, Redemption, ServerConfig};
     let config = ServerConfig {
@@ -503,22 +502,7 @@ async fn uploads_through_actors(
     let ids: Arc<dyn hotaru_actors::IdSource> = Arc::new(RandomIds::default());
     let node = Node::start(log.clone(), &config, clock.clone(), ids, &arbiters).await?;
     let today = clock.now().day();
-    let pb = bar(n as u64, "issuing numbers (not timed)");
-    let mut numbers = Vec::with_capacity(n);
-    for _ in 0..n {
-        let case = node
-            .registration
-            .confirm_case(CentreId(1), CaseBasis::SymptomOnset(Day(today - 2)))
-            .await?;
-        numbers.push(
-            node.registration
-                .issue_number(CentreId(1), case)
-                .await?
-                .number,
-        );
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
+    let numbers = issue_numbers(&node, n, today).await?;
     let mut rng_keys = rand::rng();
     let uploads: Vec<Redemption> = numbers
         .iter()
@@ -712,7 +696,6 @@ struct GatewayRound {
 
 async fn gateway_round(log: &hotaru_log::AnyLog, b: &GatewayBench) -> anyhow::Result<GatewayRound> {
     use base64::Engine as _;
-    use hotaru_events::domain::{CaseBasis, CentreId, Day};
     use hotaru_server::{Node, ServerConfig};
     let config = ServerConfig {
         digest_secret: Some("ab".repeat(32)),
@@ -732,35 +715,14 @@ async fn gateway_round(log: &hotaru_log::AnyLog, b: &GatewayBench) -> anyhow::Re
         hotaru_server::credentials::add(log, hotaru_server::credentials::Role::Operator, "bench")
             .await?;
     let today = now.day();
-    let pb = bar(b.uploads as u64, "issuing numbers (not timed)");
-    let mut numbers = Vec::with_capacity(b.uploads);
-    for _ in 0..b.uploads {
-        let case = node
-            .registration
-            .confirm_case(CentreId(1), CaseBasis::SymptomOnset(Day(today - 2)))
-            .await?;
-        numbers.push(
-            node.registration
-                .issue_number(CentreId(1), case)
-                .await?
-                .number,
-        );
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    let gateway = actix_web::web::Data::new(hotaru_edge_gateway::Gateway {
-        log: log.clone(),
-        registration: node.registration_actor.clone(),
-        signer: node.signer.clone(),
-        distribution: node.distribution.clone(),
+    let numbers = issue_numbers(&node, b.uploads, today).await?;
+    let gateway = actix_web::web::Data::new(hotaru_edge_gateway::Gateway::for_node(
+        &node,
+        log.clone(),
         clock,
         ids,
-        risk: hotaru_protocol::risk::RiskConfiguration::default(),
-        chaff: Arc::default(),
-        metrics: Arc::default(),
-        limits: hotaru_edge_gateway::limits::EdgeLimits::new(u32::MAX / 2, u32::MAX / 2),
-        files: Default::default(),
-    });
+        hotaru_edge_gateway::limits::EdgeLimits::new(u32::MAX / 2, u32::MAX / 2),
+    ));
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(gateway.clone())
@@ -908,4 +870,30 @@ async fn nginx_downloads(zip: &[u8], n: usize, concurrency: usize) -> anyhow::Re
     let result = fetch_many(&http, &url, n, concurrency).await;
     let _ = child.kill().await;
     result
+}
+
+/// Confirms `n` cases and issues their numbers (the setup of the upload benchmarks).
+async fn issue_numbers(
+    node: &hotaru_server::Node<hotaru_log::AnyLog>,
+    n: usize,
+    today: u32,
+) -> anyhow::Result<Vec<hotaru_domain::number::ProcessingNumber>> {
+    use hotaru_events::domain::{CaseBasis, CentreId, Day};
+    let pb = bar(n as u64, "issuing numbers (not timed)");
+    let mut numbers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let case = node
+            .registration
+            .confirm_case(CentreId(1), CaseBasis::SymptomOnset(Day(today - 2)))
+            .await?;
+        numbers.push(
+            node.registration
+                .issue_number(CentreId(1), case)
+                .await?
+                .number,
+        );
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(numbers)
 }

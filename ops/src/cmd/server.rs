@@ -113,19 +113,13 @@ pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!(region = %config.batch.region, "no signing key yet: batches wait for `hotaru keys generate`");
     }
     let (node, arbiters) = start(&log, &config).await?;
-    let gateway = actix_web::web::Data::new(hotaru_edge_gateway::Gateway {
-        log: log.clone(),
-        registration: node.registration_actor.clone(),
-        signer: node.signer.clone(),
-        distribution: node.distribution.clone(),
-        clock: Arc::new(SystemClock),
-        ids: Arc::new(RandomIds::default()),
-        risk: hotaru_protocol::risk::RiskConfiguration::default(),
-        chaff: Arc::default(),
-        metrics: Arc::default(),
-        limits: hotaru_edge_gateway::limits::EdgeLimits::new(60, 20),
-        files: Default::default(),
-    });
+    let gateway = actix_web::web::Data::new(hotaru_edge_gateway::Gateway::for_node(
+        &node,
+        log.clone(),
+        Arc::new(SystemClock),
+        Arc::new(RandomIds::default()),
+        hotaru_edge_gateway::limits::EdgeLimits::new(60, 20),
+    ));
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(gateway.clone())
