@@ -236,3 +236,61 @@ fn serve_runs_until_interrupted_and_stores_no_address() {
     }
     assert!(scanned > 0);
 }
+
+/// SIGTERM while a request is half sent: the server stops accepting, but the request in
+/// flight is finished and answered before the process exits 0.
+#[test]
+fn shutdown_finishes_the_request_in_flight() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = hotaru()
+        .args([
+            "serve",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("HOTARU_LOG", "info")
+        .env("HOTARU_DIGEST_SECRET", "ab".repeat(32))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    while !lines
+        .next()
+        .expect("serve said nothing")
+        .unwrap()
+        .contains("server running")
+    {}
+    let body = r#"{"keys":[{"keyData":"AAAAAAAAAAAAAAAAAAAAAA==","rollingStartNumber":1,"rollingPeriod":144}],"verificationPayload":"12345678"}"#;
+    let (head, tail) = body.split_at(40);
+    let pid = child.id().to_string();
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let req = format!(
+                "PUT /v3/diagnosis HTTP/1.1\r\nHost: x\r\nX-Chaff: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            s.write_all(tail.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).await.unwrap();
+            answer
+        });
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
