@@ -141,18 +141,16 @@ fn http(port: u16, request: &str) -> String {
         })
 }
 
-/// `serve` answers HTTP, stops cleanly on SIGINT, and after real traffic neither its data
-/// directory nor its own log lines (at debug level) hold the client's IP address
-/// (127.0.0.2; the server's own listening address 127.0.0.1 is operator configuration).
-#[test]
-fn serve_runs_until_interrupted_and_stores_no_address() {
+/// Starts `hotaru serve` on a free loopback port with a fresh data directory, its
+/// diagnostics (at `level`) on a pipe.
+fn spawn_serve(level: &str) -> (tempfile::TempDir, u16, std::process::Child) {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut child = hotaru()
+    let child = hotaru()
         .args([
             "serve",
             "--data-dir",
@@ -160,11 +158,20 @@ fn serve_runs_until_interrupted_and_stores_no_address() {
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
-        .env("HOTARU_LOG", "debug")
+        .env("HOTARU_LOG", level)
         .env("HOTARU_DIGEST_SECRET", "ab".repeat(32))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    (dir, port, child)
+}
+
+/// `serve` answers HTTP, stops cleanly on SIGINT, and after real traffic neither its data
+/// directory nor its own log lines (at debug level) hold the client's IP address
+/// (127.0.0.2; the server's own listening address 127.0.0.1 is operator configuration).
+#[test]
+fn serve_runs_until_interrupted_and_stores_no_address() {
+    let (dir, port, mut child) = spawn_serve("debug");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -238,59 +245,69 @@ fn serve_runs_until_interrupted_and_stores_no_address() {
 }
 
 /// SIGTERM while a request is half sent: the server stops accepting, but the request in
-/// flight is finished and answered before the process exits 0.
+/// flight is finished and answered before the process exits 0. No sleeps: each step waits
+/// for the condition it needs (the connection served, the shutdown begun).
 #[test]
 fn shutdown_finishes_the_request_in_flight() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = hotaru()
-        .args([
-            "serve",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("HOTARU_LOG", "info")
-        .env("HOTARU_DIGEST_SECRET", "ab".repeat(32))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (_dir, port, mut child) = spawn_serve("info");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    while !lines
-        .next()
-        .expect("serve said nothing")
-        .unwrap()
-        .contains("server running")
-    {}
-    let body = r#"{"keys":[{"keyData":"AAAAAAAAAAAAAAAAAAAAAA==","rollingStartNumber":1,"rollingPeriod":144}],"verificationPayload":"12345678"}"#;
-    let (head, tail) = body.split_at(40);
-    let pid = child.id().to_string();
-    let answer = tokio::runtime::Builder::new_current_thread()
+    let wait_for = |lines: &mut std::io::Lines<BufReader<std::process::ChildStderr>>,
+                    what: &str| {
+        while !lines
+            .next()
+            .expect("serve said nothing more")
+            .unwrap()
+            .contains(what)
+        {}
+    };
+    wait_for(&mut lines, "server running");
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap()
-        .block_on(async {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-            let req = format!(
-                "PUT /v3/diagnosis HTTP/1.1\r\nHost: x\r\nX-Chaff: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
-                body.len()
-            );
-            s.write_all(req.as_bytes()).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            s.write_all(tail.as_bytes()).await.unwrap();
-            let mut answer = String::new();
-            s.read_to_string(&mut answer).await.unwrap();
-            answer
-        });
+        .unwrap();
+    let mut s = rt.block_on(async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        // A whole request first: when its answer is back, a worker holds the connection.
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 512];
+        while !seen.ends_with(b"ok\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        s
+    });
+    let body = r#"{"keys":[{"keyData":"AAAAAAAAAAAAAAAAAAAAAA==","rollingStartNumber":1,"rollingPeriod":144}],"verificationPayload":"12345678"}"#;
+    let (head, tail) = body.split_at(40);
+    rt.block_on(async {
+        let req = format!(
+            "PUT /v3/diagnosis HTTP/1.1\r\nHost: x\r\nX-Chaff: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+    });
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    wait_for(&mut lines, "starting graceful shutdown");
+    // Keep reading what it says while it shuts down.
+    let drain = std::thread::spawn(move || lines.for_each(drop));
+    let answer = rt.block_on(async {
+        s.write_all(tail.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        answer
+    });
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let status = child.wait().unwrap();
+    drain.join().unwrap();
     assert!(status.success(), "{status:?}");
 }
