@@ -123,6 +123,14 @@ pub fn from_registration(e: RegistrationError, now_ms: u64) -> ApiError {
             "INVALID_DATE",
             "the date must be today or within the last 60 days",
         ),
+        RegistrationError::InvalidRevisionToken => ApiError::bad_request(
+            "INVALID_REVISION_TOKEN",
+            "the revision token is invalid, belongs to another number, or leaves out keys already uploaded",
+        ),
+        RegistrationError::RevisionWindowClosed => ApiError::bad_request(
+            "REVISION_WINDOW_CLOSED",
+            "the time to add keys to this upload is over",
+        ),
         RegistrationError::Log(e) => {
             tracing::error!(error = %e, "event log failed");
             ApiError::new(

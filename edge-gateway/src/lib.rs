@@ -18,7 +18,7 @@ use hotaru_events::domain::{CaseBasis, CaseId, CentreId, Day};
 use hotaru_log::{AnyLog, EventLog};
 use hotaru_protocol::risk::RiskConfiguration;
 use hotaru_server::actors::{
-    BatchSignerActor, ConfirmCase, IssueNumber, Redeem, RegistrationActor, SignNow,
+    BatchSignerActor, ConfirmCase, IssueNumber, Publish, Redeem, RegistrationActor, SignNow,
 };
 use hotaru_server::credentials::{self, Role};
 use hotaru_server::{Distribution, Redemption};
@@ -50,6 +50,8 @@ pub struct Gateway {
     pub limits: Arc<limits::EdgeLimits>,
     /// Export zips already served (they never change), up to [`FILE_CACHE_BYTES`].
     pub files: FileCache,
+    /// The `healthAuthorityID` that `POST /v1/publish` accepts.
+    pub health_authority: String,
 }
 
 impl Gateway {
@@ -74,9 +76,13 @@ impl Gateway {
             metrics: Arc::default(),
             limits,
             files: Default::default(),
+            health_authority: DEFAULT_HEALTH_AUTHORITY.to_owned(),
         }
     }
 }
+
+/// The `healthAuthorityID` accepted unless configured otherwise.
+pub const DEFAULT_HEALTH_AUTHORITY: &str = "hotaru";
 
 /// Served export files by path, with their SHA-256.
 pub type FileCache =
@@ -161,6 +167,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .app_data(upload_json)
             .route(web::put().to(diagnosis_v3)),
     )
+    .service(web::resource("/v1/publish").route(web::post().to(publish_v1)))
     .service(
         web::resource("/v1/cases")
             .app_data(small_json.clone())
@@ -203,6 +210,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// The routes as (method, path) pairs, as the OpenAPI test checks them.
 pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/v3/diagnosis"),
+    ("post", "/v1/publish"),
     ("post", "/v1/cases"),
     ("post", "/v1/cases/{caseId}/processing-number"),
     ("post", "/v1/admin/batches"),
@@ -495,6 +503,195 @@ async fn diagnosis_v3(
             .collect(),
         padding: padding(),
     }))
+}
+
+// ---- Google's v1 publish API ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PublishKey {
+    key: String,
+    rolling_start_number: u32,
+    rolling_period: u32,
+    #[serde(default)]
+    transmission_risk: Option<i32>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PublishRequest {
+    #[serde(default)]
+    temporary_exposure_keys: Vec<PublishKey>,
+    #[serde(rename = "healthAuthorityID")]
+    health_authority_id: String,
+    verification_payload: String,
+    #[serde(default)]
+    hmac_key: Option<String>,
+    #[serde(default)]
+    symptom_onset_interval: Option<u32>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    traveler: Option<bool>,
+    #[serde(default)]
+    revision_token: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    padding: Option<String>,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PublishResponse {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    revision_token: String,
+    inserted_exposures: u16,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    error: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    code: String,
+    /// The same text as `error`, for clients of Hotaru's `{code, message}` errors.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    message: String,
+    padding: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+/// Errors of the publish API carry Google's fields (`error`, `code`) and Hotaru's
+/// (`code`, `message`), padded like every answer.
+fn publish_error(e: ApiError) -> HttpResponse {
+    let mut r = HttpResponse::build(e.status_code());
+    if let Some(s) = e.retry_after {
+        r.insert_header(("Retry-After", s.to_string()));
+    }
+    r.json(PublishResponse {
+        error: e.message.clone(),
+        code: e.code.to_owned(),
+        message: e.message,
+        padding: padding(),
+        ..Default::default()
+    })
+}
+
+fn parse_publish(body: &[u8], authority: &str) -> Result<PublishRequest, ApiError> {
+    if body.len() > UPLOAD_BODY_LIMIT {
+        return Err(ApiError::new(
+            413,
+            "BODY_TOO_LARGE",
+            "the request body is too large",
+        ));
+    }
+    let p: PublishRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("INVALID_JSON", format!("invalid body: {e}")))?;
+    if p.health_authority_id != authority {
+        return Err(ApiError::new(
+            401,
+            "UNKNOWN_HEALTH_AUTHORITY_ID",
+            "healthAuthorityID names no health authority of this server",
+        ));
+    }
+    if let Some(h) = &p.hmac_key
+        && base64::engine::general_purpose::STANDARD
+            .decode(h.as_bytes())
+            .is_err()
+    {
+        return Err(ApiError::bad_request(
+            "INVALID_HMAC_KEY",
+            "hmacKey must be base64",
+        ));
+    }
+    let _ = p.symptom_onset_interval;
+    Ok(p)
+}
+
+/// Google's v1 publish (`POST /v1/publish`). The verification payload is the processing
+/// number; a partial failure is answered 200 with the valid keys saved and a warning per
+/// dropped key; with `revisionToken` the device adds keys to its earlier upload.
+async fn publish_v1(g: web::Data<Gateway>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let started = Instant::now();
+    let source = g.limits.source(&req);
+    if let Err(e) = g.limits.admit(source) {
+        return publish_error(e);
+    }
+    let p = match parse_publish(&body, &g.health_authority) {
+        Ok(p) => p,
+        Err(e) => return publish_error(e),
+    };
+    let keys: Vec<SubmittedKey> = p
+        .temporary_exposure_keys
+        .iter()
+        .map(|k| SubmittedKey {
+            key_data: base64::engine::general_purpose::STANDARD
+                .decode(k.key.as_bytes())
+                .unwrap_or_default(),
+            rolling_start: k.rolling_start_number,
+            rolling_period: k.rolling_period,
+            transmission_risk: k.transmission_risk,
+            report_type: None,
+            days_since_onset: None,
+        })
+        .collect();
+    if is_chaff(&req) {
+        g.chaff.wait(started).await;
+        return HttpResponse::Ok().json(PublishResponse {
+            revision_token: chaff_token(),
+            inserted_exposures: keys.len().min(30) as u16,
+            padding: padding(),
+            ..Default::default()
+        });
+    }
+    let answer = g
+        .registration
+        .send(Publish {
+            redemption: Redemption {
+                number: p.verification_payload,
+                keys,
+                idempotency_key: None,
+                source,
+            },
+            revision_token: p.revision_token.filter(|t| !t.is_empty()),
+        })
+        .await;
+    g.chaff.record(started.elapsed());
+    let answer = match answer {
+        Err(e) => return publish_error(mailbox(e)),
+        Ok(Err(e)) => {
+            let e = error::from_registration(e, now_ms(&g));
+            g.metrics.redemption(e.code);
+            return publish_error(e);
+        }
+        Ok(Ok(a)) => a,
+    };
+    g.metrics.redemption("ok");
+    let dropped = &answer.answer.dropped;
+    let (code, error) = if dropped.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (
+            "PARTIAL_FAILURE".to_owned(),
+            format!("{} of the keys were not saved", dropped.len()),
+        )
+    };
+    HttpResponse::Ok().json(PublishResponse {
+        revision_token: answer.revision_token,
+        inserted_exposures: answer.answer.accepted,
+        message: error.clone(),
+        error,
+        code,
+        padding: padding(),
+        warnings: dropped
+            .iter()
+            .map(|d| format!("key {}: {:?}", d.index, d.reason))
+            .collect(),
+    })
+}
+
+/// A random token of a real token's length.
+fn chaff_token() -> String {
+    let mut b = vec![0u8; hotaru_server::revision::TOKEN_BYTES];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .expect("random source");
+    base64::engine::general_purpose::STANDARD.encode(b)
 }
 
 async fn exposure_configuration(g: web::Data<Gateway>) -> HttpResponse {

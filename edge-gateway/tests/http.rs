@@ -29,6 +29,7 @@ struct Env {
     http: reqwest::Client,
     _keep: Vec<Box<dyn std::any::Any>>,
     log: AnyLog,
+    registration: hotaru_server::Registration<AnyLog>,
 }
 
 async fn env(nats: bool) -> Env {
@@ -86,8 +87,10 @@ async fn env_with(nats: bool, per_minute: u32, burst: u32) -> Env {
     let port = server.addrs()[0].port();
     actix_rt::spawn(server.run());
     keep.push(Box::new(arbiters));
+    let registration = node.registration.clone();
     keep.push(Box::new(node.registration));
     Env {
+        registration,
         base: format!("http://127.0.0.1:{port}"),
         centre,
         operator,
@@ -197,6 +200,7 @@ on_both_backends!(
     malformed_uploads_only_ever_get_4xx,
     operation_logs_with_consent_without_personal_data_until_closed,
     a_source_is_rate_limited,
+    google_publish_with_revision_tokens,
 );
 
 async fn a_source_is_rate_limited(nats: bool) {
@@ -731,4 +735,184 @@ async fn malformed_uploads_only_ever_get_4xx(nats: bool) {
             assert!(s < 500, "{s} for {:?}", String::from_utf8_lossy(&body));
         }
     }
+}
+
+fn gaen_keys(seed: u8, days_back: &[u32]) -> Value {
+    use base64::Engine as _;
+    let today = (SystemClock.now().0 / 86_400_000) as u32;
+    Value::Array(
+        days_back
+            .iter()
+            .map(|d| {
+                json!({
+                    "key": base64::engine::general_purpose::STANDARD.encode([seed.wrapping_add(*d as u8); 16]),
+                    "rollingStartNumber": (today - d) * 144,
+                    "rollingPeriod": 144,
+                    "transmissionRisk": 3,
+                })
+            })
+            .collect(),
+    )
+}
+
+impl Env {
+    async fn publish(&self, number: &str, keys: Value, token: Option<&str>) -> (u16, Value) {
+        self.publish_body(json!({
+            "temporaryExposureKeys": keys,
+            "healthAuthorityID": "hotaru",
+            "verificationPayload": number,
+            "hmacKey": "c2FsdHNhbHRzYWx0c2FsdA==",
+            "symptomOnsetInterval": 2_950_000,
+            "traveler": false,
+            "revisionToken": token.unwrap_or(""),
+            "padding": "cGFkZGluZw==",
+        }))
+        .await
+    }
+
+    async fn publish_body(&self, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url("/v1/publish"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        assert!(v["padding"].as_str().is_some_and(|p| !p.is_empty()), "{v}");
+        (status, v)
+    }
+}
+
+async fn google_publish_with_revision_tokens(nats: bool) {
+    let e = env(nats).await;
+    let n = e.number().await;
+    // First upload: three keys saved, a token back.
+    let (st, v) = e.publish(&n, gaen_keys(10, &[1, 2, 3]), None).await;
+    assert_eq!((st, v["insertedExposures"].as_u64()), (200, Some(3)), "{v}");
+    assert!(
+        v.get("code").is_none() && v.get("warnings").is_none(),
+        "{v}"
+    );
+    let t1 = v["revisionToken"].as_str().unwrap().to_owned();
+    // The number is used: without a token it is error B.
+    let (st, v) = e.publish(&n, gaen_keys(10, &[1, 2, 3]), None).await;
+    assert_eq!((st, v["code"].as_str()), (400, Some("ERR_B_NUMBER_WRONG")));
+    // A revision adds today's key and an older one; the three named keys are not taken twice.
+    let (st, v) = e
+        .publish(&n, gaen_keys(10, &[0, 1, 2, 3, 4]), Some(&t1))
+        .await;
+    assert_eq!((st, v["insertedExposures"].as_u64()), (200, Some(2)), "{v}");
+    let t2 = v["revisionToken"].as_str().unwrap().to_owned();
+    assert_eq!(t1.len(), t2.len(), "tokens say nothing of their key count");
+    // The same revision again: nothing new.
+    let (st, v) = e
+        .publish(&n, gaen_keys(10, &[0, 1, 2, 3, 4]), Some(&t2))
+        .await;
+    assert_eq!((st, v["insertedExposures"].as_u64()), (200, Some(0)), "{v}");
+    // An old token that leaves out keys uploaded since is refused.
+    let (st, v) = e.publish(&n, gaen_keys(10, &[0, 1, 5]), Some(&t1)).await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (400, Some("INVALID_REVISION_TOKEN"))
+    );
+    // A named key with other metadata is refused.
+    let mut changed = gaen_keys(10, &[1]);
+    changed[0]["rollingPeriod"] = json!(100);
+    let (st, v) = e.publish(&n, changed, Some(&t2)).await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (400, Some("INVALID_REVISION_TOKEN"))
+    );
+    // A forged token, and a token used with another case's number.
+    let mut forged = t2.clone().into_bytes();
+    forged[10] = if forged[10] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    let (st, v) = e.publish(&n, gaen_keys(10, &[5]), Some(&forged)).await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (400, Some("INVALID_REVISION_TOKEN"))
+    );
+    let other = e.number().await;
+    let (st, v) = e.publish(&other, gaen_keys(10, &[5]), Some(&t2)).await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (400, Some("INVALID_REVISION_TOKEN"))
+    );
+    // Tokens survive a rotation of the revision key (another node would see it too).
+    e.registration
+        .revision_keys()
+        .rotate(SystemClock.now(), 3 * 86_400_000)
+        .await
+        .unwrap();
+    let (st, v) = e.publish(&n, gaen_keys(10, &[0, 5]), Some(&t2)).await;
+    assert_eq!((st, v["insertedExposures"].as_u64()), (200, Some(1)), "{v}");
+    // Partial failure: 200, the valid keys saved, a warning for the other.
+    let (st, v) = e.publish(&other, gaen_keys(40, &[1, 2, 20]), None).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["insertedExposures"], 2);
+    assert_eq!(v["code"], "PARTIAL_FAILURE");
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 1, "{v}");
+    // The request's own mistakes.
+    let good = json!({
+        "temporaryExposureKeys": gaen_keys(50, &[1]),
+        "healthAuthorityID": "hotaru",
+        "verificationPayload": "12345678",
+    });
+    for (field, value, status, code) in [
+        (
+            "healthAuthorityID",
+            json!("elsewhere"),
+            401,
+            "UNKNOWN_HEALTH_AUTHORITY_ID",
+        ),
+        ("hmacKey", json!("not base64!"), 400, "INVALID_HMAC_KEY"),
+        ("traveler", json!("yes"), 400, "INVALID_JSON"),
+        (
+            "verificationPayload",
+            json!("1234"),
+            400,
+            "ERR_A_NUMBER_FORMAT",
+        ),
+        (
+            "temporaryExposureKeys",
+            json!([]),
+            400,
+            "ERR_G_NOTHING_TO_SUBMIT",
+        ),
+    ] {
+        let mut b = good.clone();
+        b[field] = value;
+        let (st, v) = e.publish_body(b).await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (status, Some(code)),
+            "{field}: {v}"
+        );
+        assert_eq!(v["error"], v["message"]);
+    }
+    // Chaff looks like a first upload.
+    let r = e
+        .http
+        .post(e.url("/v1/publish"))
+        .header("X-Chaff", "1")
+        .json(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["revisionToken"].as_str().unwrap().len(), t1.len());
+    // The batch holds each saved key once (days 1-5 of the first case, two of the other);
+    // today's key is still held.
+    let r = e
+        .http
+        .post(e.url("/v1/admin/batches"))
+        .bearer_auth(&e.operator)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["batches"][0]["keys"], 7, "{v}");
 }

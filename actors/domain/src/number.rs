@@ -102,6 +102,30 @@ pub enum NumberCommand {
         /// ... and the ones that did not.
         dropped: Vec<DroppedKey>,
     },
+    /// A device that uploaded with this number adds keys later (the revision token of
+    /// Google's v1 publish API). The shell has checked the token; the aggregate checks
+    /// that it names this number's case and that the revision window is open.
+    Revise {
+        digest: NumberDigest,
+        /// The case the token was minted for.
+        case_id: CaseId,
+        now: UnixMillis,
+        /// How long after the number's expiry revisions are accepted.
+        window_ms: u64,
+        /// Keys not uploaded before that passed validation (sealed), possibly none.
+        keys: UploadedKeys,
+        accepted: u16,
+        dropped: Vec<DroppedKey>,
+    },
+}
+
+/// Why a revision is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevisionRefusal {
+    /// The token does not belong to this number's redemption.
+    InvalidToken,
+    /// The revision window is over.
+    WindowClosed,
 }
 
 /// Why a command was refused.
@@ -113,6 +137,8 @@ pub enum NumberError {
     /// A live number already has this digest: draw another number.
     #[error("number already issued")]
     AlreadyIssued,
+    #[error("revision refused: {0:?}")]
+    Revision(RevisionRefusal),
 }
 
 impl NumberState {
@@ -206,6 +232,43 @@ impl Aggregate for NumberState {
                     }),
                 ])
             }
+            NumberCommand::Revise {
+                digest,
+                case_id,
+                now,
+                window_ms,
+                keys,
+                accepted,
+                dropped,
+            } => {
+                let NumberState::Redeemed {
+                    case_id: redeemed,
+                    expires_at,
+                    ..
+                } = self
+                else {
+                    return Err(NumberError::Revision(RevisionRefusal::InvalidToken));
+                };
+                if redeemed != case_id {
+                    return Err(NumberError::Revision(RevisionRefusal::InvalidToken));
+                }
+                if now.0 >= expires_at.0.saturating_add(*window_ms) {
+                    return Err(NumberError::Revision(RevisionRefusal::WindowClosed));
+                }
+                if *accepted == 0 {
+                    return Ok(vec![]); // nothing new: the keys are already uploaded
+                }
+                Ok(vec![DomainEvent::DiagnosisKeysUploaded(
+                    DiagnosisKeysUploaded {
+                        case_id: *case_id,
+                        digest: *digest,
+                        idempotency: None,
+                        keys: keys.clone(),
+                        accepted: *accepted,
+                        dropped: dropped.clone(),
+                    },
+                )])
+            }
         }
     }
 
@@ -230,9 +293,11 @@ impl Aggregate for NumberState {
                 };
             }
             DomainEvent::DiagnosisKeysUploaded(e) => {
+                // The first upload's answer is the one a retry gets; a revision's
+                // uploads come later and do not replace it.
                 if let NumberState::Redeemed {
                     idempotency,
-                    answer,
+                    answer: answer @ None,
                     ..
                 } = self
                 {
@@ -434,5 +499,71 @@ mod tests {
             number_stream(&DIGEST).to_string(),
             format!("number.{}", "09".repeat(32))
         );
+    }
+
+    fn revise(now: u64, case_id: CaseId, accepted: u16) -> NumberCommand {
+        NumberCommand::Revise {
+            digest: DIGEST,
+            case_id,
+            now: UnixMillis(now),
+            window_ms: 1_000,
+            keys: keys(),
+            accepted,
+            dropped: vec![],
+        }
+    }
+
+    fn revised() -> DomainEvent {
+        DomainEvent::DiagnosisKeysUploaded(DiagnosisKeysUploaded {
+            case_id: CASE,
+            digest: DIGEST,
+            idempotency: None,
+            keys: keys(),
+            accepted: 1,
+            dropped: vec![],
+        })
+    }
+
+    #[test]
+    fn a_revision_adds_keys_to_the_redeemed_case_within_the_window() {
+        given::<NumberState>(&history())
+            .when(&revise(10, CASE, 1))
+            .then(&[revised()]);
+        // Up to the number's expiry plus the window, not after.
+        given::<NumberState>(&history())
+            .when(&revise(EXPIRES.0 + 999, CASE, 1))
+            .then(&[revised()]);
+        given::<NumberState>(&history())
+            .when(&revise(EXPIRES.0 + 1_000, CASE, 1))
+            .then_error(NumberError::Revision(RevisionRefusal::WindowClosed));
+        // Nothing new: nothing appended.
+        given::<NumberState>(&history())
+            .when(&revise(10, CASE, 0))
+            .then(&[]);
+    }
+
+    #[test]
+    fn a_revision_needs_the_redemption_of_the_same_case() {
+        given::<NumberState>(&history())
+            .when(&revise(10, CaseId([2; 16]), 1))
+            .then_error(NumberError::Revision(RevisionRefusal::InvalidToken));
+        given::<NumberState>(&[issued()])
+            .when(&revise(10, CASE, 1))
+            .then_error(NumberError::Revision(RevisionRefusal::InvalidToken));
+        given::<NumberState>(&[])
+            .when(&revise(10, CASE, 1))
+            .then_error(NumberError::Revision(RevisionRefusal::InvalidToken));
+    }
+
+    #[test]
+    fn a_retry_still_gets_the_first_answer_after_a_revision() {
+        let mut h = history();
+        h.push(revised());
+        let mut state = NumberState::default();
+        for e in &h {
+            state.apply(e);
+        }
+        let answer = state.replayed_answer(RETRY).expect("first answer");
+        assert_eq!(answer.dropped, dropped());
     }
 }

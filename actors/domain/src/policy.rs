@@ -31,6 +31,11 @@ pub struct RegistrationPolicy {
     /// Transmission risk the server assigns to confirmed-test keys (never 0: see
     /// `hotaru_protocol::risk::legacy`).
     pub transmission_risk: u8,
+    /// How long after a number's expiry a device may add keys with its revision token
+    /// (Google's v1 publish API).
+    pub revision_window_ms: u64,
+    /// How often the revision-token key rotates.
+    pub revision_key_rotation_ms: u64,
 }
 
 impl Default for RegistrationPolicy {
@@ -45,11 +50,18 @@ impl Default for RegistrationPolicy {
             infectious_days_before: 2,
             hold_after_expiry_ms: 2 * HOUR_MS,
             transmission_risk: 4,
+            revision_window_ms: 2 * DAY_MS,
+            revision_key_rotation_ms: DAY_MS,
         }
     }
 }
 
 impl RegistrationPolicy {
+    /// After this long a superseded revision key can open no usable token: it is deleted.
+    pub fn revision_key_retirement_ms(&self) -> u64 {
+        self.number_validity_ms + self.revision_window_ms
+    }
+
     /// Checks the values make sense together.
     pub fn validate(&self) -> Result<(), String> {
         if !(6..=16).contains(&self.number_length) {
@@ -66,6 +78,9 @@ impl RegistrationPolicy {
         }
         if self.max_keys_per_upload == 0 || self.max_keys_same_start == 0 {
             return Err("key limits must be at least 1".into());
+        }
+        if self.revision_key_rotation_ms < HOUR_MS {
+            return Err("revision_key_rotation must be at least an hour".into());
         }
         Ok(())
     }

@@ -21,7 +21,9 @@ use hotaru_log::{EventLog, LogError, SideStore};
 
 use crate::batch::{BatchError, BatchOutcome, Distribution};
 use crate::daykeys::DayKeys;
-use crate::registration::{IssuedNumber, Redemption, Registration, RegistrationError};
+use crate::registration::{
+    IssuedNumber, PublishAnswer, Redemption, Registration, RegistrationError,
+};
 
 /// A health centre confirms a case.
 #[derive(Message)]
@@ -56,6 +58,25 @@ impl<L: EventLog + SideStore + Unpin> RegistrationActor<L> {
 
 impl<L: EventLog + SideStore + Unpin> Actor for RegistrationActor<L> {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // The revision-token key rotates on its schedule (checked hourly, and at start).
+        let rotate = |act: &mut Self, ctx: &mut Context<Self>| {
+            let s = act.service.clone();
+            ctx.spawn(
+                async move {
+                    match s.rotate_revision_key_if_due().await {
+                        Ok(Some(id)) => tracing::info!(key = id, "revision key rotated"),
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(error = %e, "revision key rotation failed"),
+                    }
+                }
+                .into_actor(act),
+            );
+        };
+        rotate(self, ctx);
+        ctx.run_interval(Duration::from_secs(3600), rotate);
+    }
 }
 
 impl<L: EventLog + SideStore + Unpin> Supervised for RegistrationActor<L> {}
@@ -84,6 +105,23 @@ impl<L: EventLog + SideStore + Unpin> Handler<Redeem> for RegistrationActor<L> {
     fn handle(&mut self, m: Redeem, _: &mut Context<Self>) -> Self::Result {
         let s = self.service.clone();
         Box::pin(async move { s.redeem(m.0).await })
+    }
+}
+
+/// A device publishes keys through Google's v1 API (with a revision token to add keys).
+#[derive(Message)]
+#[rtype(result = "Result<PublishAnswer, RegistrationError>")]
+pub struct Publish {
+    pub redemption: Redemption,
+    pub revision_token: Option<String>,
+}
+
+impl<L: EventLog + SideStore + Unpin> Handler<Publish> for RegistrationActor<L> {
+    type Result = ResponseFuture<Result<PublishAnswer, RegistrationError>>;
+
+    fn handle(&mut self, m: Publish, _: &mut Context<Self>) -> Self::Result {
+        let s = self.service.clone();
+        Box::pin(async move { s.publish(m.redemption, m.revision_token.as_deref()).await })
     }
 }
 

@@ -146,25 +146,8 @@ pub async fn uploaded_keys<L: EventLog + SideStore>(
                 let DomainEvent::DiagnosisKeysUploaded(u) = env.event else {
                     continue;
                 };
-                let keys: Vec<UploadedKey> = match u.keys {
-                    UploadedKeys::Plain(k) => k,
-                    UploadedKeys::Sealed(s) => {
-                        let Some(m) = day_keys.get(s.day).await? else {
-                            continue; // shredded: past retention, never published again
-                        };
-                        let plain = m.open(&s).ok_or_else(|| LogError::Corrupt {
-                            context: Context::Registration,
-                            position: c.position,
-                            reason: "sealed keys do not open".into(),
-                        })?;
-                        bincode::serde::decode_from_slice(&plain, bincode::config::standard())
-                            .map_err(|e| LogError::Corrupt {
-                                context: Context::Registration,
-                                position: c.position,
-                                reason: e.to_string(),
-                            })?
-                            .0
-                    }
+                let Some(keys) = open_keys(day_keys, u.keys, c.position).await? else {
+                    continue; // shredded: past retention, never published again
                 };
                 out.extend(keys.into_iter().map(|key| PositionedKey {
                     position: c.position,
@@ -174,6 +157,32 @@ pub async fn uploaded_keys<L: EventLog + SideStore>(
         }
     }
     Ok(out)
+}
+
+/// The keys of one upload, unsealed; `None` when their day key is shredded.
+pub async fn open_keys<L: SideStore>(
+    day_keys: &DayKeys<L>,
+    keys: UploadedKeys,
+    position: u64,
+) -> Result<Option<Vec<UploadedKey>>, LogError> {
+    let s = match keys {
+        UploadedKeys::Plain(k) => return Ok(Some(k)),
+        UploadedKeys::Sealed(s) => s,
+    };
+    let Some(m) = day_keys.get(s.day).await? else {
+        return Ok(None);
+    };
+    let corrupt = |reason: String| LogError::Corrupt {
+        context: Context::Registration,
+        position,
+        reason,
+    };
+    let plain = m
+        .open(&s)
+        .ok_or_else(|| corrupt("sealed keys do not open".into()))?;
+    bincode::serde::decode_from_slice(&plain, bincode::config::standard())
+        .map(|(k, _)| Some(k))
+        .map_err(|e| corrupt(e.to_string()))
 }
 
 /// Whether batch (through, end) holds a key, given the previous batch's bounds.

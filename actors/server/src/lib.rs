@@ -8,7 +8,7 @@ pub mod daykeys;
 pub mod registration;
 
 pub use daykeys::{DayKeys, DayMaterial};
-pub use registration::{IssuedNumber, Redemption, Registration, RegistrationError};
+pub use registration::{IssuedNumber, PublishAnswer, Redemption, Registration, RegistrationError};
 pub mod batch;
 pub mod signing;
 
@@ -16,8 +16,9 @@ pub use batch::{BatchError, BatchOutcome, BatchPolicy, Distribution};
 pub mod actors;
 pub mod node;
 pub mod retention;
+pub mod revision;
 
-pub use node::{Node, ServerConfig};
+pub use node::{GatewayConfig, Node, ServerConfig};
 pub mod credentials;
 pub mod personal;
 pub mod support;

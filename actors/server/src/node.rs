@@ -27,6 +27,34 @@ pub struct ServerConfig {
     pub batch: BatchPolicy,
     /// Days after which number digests and uploaded keys are shredded.
     pub retention_days: u32,
+    /// The HTTP face (read by `hotaru serve`; the edge gateway knows HTTP).
+    pub gateway: GatewayConfig,
+}
+
+/// How `hotaru serve` runs its HTTP gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The `healthAuthorityID` that Google's v1 publish API accepts.
+    pub health_authority_id: String,
+    /// PEM certificate chain and private key: with both, the gateway speaks TLS only.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Write requests per source and minute, and the burst allowed.
+    pub writes_per_minute: u32,
+    pub write_burst: u32,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            health_authority_id: "hotaru".into(),
+            tls_cert: None,
+            tls_key: None,
+            writes_per_minute: 60,
+            write_burst: 20,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -37,6 +65,7 @@ impl Default for ServerConfig {
             limits: LimiterPolicy::default(),
             batch: BatchPolicy::default(),
             retention_days: 14,
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -60,6 +89,12 @@ impl ServerConfig {
         self.secret()?;
         if self.retention_days == 0 {
             return Err("retention_days must be at least 1".into());
+        }
+        if self.gateway.tls_cert.is_some() != self.gateway.tls_key.is_some() {
+            return Err("give both gateway.tls_cert and gateway.tls_key, or neither".into());
+        }
+        if self.gateway.health_authority_id.is_empty() {
+            return Err("gateway.health_authority_id must not be empty".into());
         }
         Ok(())
     }

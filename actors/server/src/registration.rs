@@ -12,7 +12,8 @@ use hotaru_actors::IdSource;
 use hotaru_domain::Aggregate;
 use hotaru_domain::limiter::{AttemptLimiter, LimiterPolicy, RetryAfter, SourceKey};
 use hotaru_domain::number::{
-    NumberCommand, NumberError, NumberState, ProcessingNumber, RedemptionAnswer, number_stream,
+    NumberCommand, NumberError, NumberState, ProcessingNumber, RedemptionAnswer, RevisionRefusal,
+    number_stream,
 };
 use hotaru_domain::policy::{DAY_MS, RegistrationPolicy};
 use hotaru_domain::upload::{SubmittedKey, validate_keys};
@@ -26,7 +27,9 @@ use hotaru_events::{
 use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::batch::open_keys;
 use crate::daykeys::DayKeys;
+use crate::revision::{RevisableKey, RevisionKeys, TokenData};
 
 /// How often a command is decided again after another node changed its stream.
 const MAX_CONFLICTS: usize = 5;
@@ -50,6 +53,12 @@ pub enum RegistrationError {
     AlreadyIssued,
     #[error("invalid date")]
     InvalidDate,
+    /// A revision token that does not open, or does not belong to this number, or that
+    /// leaves out a key the number already uploaded.
+    #[error("the revision token is invalid")]
+    InvalidRevisionToken,
+    #[error("the time to revise this upload is over")]
+    RevisionWindowClosed,
     #[error(transparent)]
     Log(#[from] LogError),
 }
@@ -76,6 +85,14 @@ pub struct IssuedNumber {
     pub expires_at: UnixMillis,
 }
 
+/// The answer of Google's v1 publish API: the redemption's answer (on a revision,
+/// `accepted` counts the keys added) and the revision token for next time.
+#[derive(Debug, Clone)]
+pub struct PublishAnswer {
+    pub answer: RedemptionAnswer,
+    pub revision_token: String,
+}
+
 /// A device's upload.
 #[derive(Debug, Clone, Default)]
 pub struct Redemption {
@@ -99,6 +116,7 @@ struct Inner<L: SideStore> {
     /// Cases that have their number (one per case).
     cases_with_number: Mutex<std::collections::HashSet<CaseId>>,
     random: SystemRandom,
+    revision_keys: RevisionKeys<L>,
 }
 
 /// The registration service. Cheap to clone; safe to call concurrently.
@@ -126,7 +144,6 @@ impl<L: EventLog + SideStore> Registration<L> {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                log,
                 keys,
                 clock,
                 ids,
@@ -135,6 +152,8 @@ impl<L: EventLog + SideStore> Registration<L> {
                 issued: Mutex::default(),
                 cases_with_number: Mutex::default(),
                 random: SystemRandom::new(),
+                revision_keys: RevisionKeys::new(log.clone()),
+                log,
             }),
         }
     }
@@ -383,6 +402,7 @@ impl<L: EventLog + SideStore> Registration<L> {
                 Ok(ev) => ev,
                 Err(NumberError::AlreadyIssued) => continue 'draw,
                 Err(NumberError::Rejected(r)) => return Err(RegistrationError::Rejected(r)),
+                Err(NumberError::Revision(_)) => unreachable!("issuing never answers that"),
             };
             let evs = events
                 .into_iter()
@@ -443,6 +463,204 @@ impl<L: EventLog + SideStore> Registration<L> {
 
     /// Redeems a number together with its keys, in one atomic append (errors A, B, C, G).
     pub async fn redeem(&self, r: Redemption) -> Result<RedemptionAnswer, RegistrationError> {
+        self.redeem_keys(r).await.map(|(answer, _)| answer)
+    }
+
+    /// Google's v1 publish: a redemption answered with a revision token, or, with a
+    /// token, a revision that adds the keys the token does not name.
+    pub async fn publish(
+        &self,
+        r: Redemption,
+        revision_token: Option<&str>,
+    ) -> Result<PublishAnswer, RegistrationError> {
+        let now = self.inner.clock.now();
+        let (answer, token) = match revision_token {
+            None => {
+                let (answer, uploaded) = self.redeem_keys(r).await?;
+                // A retried upload (same idempotency key) gets a token naming no keys.
+                let (digest, keys) = uploaded.unwrap_or((NumberDigest([0; 32]), Vec::new()));
+                let token = TokenData {
+                    digest,
+                    case_id: answer.case_id,
+                    keys: keys.iter().map(revisable).collect(),
+                };
+                (answer, token)
+            }
+            Some(t) => self.revise(r, t, now).await?,
+        };
+        let revision_token = self.inner.revision_keys.seal(&token, now).await?;
+        Ok(PublishAnswer {
+            answer,
+            revision_token,
+        })
+    }
+
+    /// The revision keys (rotated by the retention actor, listed by `hotaru keys`).
+    pub fn revision_keys(&self) -> &RevisionKeys<L> {
+        &self.inner.revision_keys
+    }
+
+    /// Rotates the revision key when its time has come.
+    pub async fn rotate_revision_key_if_due(&self) -> Result<Option<u32>, LogError> {
+        let p = &self.inner.policy;
+        self.inner
+            .revision_keys
+            .rotate_if_due(
+                self.inner.clock.now(),
+                p.revision_key_rotation_ms,
+                p.revision_key_retirement_ms(),
+            )
+            .await
+    }
+
+    async fn revise(
+        &self,
+        r: Redemption,
+        token: &str,
+        now: UnixMillis,
+    ) -> Result<(RedemptionAnswer, TokenData), RegistrationError> {
+        let i = &self.inner;
+        let token = i
+            .revision_keys
+            .open(token)
+            .await?
+            .ok_or(RegistrationError::InvalidRevisionToken)?;
+        let Ok(number) = ProcessingNumber::parse(&r.number, i.policy.number_length) else {
+            return Err(RegistrationError::Rejected(RejectionReason::Format));
+        };
+        if r.keys.is_empty() {
+            return Err(RegistrationError::Rejected(
+                RejectionReason::NothingToSubmit,
+            ));
+        }
+        // The number must be the one the token was minted for (under the day key of the
+        // day it was issued, which may be a few days back).
+        let back = (i.policy.number_validity_ms + i.policy.revision_window_ms).div_ceil(DAY_MS);
+        let mut matches = false;
+        for d in 0..=back as u32 {
+            if let Some(k) = i.keys.get(Day(now.day().saturating_sub(d))).await?
+                && k.digest(number.as_str()) == token.digest
+            {
+                matches = true;
+                break;
+            }
+        }
+        if !matches {
+            return Err(RegistrationError::InvalidRevisionToken);
+        }
+        let basis = self
+            .case(token.case_id)
+            .await?
+            .map(|c| c.basis)
+            .ok_or(RegistrationError::InvalidRevisionToken)?;
+        let stream = number_stream(&token.digest);
+        for _ in 0..MAX_CONFLICTS {
+            let commits = i.log.read_stream(&stream).await?;
+            let mut state = NumberState::default();
+            let mut version = 0;
+            let mut before = std::collections::HashMap::new();
+            for c in &commits {
+                for env in c.commit.envelopes() {
+                    let env = env.map_err(|e| LogError::Corrupt {
+                        context: c.commit.context,
+                        position: c.position,
+                        reason: e.to_string(),
+                    })?;
+                    if let DomainEvent::DiagnosisKeysUploaded(u) = &env.event
+                        && let Some(keys) = open_keys(&i.keys, u.keys.clone(), c.position).await?
+                    {
+                        for k in keys {
+                            before.insert(k.key.key_data, revisable(&k));
+                        }
+                    }
+                    state.apply(&env.event);
+                }
+                version = c.commit.last_version();
+            }
+            let validated = validate_keys(&i.policy, basis, now, &r.keys);
+            let mut new = Vec::new();
+            for k in &validated.accepted {
+                let rk = revisable(k);
+                match token.keys.iter().find(|t| t.key_data == rk.key_data) {
+                    // Named by the token: already uploaded, unless its metadata changed.
+                    Some(t) if *t == rk => {}
+                    Some(_) => return Err(RegistrationError::InvalidRevisionToken),
+                    // Uploaded before but not named: not this device's latest token.
+                    None if before.contains_key(&rk.key_data) => {
+                        return Err(RegistrationError::InvalidRevisionToken);
+                    }
+                    None => new.push(*k),
+                }
+            }
+            let keys = if new.is_empty() {
+                UploadedKeys::Plain(Vec::new())
+            } else {
+                let day_keys = i.keys.get_or_create(Day(now.day())).await?;
+                let plain = bincode::serde::encode_to_vec(&new, bincode::config::standard())
+                    .map_err(|e| LogError::Backend(e.to_string()))?;
+                UploadedKeys::Sealed(day_keys.seal(&plain))
+            };
+            let accepted = u16::try_from(new.len()).unwrap_or(u16::MAX);
+            let cmd = NumberCommand::Revise {
+                digest: token.digest,
+                case_id: token.case_id,
+                now,
+                window_ms: i.policy.revision_window_ms,
+                keys,
+                accepted,
+                dropped: validated.dropped.clone(),
+            };
+            let events = match state.decide(&cmd) {
+                Ok(ev) => ev,
+                Err(NumberError::Revision(RevisionRefusal::WindowClosed)) => {
+                    return Err(RegistrationError::RevisionWindowClosed);
+                }
+                Err(_) => return Err(RegistrationError::InvalidRevisionToken),
+            };
+            if !events.is_empty() {
+                let evs = events
+                    .into_iter()
+                    .map(|e| self.new_event(now, e, None))
+                    .collect();
+                match i
+                    .log
+                    .append(stream.clone(), ExpectedVersion::Exact(version), evs)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(LogError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let mut named = token.keys.clone();
+            named.extend(new.iter().map(revisable));
+            let answer = RedemptionAnswer {
+                case_id: token.case_id,
+                accepted,
+                dropped: validated.dropped,
+            };
+            return Ok((
+                answer,
+                TokenData {
+                    keys: named,
+                    ..token
+                },
+            ));
+        }
+        Err(LogError::Contention(hotaru_events::Context::Registration).into())
+    }
+
+    /// [`Self::redeem`], also giving the number's digest and the keys it accepted.
+    async fn redeem_keys(
+        &self,
+        r: Redemption,
+    ) -> Result<
+        (
+            RedemptionAnswer,
+            Option<(NumberDigest, Vec<hotaru_events::domain::UploadedKey>)>,
+        ),
+        RegistrationError,
+    > {
         let i = &self.inner;
         let now = i.clock.now();
         let source = r.source.map(SourceKey);
@@ -494,7 +712,7 @@ impl<L: EventLog + SideStore> Registration<L> {
                     .await);
             };
             if let Some(answer) = state.replayed_answer(idempotency) {
-                return Ok(answer.clone());
+                return Ok((answer.clone(), None));
             }
             let basis = match &state {
                 NumberState::Issued { case_id, .. } | NumberState::Redeemed { case_id, .. } => {
@@ -538,7 +756,9 @@ impl<L: EventLog + SideStore> Registration<L> {
                     }
                     return Err(self.reject(now, Some(digest), reason).await);
                 }
-                Err(NumberError::AlreadyIssued) => unreachable!("redeem never answers that"),
+                Err(NumberError::AlreadyIssued | NumberError::Revision(_)) => {
+                    unreachable!("redeem never answers that")
+                }
             };
             let first = self.new_event(now, events[0].clone(), None);
             let cause = Some(first.event_id);
@@ -563,11 +783,12 @@ impl<L: EventLog + SideStore> Registration<L> {
                         NumberState::Issued { case_id, .. } => case_id,
                         _ => unreachable!("decide accepted only an issued number"),
                     };
-                    return Ok(RedemptionAnswer {
+                    let answer = RedemptionAnswer {
                         case_id,
                         accepted: u16::try_from(validated.accepted.len()).unwrap_or(u16::MAX),
                         dropped: validated.dropped,
-                    });
+                    };
+                    return Ok((answer, Some((digest, validated.accepted))));
                 }
                 // Someone else redeemed (or retried) meanwhile: decide again on the news.
                 Err(LogError::Conflict { .. }) => continue,
@@ -575,6 +796,14 @@ impl<L: EventLog + SideStore> Registration<L> {
             }
         }
         Err(LogError::Contention(hotaru_events::Context::Registration).into())
+    }
+}
+
+fn revisable(k: &hotaru_events::domain::UploadedKey) -> RevisableKey {
+    RevisableKey {
+        key_data: k.key.key_data,
+        rolling_start: k.key.rolling_start_interval,
+        rolling_period: k.key.rolling_period,
     }
 }
 
