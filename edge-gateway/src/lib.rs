@@ -17,9 +17,7 @@ use hotaru_events::Clock;
 use hotaru_events::domain::{CaseBasis, CaseId, CentreId, Day};
 use hotaru_log::{AnyLog, EventLog};
 use hotaru_protocol::risk::RiskConfiguration;
-use hotaru_server::actors::{
-    BatchSignerActor, ConfirmCase, IssueNumber, Publish, Redeem, RegistrationActor, SignNow,
-};
+use hotaru_server::commands::{CommandError, Commands};
 use hotaru_server::credentials::{self, Role};
 use hotaru_server::{Distribution, Redemption};
 use serde::{Deserialize, Serialize};
@@ -39,8 +37,8 @@ pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 #[derive(Clone)]
 pub struct Gateway {
     pub log: AnyLog,
-    pub registration: actix::Addr<RegistrationActor<AnyLog>>,
-    pub signer: actix::Addr<BatchSignerActor<AnyLog>>,
+    /// Where commands go: this node's actors, or any actor node over NATS.
+    pub commands: Commands<AnyLog>,
     pub distribution: Distribution<AnyLog>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn hotaru_actors::IdSource>,
@@ -64,11 +62,30 @@ impl Gateway {
         ids: Arc<dyn hotaru_actors::IdSource>,
         limits: Arc<limits::EdgeLimits>,
     ) -> Self {
+        Self::new(
+            Commands::Local(node.actors()),
+            log,
+            node.distribution.clone(),
+            clock,
+            ids,
+            limits,
+        )
+    }
+
+    /// A gateway whose commands go to `commands`; it reads exports and credentials from
+    /// `log` itself.
+    pub fn new(
+        commands: Commands<AnyLog>,
+        log: AnyLog,
+        distribution: Distribution<AnyLog>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn hotaru_actors::IdSource>,
+        limits: Arc<limits::EdgeLimits>,
+    ) -> Self {
         Self {
             log,
-            registration: node.registration_actor.clone(),
-            signer: node.signer.clone(),
-            distribution: node.distribution.clone(),
+            commands,
+            distribution,
             clock,
             ids,
             risk: RiskConfiguration::default(),
@@ -269,8 +286,25 @@ fn now_ms(g: &Gateway) -> u64 {
     g.clock.now().0
 }
 
-fn mailbox(e: actix::MailboxError) -> ApiError {
-    ApiError::internal(e)
+/// A command's failure as the client sees it.
+fn command_error(g: &Gateway, e: CommandError) -> ApiError {
+    match e {
+        CommandError::Registration(e) => error::from_registration(e, now_ms(g)),
+        CommandError::Batch(hotaru_server::BatchError::NoSigningKey(r)) => ApiError::new(
+            409,
+            "NO_SIGNING_KEY",
+            format!("region {r} has no signing key: run `hotaru keys generate`"),
+        ),
+        CommandError::Log(_) | CommandError::Batch(_) | CommandError::Unavailable(_) => {
+            tracing::error!(error = %e, "command failed");
+            ApiError::new(
+                503,
+                "UNAVAILABLE",
+                "the service is unavailable; try again later",
+            )
+        }
+        CommandError::Malformed(_) => ApiError::internal(e),
+    }
 }
 
 // ---- health-centre API ----
@@ -313,14 +347,10 @@ async fn confirm_case(
         }
     };
     let case_id = g
-        .registration
-        .send(ConfirmCase {
-            centre: CentreId(centre),
-            basis,
-        })
+        .commands
+        .confirm_case(CentreId(centre), basis)
         .await
-        .map_err(mailbox)?
-        .map_err(|e| error::from_registration(e, now_ms(&g)))?;
+        .map_err(|e| command_error(&g, e))?;
     Ok(HttpResponse::Created().json(serde_json::json!({ "caseId": hex::encode(case_id.0) })))
 }
 
@@ -335,14 +365,10 @@ async fn issue_number(
         .and_then(|v| v.try_into().ok())
         .ok_or_else(|| ApiError::new(404, "CASE_NOT_FOUND", "no such case"))?;
     let issued = g
-        .registration
-        .send(IssueNumber {
-            centre: CentreId(centre),
-            case_id: CaseId(id),
-        })
+        .commands
+        .issue_number(CentreId(centre), CaseId(id))
         .await
-        .map_err(mailbox)?
-        .map_err(|e| error::from_registration(e, now_ms(&g)))?;
+        .map_err(|e| command_error(&g, e))?;
     let expires = jiff::Timestamp::from_millisecond(issued.expires_at.0 as i64)
         .map_err(ApiError::internal)?;
     Ok(HttpResponse::Created()
@@ -475,18 +501,17 @@ async fn diagnosis_v3(
         }));
     }
     let answer = g
-        .registration
-        .send(Redeem(Redemption {
+        .commands
+        .redeem(Redemption {
             number: body.verification_payload,
             keys,
             idempotency_key: body.idempotency_key,
             source,
-        }))
-        .await
-        .map_err(mailbox)?;
+        })
+        .await;
     g.chaff.record(started.elapsed());
     let answer = answer.map_err(|e| {
-        let e = error::from_registration(e, now_ms(&g));
+        let e = command_error(&g, e);
         g.metrics.redemption(e.code);
         e
     })?;
@@ -641,26 +666,25 @@ async fn publish_v1(g: web::Data<Gateway>, req: HttpRequest, body: web::Bytes) -
         });
     }
     let answer = g
-        .registration
-        .send(Publish {
-            redemption: Redemption {
+        .commands
+        .publish(
+            Redemption {
                 number: p.verification_payload,
                 keys,
                 idempotency_key: None,
                 source,
             },
-            revision_token: p.revision_token.filter(|t| !t.is_empty()),
-        })
+            p.revision_token.filter(|t| !t.is_empty()),
+        )
         .await;
     g.chaff.record(started.elapsed());
     let answer = match answer {
-        Err(e) => return publish_error(mailbox(e)),
-        Ok(Err(e)) => {
-            let e = error::from_registration(e, now_ms(&g));
+        Err(e) => {
+            let e = command_error(&g, e);
             g.metrics.redemption(e.code);
             return publish_error(e);
         }
-        Ok(Ok(a)) => a,
+        Ok(a) => a,
     };
     g.metrics.redemption("ok");
     let dropped = &answer.answer.dropped;
@@ -792,24 +816,15 @@ async fn export_file(
 
 async fn sign_batches(g: web::Data<Gateway>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     authorise(&g, &req, Role::Operator).await?;
-    let outcome = g.signer.send(SignNow).await.map_err(mailbox)?;
-    let batches = match outcome {
+    let batches = match g.commands.sign_now().await {
         Ok(Some(b)) => vec![serde_json::json!({
             "batchId": b.batch_id,
             "keys": b.key_count,
             "paddingKeys": b.padding_count,
             "files": b.files,
         })],
-        Ok(None) => vec![],
-        Err(hotaru_server::BatchError::Fenced) => vec![],
-        Err(hotaru_server::BatchError::NoSigningKey(r)) => {
-            return Err(ApiError::new(
-                409,
-                "NO_SIGNING_KEY",
-                format!("region {r} has no signing key: run `hotaru keys generate`"),
-            ));
-        }
-        Err(e) => return Err(ApiError::internal(e)),
+        Ok(None) | Err(CommandError::Batch(hotaru_server::BatchError::Fenced)) => vec![],
+        Err(e) => return Err(command_error(&g, e)),
     };
     Ok(HttpResponse::Ok().json(serde_json::json!({ "batches": batches })))
 }
@@ -851,9 +866,11 @@ async fn upload_log(
             ),
         ));
     }
-    let id = hotaru_server::support::receive(&g.log, &g.clock, &g.ids, body.log.as_bytes())
+    let id = g
+        .commands
+        .receive_log(body.into_inner().log.into_bytes())
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|e| command_error(&g, e))?;
     Ok(HttpResponse::Created().json(serde_json::json!({ "logId": hex::encode(id.0) })))
 }
 
@@ -868,10 +885,11 @@ async fn close_log(
         .ok()
         .and_then(|v| v.try_into().ok())
         .ok_or_else(|| ApiError::new(404, "LOG_NOT_FOUND", "no open log with this ID"))?;
-    let closed =
-        hotaru_server::support::close(&g.log, &g.clock, &g.ids, hotaru_events::domain::LogId(id))
-            .await
-            .map_err(ApiError::internal)?;
+    let closed = g
+        .commands
+        .close_log(hotaru_events::domain::LogId(id))
+        .await
+        .map_err(|e| command_error(&g, e))?;
     if !closed {
         return Err(ApiError::new(
             404,

@@ -1,5 +1,6 @@
-//! The gateway over real HTTP on 127.0.0.1, on the embedded store and on a real
-//! nats-server: the whole flow with curl-like requests, every error code, chaff,
+//! The gateway over real HTTP on 127.0.0.1, on the embedded store (commands to the
+//! actors in process) and on a real nats-server (commands over NATS request/reply): the
+//! whole flow with curl-like requests, every error code, chaff,
 //! conditional downloads, the OpenAPI check, and malformed input that must only ever get
 //! 4xx answers.
 
@@ -67,13 +68,32 @@ async fn env_with(nats: bool, per_minute: u32, burst: u32) -> Env {
         .await
         .unwrap();
     let (_, operator) = credentials::add(&log, Role::Operator, "ops").await.unwrap();
-    let gateway = Gateway::for_node(
-        &node,
-        log.clone(),
-        clock,
-        Arc::new(RandomIds::default()),
-        hotaru_edge_gateway::limits::EdgeLimits::new(per_minute, burst),
-    );
+    let limits = hotaru_edge_gateway::limits::EdgeLimits::new(per_minute, burst);
+    let gateway = match &log {
+        // On NATS every command crosses request/reply to the node's actors, as between
+        // a cluster's gateways and actor nodes.
+        AnyLog::Nats(n) => {
+            let client = n.jetstream().client();
+            hotaru_server::commands::serve_nats(node.actors(), client.clone())
+                .await
+                .unwrap();
+            Gateway::new(
+                hotaru_server::commands::Commands::Nats(client),
+                log.clone(),
+                node.distribution.clone(),
+                clock,
+                Arc::new(RandomIds::default()),
+                limits,
+            )
+        }
+        AnyLog::Sled(_) => Gateway::for_node(
+            &node,
+            log.clone(),
+            clock,
+            Arc::new(RandomIds::default()),
+            limits,
+        ),
+    };
     let data = web::Data::new(gateway);
     let server = HttpServer::new(move || {
         App::new()

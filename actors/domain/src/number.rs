@@ -52,7 +52,7 @@ pub fn number_stream(digest: &NumberDigest) -> StreamId {
 }
 
 /// What a successful redemption answered; a retry gets it again.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RedemptionAnswer {
     pub case_id: CaseId,
     pub accepted: u16,

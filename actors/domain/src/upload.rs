@@ -14,7 +14,7 @@ const INTERVAL_MS: u64 = 600_000;
 pub const REPORT_TYPE_CONFIRMED_TEST: u8 = 1;
 
 /// A key as the device sent it, before any check.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SubmittedKey {
     pub key_data: Vec<u8>,
     pub rolling_start: u32,

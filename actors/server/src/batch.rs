@@ -58,7 +58,7 @@ impl Default for BatchPolicy {
 }
 
 /// What a batch published.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BatchOutcome {
     pub batch_id: u64,
     pub key_count: u32,
@@ -67,14 +67,18 @@ pub struct BatchOutcome {
     pub files: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum BatchError {
     #[error("no signing key for region {0}: run `hotaru keys generate`")]
     NoSigningKey(String),
     #[error("another signer published this batch first")]
     Fenced,
     #[error(transparent)]
-    Log(#[from] LogError),
+    Log(
+        #[from]
+        #[serde(with = "crate::commands::log_error_text")]
+        LogError,
+    ),
 }
 
 /// The signer's stream for a region.

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::{BatchSignerActor, RegistrationActor, RetentionActor};
 use crate::batch::{BatchPolicy, Distribution};
+use crate::commands::LocalActors;
 use crate::daykeys::DayKeys;
 use crate::registration::Registration;
 
@@ -108,6 +109,9 @@ pub struct Node<L: EventLog + SideStore + Unpin> {
     pub registration_actor: Addr<RegistrationActor<L>>,
     pub signer: Addr<BatchSignerActor<L>>,
     pub retention: Addr<RetentionActor<L>>,
+    log: L,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdSource>,
 }
 
 impl<L: EventLog + SideStore + Unpin> Node<L> {
@@ -141,8 +145,9 @@ impl<L: EventLog + SideStore + Unpin> Node<L> {
         let (r, d) = (registration.clone(), distribution.clone());
         let registration_actor = arbiters.start(move |_| RegistrationActor::new(r));
         let signer = arbiters.start(move |_| BatchSignerActor::new(d));
-        let (l, k, days) = (log, day_keys.clone(), config.retention_days);
-        let retention = arbiters.start(move |_| RetentionActor::new(l, k, clock, ids, days));
+        let (l, k, days) = (log.clone(), day_keys.clone(), config.retention_days);
+        let (c, i) = (clock.clone(), ids.clone());
+        let retention = arbiters.start(move |_| RetentionActor::new(l, k, c, i, days));
         Ok(Self {
             registration,
             distribution,
@@ -150,6 +155,20 @@ impl<L: EventLog + SideStore + Unpin> Node<L> {
             registration_actor,
             signer,
             retention,
+            log,
+            clock,
+            ids,
         })
+    }
+
+    /// This node's actors as the executor of the edge's commands.
+    pub fn actors(&self) -> LocalActors<L> {
+        LocalActors {
+            registration: self.registration_actor.clone(),
+            signer: self.signer.clone(),
+            log: self.log.clone(),
+            clock: self.clock.clone(),
+            ids: self.ids.clone(),
+        }
     }
 }

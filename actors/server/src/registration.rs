@@ -35,7 +35,7 @@ use crate::revision::{RevisableKey, RevisionKeys, TokenData};
 const MAX_CONFLICTS: usize = 5;
 
 /// Why a registration command was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum RegistrationError {
     /// The app's errors A, B, C and G. B covers unknown, used and expired alike.
     #[error("refused ({})", .0.letter())]
@@ -60,7 +60,11 @@ pub enum RegistrationError {
     #[error("the time to revise this upload is over")]
     RevisionWindowClosed,
     #[error(transparent)]
-    Log(#[from] LogError),
+    Log(
+        #[from]
+        #[serde(with = "crate::commands::log_error_text")]
+        LogError,
+    ),
 }
 
 impl RegistrationError {
@@ -94,7 +98,7 @@ pub struct PublishAnswer {
 }
 
 /// A device's upload.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Redemption {
     /// As typed by the user (checked for error A).
     pub number: String,

@@ -35,6 +35,18 @@ pub(crate) struct ServeArgs {
         env = "HOTARU_LISTEN"
     )]
     listen: std::net::SocketAddr,
+    /// What this process runs: `all` (actors and gateway, the default), `actors` (no
+    /// HTTP; answers the gateways' commands over NATS), or `gateway` (HTTP only; sends
+    /// commands to the actor nodes over NATS). The last two need --nats.
+    #[arg(long, value_enum, default_value_t = Role::All, env = "HOTARU_ROLE")]
+    role: Role,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    All,
+    Actors,
+    Gateway,
 }
 
 #[derive(Args, Debug)]
@@ -108,39 +120,155 @@ async fn start(log: &AnyLog, config: &ServerConfig) -> anyhow::Result<(Node<AnyL
 
 pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let log = a.store.open().await?;
-    let config = load_config(a.config.as_ref(), &log).await?;
-    if published_keys(&log, &config.batch.region).await?.is_empty() {
-        tracing::warn!(region = %config.batch.region, "no signing key yet: batches wait for `hotaru keys generate`");
+    let nats = match &log {
+        AnyLog::Nats(n) => Some(n.jetstream().client()),
+        AnyLog::Sled(_) => None,
+    };
+    if a.role != Role::All && nats.is_none() {
+        anyhow::bail!(
+            "--role {:?} needs --nats: gateways and actor nodes meet on NATS",
+            a.role
+        );
     }
-    let (node, arbiters) = start(&log, &config).await?;
-    let gateway = actix_web::web::Data::new(hotaru_edge_gateway::Gateway::for_node(
-        &node,
-        log.clone(),
-        Arc::new(SystemClock),
-        Arc::new(RandomIds::default()),
-        hotaru_edge_gateway::limits::EdgeLimits::new(60, 20),
-    ));
+    let config = load_config(a.config.as_ref(), &log).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ids: Arc<dyn IdSource> = Arc::new(RandomIds::default());
+    // The actors, unless this is a gateway only.
+    let node = if a.role == Role::Gateway {
+        None
+    } else {
+        if published_keys(&log, &config.batch.region).await?.is_empty() {
+            tracing::warn!(region = %config.batch.region, "no signing key yet: batches wait for `hotaru keys generate`");
+        }
+        let (node, arbiters) = start(&log, &config).await?;
+        if let Some(client) = &nats {
+            hotaru_server::commands::serve_nats(node.actors(), client.clone()).await?;
+            tracing::info!(
+                queue = hotaru_server::commands::QUEUE,
+                "answering commands from gateways over NATS"
+            );
+        }
+        Some((node, arbiters))
+    };
+    if a.role == Role::Actors {
+        tracing::info!(
+            batch_every_s = config.batch.interval_ms / 1000,
+            retention_days = config.retention_days,
+            "actor node running; Ctrl-C or SIGTERM stops it"
+        );
+        stop_signal().await?;
+        tracing::info!("stopping");
+        if let Some((_, arbiters)) = node {
+            arbiters.stop();
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let limits = hotaru_edge_gateway::limits::EdgeLimits::new(
+        config.gateway.writes_per_minute,
+        config.gateway.write_burst,
+    );
+    let mut gateway = match (&node, &nats) {
+        (Some((node, _)), _) => hotaru_edge_gateway::Gateway::for_node(
+            node,
+            log.clone(),
+            clock.clone(),
+            ids.clone(),
+            limits,
+        ),
+        (None, Some(client)) => {
+            // Reads (exports, index, credentials) come straight from the log; commands
+            // go to the actor nodes.
+            let secret = config.secret().map_err(anyhow::Error::msg)?;
+            let day_keys =
+                hotaru_server::DayKeys::new(log.clone(), &secret).map_err(anyhow::Error::msg)?;
+            let distribution = hotaru_server::Distribution::new(
+                log.clone(),
+                day_keys,
+                clock.clone(),
+                ids.clone(),
+                config.batch.clone(),
+                config.registration.transmission_risk,
+            );
+            hotaru_edge_gateway::Gateway::new(
+                hotaru_server::commands::Commands::Nats(client.clone()),
+                log.clone(),
+                distribution,
+                clock.clone(),
+                ids.clone(),
+                limits,
+            )
+        }
+        (None, None) => unreachable!("checked above"),
+    };
+    gateway.health_authority = config.gateway.health_authority_id.clone();
+    let gateway = actix_web::web::Data::new(gateway);
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(gateway.clone())
             .wrap(actix_web::middleware::from_fn(hotaru_edge_gateway::observe))
             .configure(hotaru_edge_gateway::configure)
     })
-    .bind(a.listen)
-    .with_context(|| format!("cannot listen on {}", a.listen))?
     // SIGINT/SIGTERM: stop accepting, let in-flight requests finish (up to 30 s).
-    .shutdown_timeout(30)
+    .shutdown_timeout(30);
+    let tls = match (&config.gateway.tls_cert, &config.gateway.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = match tls {
+        Some(tls) => server.bind_rustls_0_23(a.listen, tls),
+        None => server.bind(a.listen),
+    }
+    .with_context(|| format!("cannot listen on {}", a.listen))?
     .run();
     tracing::info!(
         listen = %a.listen,
+        scheme,
+        role = ?a.role,
         batch_every_s = config.batch.interval_ms / 1000,
         retention_days = config.retention_days,
         "server running; Ctrl-C or SIGTERM stops it"
     );
     server.await?;
     tracing::info!("stopping");
-    arbiters.stop();
+    if let Some((_, arbiters)) = node {
+        arbiters.stop();
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn stop_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+/// The TLS configuration from a PEM certificate chain and private key (rustls, ring).
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read the certificate {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!("{} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read a PEM private key from {}", key.display()))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the certificate and the private key do not go together")
 }
 
 fn random_key(day: u32) -> SubmittedKey {

@@ -1,0 +1,351 @@
+//! The commands the edge sends to the actors: in process on one node, or over NATS
+//! request/reply with a queue group, so that gateways and actor nodes scale separately
+//! (any actor node answers any command: the actors keep no state that another node lacks;
+//! streams' expected versions order what they write).
+//!
+//! One enum of commands and one of replies, encoded with bincode on the wire; the same
+//! [`LocalActors::run`] executes them for both transports, so the two cannot drift apart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use futures::StreamExt as _;
+use hotaru_actors::IdSource;
+use hotaru_domain::number::{ProcessingNumber, RedemptionAnswer};
+use hotaru_events::domain::{CaseBasis, CaseId, CentreId, LogId};
+use hotaru_events::{Clock, UnixMillis};
+use hotaru_log::{EventLog, LogError, SideStore};
+use serde::{Deserialize, Serialize};
+
+use crate::actors::{
+    BatchSignerActor, ConfirmCase, IssueNumber, Publish, Redeem, RegistrationActor, SignNow,
+};
+use crate::batch::{BatchError, BatchOutcome};
+use crate::registration::{IssuedNumber, PublishAnswer, Redemption, RegistrationError};
+
+/// The subject the actor nodes answer on.
+pub const SUBJECT: &str = "hotaru-cmd.v1";
+/// Their queue group: each command goes to one of them.
+pub const QUEUE: &str = "hotaru-actors";
+/// How long the edge waits for an answer.
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A command from the edge.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Command {
+    ConfirmCase {
+        centre: CentreId,
+        basis: CaseBasis,
+    },
+    IssueNumber {
+        centre: CentreId,
+        case_id: CaseId,
+    },
+    Redeem(Redemption),
+    Publish {
+        redemption: Redemption,
+        revision_token: Option<String>,
+    },
+    SignNow,
+    ReceiveLog(Vec<u8>),
+    CloseLog(LogId),
+}
+
+/// What a command answered.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Reply {
+    CaseConfirmed(CaseId),
+    NumberIssued {
+        number: String,
+        case_id: CaseId,
+        expires_at: UnixMillis,
+    },
+    Redeemed(RedemptionAnswer),
+    Published {
+        answer: RedemptionAnswer,
+        revision_token: String,
+    },
+    Signed(Option<BatchOutcome>),
+    LogReceived(LogId),
+    LogClosed(bool),
+}
+
+/// Why a command failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum CommandError {
+    #[error(transparent)]
+    Registration(#[from] RegistrationError),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error(transparent)]
+    Log(
+        #[from]
+        #[serde(with = "log_error_text")]
+        LogError,
+    ),
+    /// No actor node answered in time (or none is running).
+    #[error("no actor node answered: {0}")]
+    Unavailable(String),
+    /// The two sides do not speak the same version.
+    #[error("malformed command or reply: {0}")]
+    Malformed(String),
+}
+
+/// A [`LogError`] crosses the wire as its text (the receiving side cannot act on its
+/// details, only report them).
+pub mod log_error_text {
+    use hotaru_log::LogError;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(e: &LogError, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&e.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LogError, D::Error> {
+        String::deserialize(d).map(LogError::Backend)
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard())
+        .expect("commands and replies always encode")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, CommandError> {
+    bincode::serde::decode_from_slice(b, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| CommandError::Malformed(e.to_string()))
+}
+
+/// The actors of one node, as the command executor.
+pub struct LocalActors<L: EventLog + SideStore + Unpin> {
+    pub registration: Addr<RegistrationActor<L>>,
+    pub signer: Addr<BatchSignerActor<L>>,
+    pub log: L,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdSource>,
+}
+
+impl<L: EventLog + SideStore + Unpin> Clone for LocalActors<L> {
+    fn clone(&self) -> Self {
+        Self {
+            registration: self.registration.clone(),
+            signer: self.signer.clone(),
+            log: self.log.clone(),
+            clock: self.clock.clone(),
+            ids: self.ids.clone(),
+        }
+    }
+}
+
+fn mailbox(e: actix::MailboxError) -> CommandError {
+    CommandError::Unavailable(format!("actor mailbox: {e}"))
+}
+
+impl<L: EventLog + SideStore + Unpin> LocalActors<L> {
+    /// Executes a command on this node's actors.
+    pub async fn run(&self, cmd: Command) -> Result<Reply, CommandError> {
+        Ok(match cmd {
+            Command::ConfirmCase { centre, basis } => Reply::CaseConfirmed(
+                self.registration
+                    .send(ConfirmCase { centre, basis })
+                    .await
+                    .map_err(mailbox)??,
+            ),
+            Command::IssueNumber { centre, case_id } => {
+                let i = self
+                    .registration
+                    .send(IssueNumber { centre, case_id })
+                    .await
+                    .map_err(mailbox)??;
+                Reply::NumberIssued {
+                    number: i.number.as_str().to_owned(),
+                    case_id: i.case_id,
+                    expires_at: i.expires_at,
+                }
+            }
+            Command::Redeem(r) => {
+                Reply::Redeemed(self.registration.send(Redeem(r)).await.map_err(mailbox)??)
+            }
+            Command::Publish {
+                redemption,
+                revision_token,
+            } => {
+                let a = self
+                    .registration
+                    .send(Publish {
+                        redemption,
+                        revision_token,
+                    })
+                    .await
+                    .map_err(mailbox)??;
+                Reply::Published {
+                    answer: a.answer,
+                    revision_token: a.revision_token,
+                }
+            }
+            Command::SignNow => Reply::Signed(self.signer.send(SignNow).await.map_err(mailbox)??),
+            Command::ReceiveLog(content) => Reply::LogReceived(
+                crate::support::receive(&self.log, &self.clock, &self.ids, &content).await?,
+            ),
+            Command::CloseLog(id) => Reply::LogClosed(
+                crate::support::close(&self.log, &self.clock, &self.ids, id).await?,
+            ),
+        })
+    }
+}
+
+/// Starts answering commands from NATS on the current actix arbiter: each command goes
+/// to one node of the queue group and runs in its own task.
+pub async fn serve_nats<L: EventLog + SideStore + Unpin + 'static>(
+    actors: LocalActors<L>,
+    client: async_nats::Client,
+) -> Result<(), LogError> {
+    let mut sub = client
+        .queue_subscribe(SUBJECT, QUEUE.into())
+        .await
+        .map_err(|e| LogError::Backend(format!("cannot subscribe to {SUBJECT}: {e}")))?;
+    // Make sure the server has the subscription before anyone is told we are up.
+    client
+        .flush()
+        .await
+        .map_err(|e| LogError::Backend(e.to_string()))?;
+    actix::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            let Some(reply_to) = msg.reply.clone() else {
+                continue;
+            };
+            let (actors, client) = (actors.clone(), client.clone());
+            actix::spawn(async move {
+                let out = match decode::<Command>(&msg.payload) {
+                    Ok(cmd) => actors.run(cmd).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = client.publish(reply_to, encode(&out).into()).await {
+                    tracing::warn!(error = %e, "a command's answer could not be sent");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Where the edge sends its commands.
+pub enum Commands<L: EventLog + SideStore + Unpin> {
+    /// This process's actors (the embedded default, and a node that is both).
+    Local(LocalActors<L>),
+    /// Any actor node of the cluster, over NATS request/reply.
+    Nats(async_nats::Client),
+}
+
+impl<L: EventLog + SideStore + Unpin> Clone for Commands<L> {
+    fn clone(&self) -> Self {
+        match self {
+            Commands::Local(a) => Commands::Local(a.clone()),
+            Commands::Nats(c) => Commands::Nats(c.clone()),
+        }
+    }
+}
+
+fn unexpected(r: Reply) -> CommandError {
+    CommandError::Malformed(format!("unexpected reply {r:?}"))
+}
+
+impl<L: EventLog + SideStore + Unpin> Commands<L> {
+    pub async fn run(&self, cmd: Command) -> Result<Reply, CommandError> {
+        match self {
+            Commands::Local(a) => a.run(cmd).await,
+            Commands::Nats(client) => {
+                let request = client.request(SUBJECT, encode(&cmd).into());
+                let msg = match tokio::time::timeout(TIMEOUT, request).await {
+                    Err(_) => return Err(CommandError::Unavailable("timed out".into())),
+                    Ok(Err(e)) => return Err(CommandError::Unavailable(e.to_string())),
+                    Ok(Ok(m)) => m,
+                };
+                decode::<Result<Reply, CommandError>>(&msg.payload)?
+            }
+        }
+    }
+
+    pub async fn confirm_case(
+        &self,
+        centre: CentreId,
+        basis: CaseBasis,
+    ) -> Result<CaseId, CommandError> {
+        match self.run(Command::ConfirmCase { centre, basis }).await? {
+            Reply::CaseConfirmed(id) => Ok(id),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    pub async fn issue_number(
+        &self,
+        centre: CentreId,
+        case_id: CaseId,
+    ) -> Result<IssuedNumber, CommandError> {
+        match self.run(Command::IssueNumber { centre, case_id }).await? {
+            Reply::NumberIssued {
+                number,
+                case_id,
+                expires_at,
+            } => Ok(IssuedNumber {
+                number: ProcessingNumber::from_digits(number),
+                case_id,
+                expires_at,
+            }),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    pub async fn redeem(&self, r: Redemption) -> Result<RedemptionAnswer, CommandError> {
+        match self.run(Command::Redeem(r)).await? {
+            Reply::Redeemed(a) => Ok(a),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    pub async fn publish(
+        &self,
+        redemption: Redemption,
+        revision_token: Option<String>,
+    ) -> Result<PublishAnswer, CommandError> {
+        match self
+            .run(Command::Publish {
+                redemption,
+                revision_token,
+            })
+            .await?
+        {
+            Reply::Published {
+                answer,
+                revision_token,
+            } => Ok(PublishAnswer {
+                answer,
+                revision_token,
+            }),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    pub async fn sign_now(&self) -> Result<Option<BatchOutcome>, CommandError> {
+        match self.run(Command::SignNow).await? {
+            Reply::Signed(b) => Ok(b),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    pub async fn receive_log(&self, content: Vec<u8>) -> Result<LogId, CommandError> {
+        match self.run(Command::ReceiveLog(content)).await? {
+            Reply::LogReceived(id) => Ok(id),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    pub async fn close_log(&self, id: LogId) -> Result<bool, CommandError> {
+        match self.run(Command::CloseLog(id)).await? {
+            Reply::LogClosed(b) => Ok(b),
+            r => Err(unexpected(r)),
+        }
+    }
+}
