@@ -105,6 +105,9 @@ pub fn stream_name(ctx: Context) -> String {
     format!("HOTARU_{}", ctx.name().to_uppercase())
 }
 
+/// Commits of one stream read by direct gets before a consumer takes over.
+const DIRECT_READS: usize = 8;
+
 fn read_consumer_name() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -380,7 +383,7 @@ impl Writer {
         }
         let ctx = stream.context();
         let v = match self.streams[&ctx]
-            .get_last_raw_message_by_subject(&subject(stream))
+            .direct_get_last_for_subject(subject(stream))
             .await
         {
             Ok(msg) => {
@@ -391,7 +394,7 @@ impl Writer {
                 })?;
                 commit.last_version()
             }
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => 0,
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => 0,
             Err(e) => return Err(backend(e)),
         };
         self.versions.insert(stream.clone(), v);
@@ -632,19 +635,41 @@ impl EventLog for NatsLog {
     }
 
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedCommit>, LogError> {
+        // Most streams are short (a number, a case: one to three commits): direct gets
+        // (no consumer to create and delete, answered by any replica) read them. The last
+        // commit comes first; when it is the stream's first (version 1) that is all, in
+        // one round trip. A long stream continues through a consumer.
         let ctx = stream.context();
-        let last = match self.inner.streams[&ctx]
-            .get_last_raw_message_by_subject(&subject(stream))
-            .await
-        {
-            Ok(m) => m.sequence,
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
-                return Ok(Vec::new());
-            }
+        let s = &self.inner.streams[&ctx];
+        let subj = subject(stream);
+        let last = match s.direct_get_last_for_subject(subj.clone()).await {
+            Ok(m) => recorded(ctx, m.sequence, m.payload)?,
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(backend(e)),
         };
-        self.read_range(ctx, Some(subject(stream)), 1, last, usize::MAX)
-            .await
+        if last.commit.first_version == 1 {
+            return Ok(vec![last]);
+        }
+        let mut out = Vec::new();
+        let mut from = 1;
+        for _ in 0..DIRECT_READS {
+            let m = s
+                .direct_get_next_for_subject(subj.clone(), Some(from))
+                .await
+                .map_err(backend)?;
+            if m.sequence >= last.position {
+                out.push(last);
+                return Ok(out);
+            }
+            from = m.sequence + 1;
+            out.push(recorded(ctx, m.sequence, m.payload)?);
+        }
+        let last = last.position;
+        out.extend(
+            self.read_range(ctx, Some(subj), from, last, usize::MAX)
+                .await?,
+        );
+        Ok(out)
     }
 
     async fn read_all(

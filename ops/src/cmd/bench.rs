@@ -649,7 +649,7 @@ pub(crate) async fn gateway_bench(b: GatewayBench) -> anyhow::Result<ExitCode> {
         "{:<12} {:>12} {:>10} {:>10}",
         "backend", "uploads/s", "p50 ms", "p99 ms"
     )?;
-    let mut zip_for_nginx = None;
+    let mut downloads = None;
     for nats in [false, true] {
         if (nats && b.backend == Which::Sled) || (!nats && b.backend == Which::Nats) {
             continue;
@@ -660,7 +660,8 @@ pub(crate) async fn gateway_bench(b: GatewayBench) -> anyhow::Result<ExitCode> {
             Some(s) => AnyLog::Nats(NatsLog::connect(&NatsConfig::new(s.url())).await?),
             None => AnyLog::Sled(SledLog::open(dir.path())?),
         };
-        let r = gateway_round(&log, &b).await?;
+        // Downloads once, on the first backend measured (they are served from memory).
+        let r = gateway_round(&log, &b, downloads.is_none()).await?;
         writeln!(
             out,
             "{:<12} {:>12.0} {:>10.2} {:>10.2}",
@@ -669,20 +670,20 @@ pub(crate) async fn gateway_bench(b: GatewayBench) -> anyhow::Result<ExitCode> {
             r.p50_ms,
             r.p99_ms
         )?;
-        if let Some(d) = r.downloads {
-            zip_for_nginx.get_or_insert(d);
+        if r.downloads.is_some() {
+            downloads = r.downloads;
         }
     }
-    if let Some((zip, ours)) = zip_for_nginx {
-        match nginx_downloads(&zip, b.downloads, b.concurrency).await {
-            Ok(theirs) => writeln!(
-                out,
-                "export downloads ({} bytes): gateway {ours:.0}/s, nginx {theirs:.0}/s, ratio {:.2}",
-                zip.len(),
-                ours / theirs
-            )?,
-            Err(e) => writeln!(out, "export downloads: gateway {ours:.0}/s; nginx: {e:#}")?,
+    match downloads {
+        Some((bytes, ours, Ok(theirs))) => writeln!(
+            out,
+            "export downloads ({bytes} bytes, medians of {DOWNLOAD_ROUNDS} alternating rounds): gateway {ours:.0}/s, nginx {theirs:.0}/s, ratio {:.2}",
+            ours / theirs
+        )?,
+        Some((_, ours, Err(e))) => {
+            writeln!(out, "export downloads: gateway {ours:.0}/s; nginx: {e}")?
         }
+        None => {}
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -691,10 +692,19 @@ struct GatewayRound {
     uploads_per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
-    downloads: Option<(Vec<u8>, f64)>,
+    /// Bytes of the file, the gateway's downloads/s, nginx's (or why not).
+    downloads: Option<(usize, f64, Result<f64, String>)>,
 }
 
-async fn gateway_round(log: &hotaru_log::AnyLog, b: &GatewayBench) -> anyhow::Result<GatewayRound> {
+/// Download rounds, alternating gateway and nginx, so that both see the same machine.
+const DOWNLOAD_ROUNDS: usize = 3;
+
+
+async fn gateway_round(
+    log: &hotaru_log::AnyLog,
+    b: &GatewayBench,
+    with_downloads: bool,
+) -> anyhow::Result<GatewayRound> {
     use base64::Engine as _;
     use hotaru_server::{Node, ServerConfig};
     let config = ServerConfig {
@@ -788,13 +798,21 @@ async fn gateway_round(log: &hotaru_log::AnyLog, b: &GatewayBench) -> anyhow::Re
         .json()
         .await?;
     let downloads = match signed["batches"][0]["files"][0].as_str() {
-        Some(path) => {
+        Some(path) if with_downloads && b.downloads > 0 => {
             let url = format!("{base}/{path}");
             let zip = http.get(&url).send().await?.bytes().await?.to_vec();
-            let per_s = fetch_many(&http, &url, b.downloads, b.concurrency).await?;
-            Some((zip, per_s))
+            let nginx = Nginx::start(&zip).await;
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            for _ in 0..DOWNLOAD_ROUNDS {
+                ours.push(fetch_many(&http, &url, b.downloads, b.concurrency).await?);
+                if let Ok(n) = &nginx {
+                    theirs.push(fetch_many(&http, &n.url, b.downloads, b.concurrency).await?);
+                }
+            }
+            let theirs = nginx.map(|_| median(theirs)).map_err(|e| format!("{e:#}"));
+            Some((zip.len(), median(ours), theirs))
         }
-        None => None,
+        _ => None,
     };
     stop.stop(true).await;
     arbiters.stop();
@@ -827,49 +845,59 @@ async fn fetch_many(
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Serves `zip` with nginx (Debian's package) on a free loopback port and measures it.
-async fn nginx_downloads(zip: &[u8], n: usize, concurrency: usize) -> anyhow::Result<f64> {
-    let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .ok_or_else(|| anyhow::anyhow!("not installed (apt-get install nginx-light)"))?;
-    let dir = tempfile::tempdir()?;
-    std::fs::create_dir_all(dir.path().join("www/exports"))?;
-    std::fs::write(dir.path().join("www/exports/batch.zip"), zip)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let conf = format!(
-        "daemon off; worker_processes 2; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n\
-           client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
-           uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-           server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}\n",
-        d = dir.path().display()
-    );
-    std::fs::create_dir_all(dir.path().join("tmp"))?;
-    std::fs::write(dir.path().join("nginx.conf"), conf)?;
-    let mut child = tokio::process::Command::new(nginx)
-        .args([
-            "-c",
-            &dir.path().join("nginx.conf").to_string_lossy(),
-            "-p",
-            &dir.path().to_string_lossy(),
-        ])
-        .kill_on_drop(true)
-        .spawn()?;
-    let http = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/exports/batch.zip");
-    for _ in 0..100 {
-        if http.get(&url).send().await.is_ok() {
-            break;
+/// nginx (Debian's package) serving one file on a free loopback port; stopped on drop.
+struct Nginx {
+    url: String,
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    async fn start(zip: &[u8]) -> anyhow::Result<Self> {
+        let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .ok_or_else(|| anyhow::anyhow!("not installed (apt-get install nginx-light)"))?;
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("www/exports"))?;
+        std::fs::write(dir.path().join("www/exports/batch.zip"), zip)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let conf = format!(
+            "daemon off; worker_processes 2; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n\
+               client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
+               uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+               server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}\n",
+            d = dir.path().display()
+        );
+        std::fs::create_dir_all(dir.path().join("tmp"))?;
+        std::fs::write(dir.path().join("nginx.conf"), conf)?;
+        let child = tokio::process::Command::new(nginx)
+            .args([
+                "-c",
+                &dir.path().join("nginx.conf").to_string_lossy(),
+                "-p",
+                &dir.path().to_string_lossy(),
+            ])
+            .kill_on_drop(true)
+            .spawn()?;
+        let http = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}/exports/batch.zip");
+        for _ in 0..100 {
+            if http.get(&url).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(Self {
+            url,
+            _child: child,
+            _dir: dir,
+        })
     }
-    let result = fetch_many(&http, &url, n, concurrency).await;
-    let _ = child.kill().await;
-    result
 }
 
 /// Confirms `n` cases and issues their numbers (the setup of the upload benchmarks).
