@@ -31,6 +31,7 @@ struct Env {
     _keep: Vec<Box<dyn std::any::Any>>,
     log: AnyLog,
     registration: hotaru_server::Registration<AnyLog>,
+    clock: hotaru_actors::ManualClock,
 }
 
 async fn env(nats: bool) -> Env {
@@ -54,7 +55,9 @@ async fn env_with(nats: bool, per_minute: u32, burst: u32) -> Env {
         digest_secret: Some("cd".repeat(32)),
         ..ServerConfig::default()
     };
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // The domain's clock: now, moved only by tests that need days to pass.
+    let manual = hotaru_actors::ManualClock::at(SystemClock.now());
+    let clock: Arc<dyn Clock> = Arc::new(manual.clone());
     let ids: Arc<dyn IdSource> = Arc::new(RandomIds::default());
     let arbiters = Arbiters::new(2);
     let node = Node::start(log.clone(), &config, clock.clone(), ids, &arbiters)
@@ -111,6 +114,7 @@ async fn env_with(nats: bool, per_minute: u32, burst: u32) -> Env {
     keep.push(Box::new(node.registration));
     Env {
         registration,
+        clock: manual,
         base: format!("http://127.0.0.1:{port}"),
         centre,
         operator,
@@ -704,7 +708,16 @@ async fn openapi_lists_exactly_the_routes(nats: bool) {
 async fn malformed_uploads_only_ever_get_4xx(nats: bool) {
     let e = env(nats).await;
     let number = e.number().await;
-    let good = json!({"keys": keys(1, 2), "verificationPayload": number}).to_string();
+    let v3 = json!({"keys": keys(1, 2), "verificationPayload": number}).to_string();
+    let other = e.number().await;
+    let publish = json!({
+        "temporaryExposureKeys": gaen_keys(1, &[1, 2]),
+        "healthAuthorityID": "hotaru",
+        "verificationPayload": other,
+        "hmacKey": "c2FsdA==",
+        "revisionToken": "",
+    })
+    .to_string();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut next = || {
         seed ^= seed << 13;
@@ -712,47 +725,58 @@ async fn malformed_uploads_only_ever_get_4xx(nats: bool) {
         seed ^= seed << 17;
         seed
     };
-    let mut bodies: Vec<Vec<u8>> = vec![
-        b"".to_vec(),
-        b"null".to_vec(),
-        b"[]".to_vec(),
-        b"{\"keys\": 5}".to_vec(),
-        b"{\"keys\": [{}], \"verificationPayload\": \"1\"}".to_vec(),
-        b"{\"verificationPayload\": 12345678}".to_vec(),
-        b"{\"keys\": [{\"keyData\": \"@@@\", \"rollingStartNumber\": -1, \"rollingPeriod\": 1e99}], \"verificationPayload\": \"x\"}".to_vec(),
-        "{\"verificationPayload\": \"\u{0}\u{ffff}\"}".as_bytes().to_vec(),
-    ];
-    for _ in 0..120 {
-        let mut b = good.clone().into_bytes();
-        for _ in 0..1 + next() % 4 {
-            let i = (next() % b.len() as u64) as usize;
-            match next() % 3 {
-                0 => b[i] = (next() % 256) as u8,
-                1 => {
-                    b.remove(i);
+    for (method, route, good) in [
+        (reqwest::Method::PUT, "/v3/diagnosis", v3),
+        (reqwest::Method::POST, "/v1/publish", publish),
+    ] {
+        let mut bodies: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"null".to_vec(),
+            b"[]".to_vec(),
+            b"{\"keys\": 5}".to_vec(),
+            b"{\"keys\": [{}], \"verificationPayload\": \"1\"}".to_vec(),
+            b"{\"verificationPayload\": 12345678}".to_vec(),
+            b"{\"keys\": [{\"keyData\": \"@@@\", \"rollingStartNumber\": -1, \"rollingPeriod\": 1e99}], \"verificationPayload\": \"x\"}".to_vec(),
+            b"{\"temporaryExposureKeys\": [{\"key\": 1}], \"healthAuthorityID\": \"hotaru\", \"verificationPayload\": \"1\", \"revisionToken\": \"%%%\"}".to_vec(),
+            "{\"verificationPayload\": \"\u{0}\u{ffff}\"}".as_bytes().to_vec(),
+            vec![b'['; 70_000],
+        ];
+        for _ in 0..120 {
+            let mut b = good.clone().into_bytes();
+            for _ in 0..1 + next() % 4 {
+                let i = (next() % b.len() as u64) as usize;
+                match next() % 3 {
+                    0 => b[i] = (next() % 256) as u8,
+                    1 => {
+                        b.remove(i);
+                    }
+                    _ => b.insert(i, b"{}[],:\"\\0e-"[(next() % 11) as usize]),
                 }
-                _ => b.insert(i, b"{}[],:\"\\0e-"[(next() % 11) as usize]),
             }
+            bodies.push(b);
         }
-        bodies.push(b);
-    }
-    for body in bodies {
-        for (header, value) in [
-            ("content-type", "application/json"),
-            ("x-chaff", "1"),
-            ("content-type", "application/json; charset=\u{7f}"),
-        ] {
-            let r = e
-                .http
-                .put(e.url("/v3/diagnosis"))
-                .header("content-type", "application/json")
-                .header(header, value)
-                .body(body.clone())
-                .send()
-                .await;
-            let Ok(r) = r else { continue }; // the client refused to send the header
-            let s = r.status().as_u16();
-            assert!(s < 500, "{s} for {:?}", String::from_utf8_lossy(&body));
+        for body in bodies {
+            for (header, value) in [
+                ("content-type", "application/json"),
+                ("x-chaff", "1"),
+                ("content-type", "application/json; charset=\u{7f}"),
+            ] {
+                let r = e
+                    .http
+                    .request(method.clone(), e.url(route))
+                    .header("content-type", "application/json")
+                    .header(header, value)
+                    .body(body.clone())
+                    .send()
+                    .await;
+                let Ok(r) = r else { continue }; // the client refused to send the header
+                let s = r.status().as_u16();
+                assert!(
+                    s < 500,
+                    "{s} from {route} for {:?}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
         }
     }
 }
@@ -935,4 +959,19 @@ async fn google_publish_with_revision_tokens(nats: bool) {
         .unwrap();
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["batches"][0]["keys"], 7, "{v}");
+    // Two days after the number expired, the window is closed (this also moves the day).
+    let later = e.number().await;
+    let (st, v) = e.publish(&later, gaen_keys(60, &[1]), None).await;
+    assert_eq!(st, 200, "{v}");
+    let t = v["revisionToken"].as_str().unwrap().to_owned();
+    e.clock.advance_millis(86_400_000 + 2 * 86_400_000 - 60_000);
+    let (st, v) = e.publish(&later, gaen_keys(60, &[0]), Some(&t)).await;
+    assert_eq!(st, 200, "still open a minute before: {v}");
+    let t = v["revisionToken"].as_str().unwrap().to_owned();
+    e.clock.advance_millis(60_000);
+    let (st, v) = e.publish(&later, gaen_keys(60, &[0]), Some(&t)).await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (400, Some("REVISION_WINDOW_CLOSED"))
+    );
 }

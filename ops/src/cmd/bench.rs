@@ -699,7 +699,6 @@ struct GatewayRound {
 /// Download rounds, alternating gateway and nginx, so that both see the same machine.
 const DOWNLOAD_ROUNDS: usize = 3;
 
-
 async fn gateway_round(
     log: &hotaru_log::AnyLog,
     b: &GatewayBench,
