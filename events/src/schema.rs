@@ -34,6 +34,13 @@ pub enum FieldKind {
     Filler,
 }
 
+/// Words no field name may contain (split on `_`): names, contact details, addresses,
+/// locations, hosts, device addresses, birth dates.
+pub const FORBIDDEN_FIELD_WORDS: [&str; 14] = [
+    "name", "phone", "tel", "mail", "address", "addr", "ip", "location", "lat", "lon", "gps",
+    "host", "mac", "birth",
+];
+
 /// One field of an event type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Field {

@@ -48,6 +48,8 @@ enum Command {
     /// GAEN tools: derive RPIs and AEMs, inspect and verify export files.
     #[command(subcommand)]
     Gaen(cmd::gaen::GaenCommand),
+    /// The committee's audit: replay a log or an archive, rebuild and check everything.
+    Audit(cmd::audit::AuditArgs),
     /// Benchmarks that report their figures against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -88,6 +90,14 @@ impl StoreArgs {
         };
         tracing::info!(dir = %dir.display(), "event log in the embedded store");
         Ok(Backend::Embedded(dir))
+    }
+
+    /// The embedded store's directory, when that is the backend.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        if self.nats.is_some() {
+            return None;
+        }
+        self.data_dir.clone().or_else(|| default_data_dir().ok())
     }
 
     pub async fn open(&self) -> anyhow::Result<AnyLog> {
@@ -149,6 +159,7 @@ pub fn main() -> ExitCode {
             Command::Bench(c) => cmd::bench::run(c).await,
             Command::Gaen(c) => cmd::gaen::run(c),
             Command::Keys(c) => cmd::keys::run(c).await,
+            Command::Audit(a) => cmd::audit::run(a).await,
             Command::Serve(_) | Command::Demo(_) => unreachable!("run in an actix System above"),
         }
     });

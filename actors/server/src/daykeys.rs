@@ -18,7 +18,8 @@ use hotaru_log::{LogError, SideStore};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
-const NS: &str = "daykeys";
+/// The side-store namespace of the day keys.
+pub const NS: &str = "daykeys";
 
 /// One day's keys.
 pub struct DayMaterial {
@@ -97,8 +98,27 @@ pub struct DayKeys<S> {
     cache: Arc<Mutex<HashMap<u32, Arc<DayMaterial>>>>,
 }
 
-fn name(day: Day) -> String {
+/// The side-store key of a day's keys.
+pub fn name(day: Day) -> String {
     format!("d{}", day.0)
+}
+
+/// Opens `sealed` with a day's stored key bytes (as the side store holds them): what an
+/// auditor holding an archive does, without the digest secret.
+pub fn open_with_stored(stored: &[u8], sealed: &Sealed) -> Option<Vec<u8>> {
+    if stored.len() != 64 {
+        return None;
+    }
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &stored[32..]).ok()?);
+    let mut buf = sealed.ciphertext.clone();
+    let plain = key
+        .open_in_place(
+            Nonce::assume_unique_for_key(sealed.nonce),
+            Aad::from(sealed.day.0.to_be_bytes()),
+            &mut buf,
+        )
+        .ok()?;
+    Some(plain.to_vec())
 }
 
 impl<S: SideStore> DayKeys<S> {

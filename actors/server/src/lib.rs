@@ -14,6 +14,7 @@ pub mod signing;
 
 pub use batch::{BatchError, BatchOutcome, BatchPolicy, Distribution};
 pub mod actors;
+pub mod audit;
 pub mod commands;
 pub mod node;
 pub mod retention;

@@ -23,6 +23,19 @@ pub(crate) enum LogCommand {
     Tail(Tail),
     /// Check the hash chain of every context; print the first broken link and exit 1.
     Verify(Verify),
+    /// Write a portable archive of the log (every frame, chain included; the day keys still
+    /// held; the published zips) for the committee to audit offline (`hotaru audit
+    /// --archive`).
+    Export(Export),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct Export {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The archive file to write (replaced if it exists).
+    #[arg(long, value_name = "FILE")]
+    archive: std::path::PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -88,6 +101,7 @@ pub(crate) async fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
         LogCommand::AppendDemo(a) => append_demo(a).await,
         LogCommand::Tail(t) => tail(t).await,
         LogCommand::Verify(v) => verify(v).await,
+        LogCommand::Export(e) => export(e).await,
     }
 }
 
@@ -299,6 +313,73 @@ async fn verify(v: Verify) -> anyhow::Result<ExitCode> {
         )?;
     }
     writeln!(out, "chain ok")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn export(e: Export) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    use hotaru_log::SideStore;
+    use hotaru_server::audit::archive::ArchiveWriter;
+    let log = e.store.open().await?;
+    // Written beside the target, renamed into place when complete.
+    let tmp = e.archive.with_extension("partial");
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut w = ArchiveWriter::new(std::io::BufWriter::new(file))?;
+    let mut blobs = Vec::new();
+    let mut frames = 0u64;
+    for ctx in Context::ALL {
+        // A snapshot: everything up to the head as it is now.
+        let head = log.head(ctx).await?;
+        let pb = bar(head, ctx.name());
+        let mut from = 1;
+        let mut hash = hotaru_events::ChainHash::GENESIS;
+        while from <= head {
+            let batch = log.read_all(ctx, from, 8192).await?;
+            let Some(last) = batch.last() else { break };
+            from = last.position + 1;
+            for c in batch.iter().filter(|c| c.position <= head) {
+                w.frame(ctx, c.position, &c.frame)?;
+                hash = c.hash;
+                frames += 1;
+                for env in c.commit.envelopes().flatten() {
+                    if let DomainEvent::BatchPublished(p) = env.event {
+                        blobs.extend(p.blobs);
+                    }
+                }
+            }
+            pb.set_position(from.saturating_sub(1).min(head));
+        }
+        pb.finish_and_clear();
+        w.head(ctx, head, hash)?;
+    }
+    let mut days = 0;
+    for key in log.side_keys(hotaru_server::daykeys::NS).await? {
+        let Some(day) = key.strip_prefix('d').and_then(|d| d.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some(bytes) = log.side_get(hotaru_server::daykeys::NS, &key).await? {
+            w.day_key(hotaru_events::domain::Day(day), &bytes)?;
+            days += 1;
+        }
+    }
+    let mut files = 0;
+    for addr in &blobs {
+        let name = hex::encode(addr);
+        if let Some(zip) = log.blob_get(&name).await? {
+            w.blob(&name, &zip)?;
+            files += 1;
+        }
+    }
+    let (bytes, sha) = w.finish()?;
+    std::fs::rename(&tmp, &e.archive)
+        .with_context(|| format!("cannot write {}", e.archive.display()))?;
+    writeln!(
+        std::io::stdout().lock(),
+        "{}: {frames} commits, {days} day keys, {files} export files, {bytes} bytes, sha256 {}",
+        e.archive.display(),
+        hex::encode(sha)
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,3 +1,4 @@
+pub(crate) mod audit;
 pub(crate) mod bench;
 pub(crate) mod gaen;
 pub(crate) mod keys;
