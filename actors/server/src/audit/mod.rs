@@ -31,7 +31,7 @@ use hotaru_protocol::export::{ReadLimits, VerificationKey, read_zip};
 use serde::Serialize;
 
 use crate::batch::{PositionedKey, build_files, in_batch, padding_keys};
-use crate::personal::{PersonalKind, find_personal_data};
+use crate::personal::PersonalKind;
 use crate::signing::export_info;
 pub use source::{AuditSource, LiveSource};
 
@@ -808,21 +808,9 @@ fn mask_hex_runs(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     }
 }
 
-/// Every match of the detectors in `b` (after masking), by kind.
+/// Every match of the strict detectors in `b` (after masking hex runs).
 pub fn scan_bytes(b: &[u8]) -> Vec<(PersonalKind, usize)> {
-    let masked = mask_hex_runs(b);
-    let mut out = Vec::new();
-    let mut from = 0;
-    while from < masked.len() {
-        match find_personal_data(&masked[from..]) {
-            Some((kind, at)) => {
-                out.push((kind, from + at));
-                from += at + 1;
-            }
-            None => break,
-        }
-    }
-    out
+    crate::personal::scan_binary(&mask_hex_runs(b))
 }
 
 /// Check 4.
