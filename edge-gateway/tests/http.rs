@@ -974,4 +974,17 @@ async fn google_publish_with_revision_tokens(nats: bool) {
         (st, v["code"].as_str()),
         (400, Some("REVISION_WINDOW_CLOSED"))
     );
+    // The committee's audit of what all this left in the log: revisions trace to their
+    // redemption, the batch rebuilds, nothing is out of place.
+    let source = hotaru_server::audit::LiveSource {
+        log: e.log.clone(),
+        kind: "test",
+    };
+    let rules = hotaru_server::audit::AuditRules::at(e.clock.now());
+    let report = hotaru_server::audit::audit(&source, &rules, vec![], &mut |_, _, _| {})
+        .await
+        .unwrap();
+    for c in &report.checks {
+        assert!(c.passed, "{c:?}");
+    }
 }

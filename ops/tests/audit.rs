@@ -249,6 +249,18 @@ fn tampering_with_an_archive_is_found_and_pinpointed() {
     let f = integrity("truncate");
     assert!(f[0].contains("missing at the end"), "{f:?}");
 
+    // A byte flipped in the archive's own framing (the first frame's length): reported,
+    // with what could be read before it, not a crash.
+    let mut raw = std::fs::read(&archive).unwrap();
+    raw[29] ^= 0x04;
+    std::fs::write(&bad, raw).unwrap();
+    let f = integrity("framing");
+    assert!(
+        f.iter()
+            .any(|f| f.contains("trailer") || f.contains("stop parsing")),
+        "{f:?}"
+    );
+
     // Any byte changed after export breaks the trailer too.
     let mut raw = std::fs::read(&archive).unwrap();
     let n = raw.len() / 2;
@@ -370,6 +382,17 @@ fn tampering_with_a_live_store_is_found() {
     assert_eq!(code, Some(1));
     let f = findings(&r, "privacy");
     assert!(f.iter().any(|f| f.contains("an e-mail address")), "{f:?}");
+    // A process's own log file that recorded a client's address.
+    let logfile = clean.path().join("gateway.log");
+    std::fs::write(&logfile, "12:00:01 request from 203.0.113.7 answered 200\n").unwrap();
+    let (code, r) = audit(&["--data-dir", c, "--scan", logfile.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    let f = findings(&r, "privacy");
+    assert!(
+        f.iter()
+            .any(|f| f.contains("gateway.log") && f.contains("an IPv4 address")),
+        "{f:?}"
+    );
 
     // An expired day left unshredded: audited 20 days later, nothing has destroyed it.
     let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(20 * 24);

@@ -116,6 +116,8 @@ pub struct Archive {
     /// Whether the trailer was there at all (false: the file was cut short).
     pub complete: bool,
     pub bytes: u64,
+    /// Where reading stopped on a record that does not parse (what came before is kept).
+    pub damage: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,13 +191,27 @@ impl Archive {
         };
         while c.at < data.len() {
             let start = c.at;
+            if let Err(e) = a.record(&mut c, &data, start) {
+                a.damage = Some(e.to_string());
+                break;
+            }
+            if a.complete {
+                break;
+            }
+        }
+        Ok(a)
+    }
+
+    /// Reads one record at `start`.
+    fn record(&mut self, c: &mut Cursor, data: &Bytes, start: usize) -> Result<(), ArchiveError> {
+        let a = self;
+        {
             match c.u8()? {
                 END => {
                     let sha = c.take(32)?;
                     let actual = ring::digest::digest(&ring::digest::SHA256, &data[..start]);
                     a.checksum_ok = actual.as_ref() == &sha[..] && c.at == data.len();
                     a.complete = true;
-                    break;
                 }
                 HEAD => {
                     let ctx = context(c.u8()?, start)?;
@@ -226,7 +242,7 @@ impl Archive {
                 _ => return Err(ArchiveError::Malformed(start as u64, "unknown record")),
             }
         }
-        Ok(a)
+        Ok(())
     }
 }
 

@@ -125,6 +125,9 @@ impl AuditSource for Archive {
 
     fn container_findings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if let Some(d) = &self.damage {
+            out.push(format!("the archive's records stop parsing: {d}"));
+        }
         if !self.complete {
             out.push("the archive is cut short: its trailer is missing".to_owned());
         } else if !self.checksum_ok {
