@@ -156,8 +156,25 @@ fn every_check_passes_on_nats_and_its_archive() {
     all_pass(&ra);
     assert_eq!(code, Some(0));
     // The nats-server's own files, scanned too.
-    let (code, _) = audit(&["--nats", &url, "--scan", nats.store_dir().to_str().unwrap()]);
-    assert_eq!(code, Some(0));
+    let (code, r) = audit(&["--nats", &url, "--scan", nats.store_dir().to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{r}");
+    // An e-mail address in an API key's label is found through the server too.
+    check(&run(&[
+        "keys",
+        "centre",
+        "add",
+        "Minato centre, write to minato@example.jp",
+        "--nats",
+        &url,
+    ]));
+    let (code, r) = audit(&["--nats", &url]);
+    assert_eq!(code, Some(1));
+    let f = findings(&r, "privacy");
+    assert!(
+        f.iter()
+            .any(|f| f.contains("side store centres") && f.contains("an e-mail address")),
+        "{f:?}"
+    );
 }
 
 /// Rewrites an archive with `change` applied to its registration frames, with a valid

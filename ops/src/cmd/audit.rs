@@ -71,11 +71,25 @@ fn scan_paths(paths: &[PathBuf], root: Option<&Path>) -> anyhow::Result<Vec<Scan
         .collect()
 }
 
+/// The side-store namespaces Hotaru writes (secrets, API-key digests and labels, keys).
+const SIDE_NAMESPACES: [&str; 7] = [
+    "server",
+    hotaru_server::daykeys::NS,
+    "signing",
+    "oplogkeys",
+    "revision-keys",
+    "centres",
+    "operators",
+];
+
 /// On JetStream the stored bytes are read back through the server: every frame of every
-/// context (the projections' checkpoints are in the log's side streams, not scanned here;
-/// pass the nats-server store with --scan to read every byte on disk).
+/// context, every side-store entry (names and values) and every published zip. The
+/// consumers' checkpoints are not reachable this way: pass the nats-server's store
+/// directory with --scan to read every byte on its disk.
 async fn scan_log(log: &AnyLog) -> anyhow::Result<Vec<ScanInput>> {
+    use hotaru_log::SideStore;
     let mut out = Vec::new();
+    let mut blobs = Vec::new();
     for ctx in Context::ALL {
         let mut bytes = Vec::new();
         let mut from = 1;
@@ -85,12 +99,41 @@ async fn scan_log(log: &AnyLog) -> anyhow::Result<Vec<ScanInput>> {
             from = last.position + 1;
             for c in &batch {
                 bytes.extend_from_slice(&c.frame);
+                for env in c.commit.envelopes().flatten() {
+                    if let hotaru_events::DomainEvent::BatchPublished(p) = env.event {
+                        blobs.extend(p.blobs);
+                    }
+                }
             }
         }
         out.push(ScanInput {
             name: format!("stream of {}", ctx.name()),
             bytes,
         });
+    }
+    for ns in SIDE_NAMESPACES {
+        let mut bytes = Vec::new();
+        for key in log.side_keys(ns).await? {
+            bytes.extend_from_slice(key.as_bytes());
+            bytes.push(0);
+            if let Some(v) = log.side_get(ns, &key).await? {
+                bytes.extend_from_slice(&v);
+                bytes.push(0);
+            }
+        }
+        out.push(ScanInput {
+            name: format!("side store {ns}"),
+            bytes,
+        });
+    }
+    for addr in blobs {
+        let name = hex::encode(addr);
+        if let Some(zip) = log.blob_get(&name).await? {
+            out.push(ScanInput {
+                name: format!("export {}", &name[..12]),
+                bytes: zip,
+            });
+        }
     }
     Ok(out)
 }
