@@ -378,10 +378,16 @@ pub async fn audit<S: AuditSource>(
             head_hash: verifier.head().to_string(),
         });
     }
-    integrity.evidence.push(format!(
-        "{events} events in {} commits verified link by link (SHA-256 chain per context), every event decoded through its upcasters, positions dense and stream versions without gaps",
-        contexts.iter().map(|c| c.commits).sum::<u64>()
-    ));
+    let commits = contexts.iter().map(|c| c.commits).sum::<u64>();
+    integrity.evidence.push(if integrity.passed {
+        format!(
+            "{events} events in {commits} commits verified link by link (SHA-256 chain per context), every event decoded through its upcasters, positions dense and stream versions without gaps"
+        )
+    } else {
+        format!(
+            "{events} events in {commits} commits verified before the breaks below; the checks that follow saw only those"
+        )
+    });
     for c in &contexts {
         if c.commits > 0 {
             integrity.evidence.push(format!(
