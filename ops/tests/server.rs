@@ -311,3 +311,32 @@ fn shutdown_finishes_the_request_in_flight() {
     drain.join().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// When the reader of its diagnostics goes away (a log shipper restarting, `| head`), the
+/// server keeps serving and still stops cleanly: a failed write to stderr is not a crash.
+#[test]
+fn serve_outlives_the_reader_of_its_stderr() {
+    let (_dir, port, mut child) = spawn_serve("debug");
+    {
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        while !lines
+            .next()
+            .expect("serve said nothing")
+            .unwrap()
+            .contains("server running")
+        {}
+    } // the read end is closed here
+    for _ in 0..3 {
+        let a = http(
+            port,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
