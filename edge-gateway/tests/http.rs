@@ -981,7 +981,7 @@ async fn google_publish_with_revision_tokens(nats: bool) {
         kind: "test",
     };
     let rules = hotaru_server::audit::AuditRules::at(e.clock.now());
-    let report = hotaru_server::audit::audit(&source, &rules, vec![], &mut |_, _, _| {})
+    let report = hotaru_server::audit::audit(&source, &rules, vec![], &mut |_: &str, _, _| {})
         .await
         .unwrap();
     for c in &report.checks {

@@ -147,14 +147,14 @@ pub(crate) async fn run(a: AuditArgs) -> anyhow::Result<ExitCode> {
         retention_days: a.retention_days,
         ..AuditRules::at(at)
     };
-    let heads_pb = std::cell::RefCell::new(None::<(Context, indicatif::ProgressBar)>);
-    let mut progress = |ctx: Context, done: u64, total: u64| {
+    let heads_pb = std::cell::RefCell::new(None::<(String, indicatif::ProgressBar)>);
+    let mut progress = |what: &str, done: u64, total: u64| {
         let mut cur = heads_pb.borrow_mut();
-        if cur.as_ref().is_none_or(|(c, _)| *c != ctx) {
+        if cur.as_ref().is_none_or(|(c, _)| c != what) {
             if let Some((_, pb)) = cur.take() {
                 pb.finish_and_clear();
             }
-            *cur = Some((ctx, bar(total, ctx.name())));
+            *cur = Some((what.to_owned(), bar(total, what)));
         }
         if let Some((_, pb)) = cur.as_ref() {
             pb.set_position(done);

@@ -1037,7 +1037,8 @@ async fn audit_bench(b: AuditBench) -> anyhow::Result<ExitCode> {
         kind: "embedded store",
     };
     let rules = hotaru_server::audit::AuditRules::at(hotaru_events::Clock::now(&SystemClock));
-    let report = hotaru_server::audit::audit(&source, &rules, scan, &mut |_, _, _| {}).await?;
+    let report =
+        hotaru_server::audit::audit(&source, &rules, scan, &mut |_: &str, _, _| {}).await?;
     let secs = started.elapsed().as_secs_f64();
     writeln!(
         out,

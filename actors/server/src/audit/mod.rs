@@ -280,8 +280,9 @@ impl Facts {
     }
 }
 
-/// Progress while reading: (context, frames read so far, frames claimed).
-pub type Progress<'a> = &'a mut dyn FnMut(Context, u64, u64);
+/// Progress: (what, done, total): a context's name with commits read and claimed, then
+/// "scan" with bytes scanned and to scan.
+pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, u64);
 
 /// Runs every check over `source`. `scan` is the persisted bytes the privacy check reads
 /// (the store's files, the processes' own log files).
@@ -355,7 +356,7 @@ pub async fn audit<S: AuditSource>(
                     }
                 }
             }
-            progress(ctx, verifier.commits(), head);
+            progress(ctx.name(), verifier.commits(), head);
             if broken {
                 break;
             }
@@ -404,7 +405,7 @@ pub async fn audit<S: AuditSource>(
     let keys = open_uploads(source, &facts).await?;
     let authorised = check_authorisation(&facts, rules);
     let batches = check_batches(source, &facts, &keys, &authorised.1, rules).await?;
-    let privacy = check_privacy(&scan);
+    let privacy = check_privacy(&scan, progress);
     let retention = check_retention(source, &facts, rules).await?;
 
     let mut figures = Check::new("figures", "Figures by day");
@@ -820,7 +821,7 @@ pub fn scan_bytes(b: &[u8]) -> Vec<(PersonalKind, usize)> {
 }
 
 /// Check 4.
-fn check_privacy(scan: &[ScanInput]) -> Check {
+fn check_privacy(scan: &[ScanInput], progress: Progress<'_>) -> Check {
     let mut c = Check::new("privacy", "No personal data anywhere");
     let mut fields_n = 0;
     for t in EventType::ALL {
@@ -846,8 +847,10 @@ fn check_privacy(scan: &[ScanInput]) -> Check {
         .map(|h| h.trim().to_owned())
         .unwrap_or_default();
     let mut total = 0u64;
+    let to_scan: u64 = scan.iter().map(|s| s.bytes.len() as u64).sum();
     let mut by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
     for s in scan {
+        progress("scan", total, to_scan);
         total += s.bytes.len() as u64;
         for (kind, at) in scan_bytes(&s.bytes) {
             *by_kind.entry(kind.name()).or_default() += 1;
@@ -865,6 +868,7 @@ fn check_privacy(scan: &[ScanInput]) -> Check {
             )));
         }
     }
+    progress("scan", total, to_scan);
     c.evidence.push(format!(
         "scanned {total} bytes in {} places ({}) for e-mail addresses, phone numbers, IPv4/IPv6 and MAC addresses, coordinates and this machine's host name: {}",
         scan.len(),
