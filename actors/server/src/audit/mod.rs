@@ -181,7 +181,6 @@ struct NumberLife {
 
 struct SignedBatch {
     position: u64,
-    at: UnixMillis,
     signed: BatchSigned,
     published: Option<BatchPublished>,
 }
@@ -251,7 +250,6 @@ impl Facts {
                 self.day(at).keys_published += u64::from(e.key_count);
                 self.batches.entry(region).or_default().push(SignedBatch {
                     position: env.position,
-                    at,
                     signed: e,
                     published: None,
                 });
@@ -744,7 +742,6 @@ async fn check_batches<S: AuditSource>(
                 }
             }
             prev = (s.through_position, s.end);
-            let _ = b.at;
         }
     }
     // Every released key is in a batch: nothing released before the last batch is left out.
