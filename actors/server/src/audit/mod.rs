@@ -387,6 +387,17 @@ pub async fn audit<S: AuditSource>(
             "{events} events in {commits} commits verified before the breaks below; the checks that follow saw only those"
         )
     });
+    if !facts.event_types.is_empty() {
+        integrity.evidence.push(format!(
+            "events by type: {}",
+            facts
+                .event_types
+                .iter()
+                .map(|(t, n)| format!("{t} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     for c in &contexts {
         if c.commits > 0 {
             integrity.evidence.push(format!(
