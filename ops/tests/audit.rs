@@ -324,6 +324,68 @@ fn tampering_with_an_archive_is_found_and_pinpointed() {
         findings(&r, "integrity").is_empty(),
         "the log itself is intact"
     );
+
+    // A batch that publishes a key still on hold (today's, released only 2 h after it
+    // expires): the file's keys are judged, not only its hash.
+    let mut a = Archive::read_file(&archive).unwrap();
+    let held = held_key(&a);
+    let (name, zip) = a
+        .blobs
+        .iter()
+        .next()
+        .map(|(n, z)| (n.clone(), z.clone()))
+        .unwrap();
+    let mut e = hotaru_protocol::export::read_zip(&zip, Default::default()).unwrap();
+    e.file.keys.push(hotaru_protocol::DiagnosisKey {
+        tek: hotaru_protocol::Tek::from_bytes(held.key_data),
+        rolling_start: hotaru_protocol::EnIntervalNumber(held.rolling_start_interval),
+        rolling_period: held.rolling_period,
+        transmission_risk_level: 4,
+        report_type: hotaru_protocol::ReportType::ConfirmedTest,
+        days_since_onset: Some(0),
+    });
+    let bin = e.file.encode();
+    let sig = hotaru_protocol::export::sign_export(&bin, 1, 1, &[&foreign], &rng);
+    a.blobs
+        .insert(name, hotaru_protocol::export::write_zip(&bin, &sig));
+    write_archive(&a, &bad);
+    let (code, r) = audit(&["--archive", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    let f = findings(&r, "batches");
+    assert!(
+        f.iter()
+            .any(|f| f.contains("published before its release time")),
+        "{f:?}"
+    );
+}
+
+/// The uploaded key released last (today's key, held until 2 h after it expires), opened
+/// with the archive's day keys as the committee can.
+fn held_key(a: &Archive) -> DiagnosisKey {
+    let reg = hotaru_events::Context::Registration as u8;
+    let mut best: Option<UploadedKey> = None;
+    for (_, frame) in &a.frames[&reg] {
+        let (_, commit) = hotaru_events::Frame::decode(frame).unwrap();
+        for env in commit.envelopes().flatten() {
+            let DomainEvent::DiagnosisKeysUploaded(u) = env.event else {
+                continue;
+            };
+            let UploadedKeys::Sealed(sealed) = u.keys else {
+                continue;
+            };
+            let plain =
+                hotaru_server::daykeys::open_with_stored(&a.day_keys[&sealed.day.0], &sealed)
+                    .unwrap();
+            let (keys, _): (Vec<UploadedKey>, _) =
+                bincode::serde::decode_from_slice(&plain, bincode::config::standard()).unwrap();
+            for k in keys {
+                if best.is_none_or(|b| k.release_at > b.release_at) {
+                    best = Some(k);
+                }
+            }
+        }
+    }
+    best.unwrap().key
 }
 
 #[test]

@@ -582,6 +582,13 @@ async fn check_batches<S: AuditSource>(
     let mut c = Check::new("batches", "Every batch re-derives from the events");
     let (mut rebuilt, mut by_hash, mut files_checked) = (0, 0, 0);
     let mut published: HashMap<[u8; 16], u64> = HashMap::new();
+    // Every readable uploaded key by its key bytes, to judge the keys the zips really hold.
+    let mut uploaded: HashMap<[u8; 16], (usize, UploadedKey)> = HashMap::new();
+    for (i, keys) in opened.iter().enumerate() {
+        for k in keys.iter().flatten() {
+            uploaded.insert(k.key.key_data, (i, *k));
+        }
+    }
     for (region, list) in &facts.batches {
         let vkeys: Vec<VerificationKey> = facts
             .signing_keys
@@ -623,11 +630,6 @@ async fn check_batches<S: AuditSource>(
                                 key: *k,
                             };
                             if in_batch(&pk, prev, s.through_position, s.end) {
-                                if !authorised[i] {
-                                    c.fail(finding(
-                                        "it holds keys of an upload without authorisation".into(),
-                                    ));
-                                }
                                 real.push((i, *k));
                             }
                         }
@@ -638,29 +640,11 @@ async fn check_batches<S: AuditSource>(
                     None => {}
                 }
             }
-            for (i, k) in &real {
-                if let Some(other) = published.insert(k.key.key_data, id) {
-                    c.fail(finding(format!("a key is also in batch {other}")));
-                }
-                // Released only after its hold, and only inside the infectious period.
-                if k.release_at > s.end {
-                    c.fail(finding(
-                        "a key was published before its release time".into(),
-                    ));
-                }
-                let basis = facts.cases.get(&facts.uploads[*i].case_id);
-                if let Some(CaseBasis::SymptomOnset(d) | CaseBasis::Sample(d)) = basis {
-                    let first =
-                        u64::from(d.0.saturating_sub(rules.infectious_days_before)) * DAY_MS;
-                    let key_end =
-                        u64::from(k.key.rolling_start_interval + k.key.rolling_period) * 600_000;
-                    if key_end <= first {
-                        c.fail(finding(
-                            "a key from before its case's infectious period was published".into(),
-                        ));
-                    }
-                }
-            }
+            let padding: std::collections::HashSet<[u8; 16]> =
+                padding_keys(&s.padding_seed, s.padding_count as usize, s.end, 4)
+                    .iter()
+                    .map(|k| k.key_data)
+                    .collect();
             let can_rebuild = shredded == 0 && real.len() as u32 == s.key_count;
             if shredded == 0 && real.len() as u32 != s.key_count {
                 c.fail(finding(format!(
@@ -725,6 +709,58 @@ async fn check_batches<S: AuditSource>(
                                         "file {}'s export.bin is not the one recorded",
                                         n + 1
                                     )));
+                                }
+                                // The keys the file really holds: each from an authorised
+                                // upload, released, inside its case's infectious period,
+                                // in no other batch; or one of the recorded padding keys.
+                                for key in &e.file.keys {
+                                    let kd = *key.tek.as_bytes();
+                                    if padding.contains(&kd) {
+                                        continue;
+                                    }
+                                    let Some((i, k)) = uploaded.get(&kd) else {
+                                        if shredded == 0 {
+                                            c.fail(finding(format!(
+                                                "file {} holds a key that no upload holds",
+                                                n + 1
+                                            )));
+                                        }
+                                        continue;
+                                    };
+                                    if let Some(other) = published.insert(kd, id)
+                                        && other != id
+                                    {
+                                        c.fail(finding(format!("a key is also in batch {other}")));
+                                    }
+                                    if !authorised[*i] {
+                                        c.fail(finding(
+                                            "it publishes a key of an upload without authorisation"
+                                                .into(),
+                                        ));
+                                    }
+                                    if k.release_at > s.end {
+                                        c.fail(finding(
+                                            "a key was published before its release time (the hold after expiry)"
+                                                .into(),
+                                        ));
+                                    }
+                                    let case = facts.cases.get(&facts.uploads[*i].case_id);
+                                    if let Some(CaseBasis::SymptomOnset(d) | CaseBasis::Sample(d)) =
+                                        case
+                                    {
+                                        let first = u64::from(
+                                            d.0.saturating_sub(rules.infectious_days_before),
+                                        ) * DAY_MS;
+                                        let key_end = u64::from(
+                                            k.key.rolling_start_interval + k.key.rolling_period,
+                                        ) * 600_000;
+                                        if key_end <= first {
+                                            c.fail(finding(
+                                                "a key from before its case's infectious period was published"
+                                                    .into(),
+                                            ));
+                                        }
+                                    }
                                 }
                                 for sig in &e.signatures {
                                     let known = vkeys.iter().any(|k| {
