@@ -473,12 +473,54 @@ fn tampering_with_a_live_store_is_found() {
         "{f:?}"
     );
 
+    // Operation logs: one "deleted" by an event while its key stays readable, one left open.
+    rt.block_on(async {
+        use std::sync::Arc;
+        let log = SledLog::open(std::path::Path::new(c)).unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(hotaru_actors::SystemClock);
+        let ids: Arc<dyn hotaru_actors::IdSource> = Arc::new(hotaru_actors::RandomIds::default());
+        let kept = hotaru_server::support::receive(&log, &clock, &ids, b"09:00 check ok")
+            .await
+            .unwrap();
+        hotaru_server::support::receive(&log, &clock, &ids, b"10:00 check ok")
+            .await
+            .unwrap();
+        let now = clock.now();
+        let ev = NewEvent::new(
+            ids.next_id(now),
+            now,
+            DomainEvent::OperationLogDeleted(hotaru_events::domain::OperationLogDeleted {
+                log_id: kept,
+            }),
+        );
+        log.append(
+            hotaru_server::support::oplog_stream(kept),
+            ExpectedVersion::Exact(1),
+            vec![ev],
+        )
+        .await
+        .unwrap();
+    });
+    let (code, r) = audit(&["--data-dir", c]);
+    assert_eq!(code, Some(1));
+    let f = findings(&r, "retention");
+    assert!(
+        f.iter()
+            .any(|f| f.contains("was deleted (OperationLogDeleted) but its key is still readable")),
+        "{f:?}"
+    );
+
     // An expired day left unshredded: audited 20 days later, nothing has destroyed it.
     let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(20 * 24);
     let (code, r) = audit(&["--data-dir", c, "--at", &later.to_string()]);
     assert_eq!(code, Some(1));
     let f = findings(&r, "retention");
-    assert!(f.iter().any(|f| f.contains("still readable")), "{f:?}");
+    assert!(f.iter().any(|f| f.contains("keys of")), "{f:?}");
+    assert!(
+        f.iter()
+            .any(|f| f.contains("is past its retention and not deleted")),
+        "{f:?}"
+    );
 }
 
 /// After retention has shredded the demo's day, its batch can no longer be rebuilt: the

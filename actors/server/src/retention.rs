@@ -17,8 +17,9 @@ pub fn retention_stream(day: Day) -> StreamId {
     StreamId::new(StreamKind::RetentionDay, day.0.to_string()).expect("digits are a valid id")
 }
 
-/// Destroys every day key older than `retention_days` and records it. Returns the days
-/// shredded now. Safe to run on several nodes at once.
+/// Destroys every day key older than `retention_days` and records it, and deletes the
+/// operation logs received before then (OperationLogDeleted). Returns the days shredded
+/// now. Safe to run on several nodes at once.
 pub async fn expire<L: EventLog + SideStore>(
     log: &L,
     keys: &DayKeys<L>,
@@ -48,5 +49,10 @@ pub async fn expire<L: EventLog + SideStore>(
         }
     }
     keys.forget_cache();
+    // Operation logs whose investigation never closed go too.
+    let closed = crate::support::expire(log, clock, ids, retention_days).await?;
+    if !closed.is_empty() {
+        tracing::info!(logs = closed.len(), "operation logs past retention deleted");
+    }
     Ok(shredded)
 }

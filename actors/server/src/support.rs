@@ -11,7 +11,8 @@ use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
-const NS: &str = "oplogkeys";
+/// The side-store namespace of the operation logs' keys.
+pub const NS: &str = "oplogkeys";
 
 pub fn oplog_stream(id: LogId) -> StreamId {
     StreamId::new(StreamKind::OperationLog, hex::encode(id.0)).expect("hex is a valid id")
@@ -122,5 +123,80 @@ pub async fn close<L: EventLog + SideStore>(
     {
         Ok(_) | Err(LogError::Conflict { .. }) => Ok(true),
         Err(e) => Err(e),
+    }
+}
+
+/// Closes every operation log received more than `retention_days` ago whose investigation
+/// is still open: nothing is kept past its retention. Returns the logs closed now.
+pub async fn expire<L: EventLog + SideStore>(
+    log: &L,
+    clock: &Arc<dyn Clock>,
+    ids: &Arc<dyn IdSource>,
+    retention_days: u32,
+) -> Result<Vec<LogId>, LogError> {
+    let cutoff = clock
+        .now()
+        .0
+        .saturating_sub(u64::from(retention_days) * 86_400_000);
+    let (mut received, mut deleted) = (Vec::new(), std::collections::HashSet::new());
+    let mut from = 1;
+    loop {
+        let batch = log
+            .read_all(hotaru_events::Context::Support, from, 4096)
+            .await?;
+        let Some(last) = batch.last() else { break };
+        from = last.position + 1;
+        for c in &batch {
+            for env in c.commit.envelopes().flatten() {
+                match env.event {
+                    DomainEvent::OperationLogReceived(r) if env.occurred_at.0 < cutoff => {
+                        received.push(r.log_id);
+                    }
+                    DomainEvent::OperationLogDeleted(d) => {
+                        deleted.insert(d.log_id);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut closed = Vec::new();
+    for id in received.into_iter().filter(|id| !deleted.contains(id)) {
+        if close(log, clock, ids, id).await? {
+            closed.push(id);
+        }
+    }
+    Ok(closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use hotaru_actors::{ManualClock, RandomIds};
+    use hotaru_events::UnixMillis;
+    use hotaru_log::SledLog;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn logs_past_their_retention_are_closed_and_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path()).unwrap();
+        let manual = ManualClock::at(UnixMillis(100 * 86_400_000));
+        let clock: Arc<dyn Clock> = Arc::new(manual.clone());
+        let ids: Arc<dyn IdSource> = Arc::new(RandomIds::default());
+        let old = receive(&log, &clock, &ids, b"12:00 check ok")
+            .await
+            .unwrap();
+        manual.advance_millis(10 * 86_400_000);
+        let young = receive(&log, &clock, &ids, b"13:00 check ok")
+            .await
+            .unwrap();
+        manual.advance_millis(5 * 86_400_000);
+        // 15 days for the old one, 5 for the young one.
+        assert_eq!(expire(&log, &clock, &ids, 14).await.unwrap(), vec![old]);
+        assert_eq!(read(&log, old).await.unwrap(), None);
+        assert!(read(&log, young).await.unwrap().is_some());
+        // Nothing more to do the second time.
+        assert_eq!(expire(&log, &clock, &ids, 14).await.unwrap(), vec![]);
     }
 }

@@ -194,6 +194,8 @@ struct Facts {
     batches: BTreeMap<String, Vec<SignedBatch>>,
     signing_keys: BTreeMap<String, Vec<(u32, u32, Vec<u8>)>>, // region: (key_id, version, spki)
     expired_days: Vec<Day>,
+    /// Operation logs: when received, and whether deleted.
+    op_logs: BTreeMap<[u8; 16], (UnixMillis, bool)>,
     days: BTreeMap<u32, DayFigures>,
     event_types: BTreeMap<&'static str, u64>,
 }
@@ -273,6 +275,12 @@ impl Facts {
                     .push((e.info.key_id, e.info.key_version, e.public_key_spki));
             }
             DomainEvent::RetentionExpired(e) => self.expired_days.push(e.day),
+            DomainEvent::OperationLogReceived(e) => {
+                self.op_logs.entry(e.log_id.0).or_insert((at, false)).0 = at;
+            }
+            DomainEvent::OperationLogDeleted(e) => {
+                self.op_logs.entry(e.log_id.0).or_insert((at, true)).1 = true;
+            }
             _ => {}
         }
     }
@@ -968,6 +976,43 @@ async fn check_retention<S: AuditSource>(
             )));
         }
     }
+    // Operation logs: deleted ones unreadable, none kept past the retention.
+    let (mut open, mut unknown) = (0, 0);
+    for (id, (at, deleted)) in &facts.op_logs {
+        let held = source
+            .op_log_key_held(hotaru_events::domain::LogId(*id))
+            .await?;
+        if held.is_none() {
+            unknown += 1;
+        }
+        let short = &hex::encode(id)[..8];
+        if *deleted && held == Some(true) {
+            c.fail(Finding::new(format!(
+                "operation log {short}… was deleted (OperationLogDeleted) but its key is still readable"
+            )));
+        }
+        if !*deleted {
+            open += 1;
+            if at.day() < oldest_kept {
+                c.fail(Finding::new(format!(
+                    "operation log {short}… received on {} is past its retention and not deleted",
+                    date(at.day())
+                )));
+            }
+        }
+    }
+    let op_logs = format!(
+        "{} operation logs: {} deleted, {open} open{}",
+        facts.op_logs.len(),
+        facts.op_logs.len() - open,
+        if unknown > 0 {
+            format!(
+                " ({unknown} keys not checkable from this source: an archive holds no log keys)"
+            )
+        } else {
+            ", every deleted log's key gone".to_owned()
+        }
+    );
     let unreadable = facts
         .uploads
         .iter()
@@ -980,5 +1025,6 @@ async fn check_retention<S: AuditSource>(
         date(oldest_kept),
         facts.expired_days.len(),
     ));
+    c.evidence.push(op_logs);
     Ok(c)
 }

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use hotaru_events::Context;
-use hotaru_events::domain::Day;
+use hotaru_events::domain::{Day, LogId};
 use hotaru_log::{EventLog, LogError, SideStore};
 
 use super::archive::Archive;
@@ -31,6 +31,12 @@ pub trait AuditSource {
     async fn day_key_days(&self) -> Result<Vec<Day>, LogError>;
     /// A published zip by its blob name (hex SHA-256).
     async fn blob(&self, name: &str) -> Result<Option<Vec<u8>>, LogError>;
+    /// Whether an operation log's key is still held; `None` when the source cannot tell
+    /// (an archive carries no operation-log keys).
+    async fn op_log_key_held(&self, id: LogId) -> Result<Option<bool>, LogError> {
+        let _ = id;
+        Ok(None)
+    }
     /// Problems with the container itself (an archive's checksum), as findings.
     fn container_findings(&self) -> Vec<String> {
         Vec::new()
@@ -87,6 +93,15 @@ impl<L: EventLog + SideStore> AuditSource for LiveSource<L> {
 
     async fn blob(&self, name: &str) -> Result<Option<Vec<u8>>, LogError> {
         self.log.blob_get(name).await
+    }
+
+    async fn op_log_key_held(&self, id: LogId) -> Result<Option<bool>, LogError> {
+        Ok(Some(
+            self.log
+                .side_get(crate::support::NS, &hex::encode(id.0))
+                .await?
+                .is_some(),
+        ))
     }
 }
 
