@@ -77,9 +77,10 @@ async fn env_with(nats: bool, per_minute: u32, burst: u32) -> Env {
         // a cluster's gateways and actor nodes.
         AnyLog::Nats(n) => {
             let client = n.jetstream().client();
-            hotaru_server::commands::serve_nats(node.actors(), client.clone())
+            let service = hotaru_server::commands::serve_nats(node.actors(), client.clone())
                 .await
                 .unwrap();
+            keep.push(Box::new(service));
             Gateway::new(
                 hotaru_server::commands::Commands::Nats(client),
                 log.clone(),
@@ -987,4 +988,76 @@ async fn google_publish_with_revision_tokens(nats: bool) {
     for c in &report.checks {
         assert!(c.passed, "{c:?}");
     }
+}
+
+/// An actor node that stops answers every command it took: commands in flight when it
+/// drains get their answers, later ones are told at once that nobody answers; none waits
+/// for the timeout.
+#[actix_rt::test]
+async fn a_draining_actor_node_answers_what_it_took() {
+    use hotaru_server::commands::{CommandError, Commands};
+    let s = hotaru_test_support::NatsServer::start();
+    let log = AnyLog::Nats(NatsLog::connect(&NatsConfig::new(s.url())).await.unwrap());
+    let config = ServerConfig {
+        digest_secret: Some("cd".repeat(32)),
+        ..ServerConfig::default()
+    };
+    let arbiters = Arbiters::new(2);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let node = Node::start(
+        log.clone(),
+        &config,
+        clock,
+        Arc::new(RandomIds::default()),
+        &arbiters,
+    )
+    .await
+    .unwrap();
+    let AnyLog::Nats(n) = &log else {
+        unreachable!()
+    };
+    let service = hotaru_server::commands::serve_nats(node.actors(), n.jetstream().client())
+        .await
+        .unwrap();
+    // The edge on a connection of its own.
+    let edge = async_nats::connect(s.url()).await.unwrap();
+    let commands: Commands<AnyLog> = Commands::Nats(edge);
+    let started = Instant::now();
+    let today = hotaru_events::domain::Day((SystemClock.now().0 / 86_400_000) as u32);
+    let wave = |n: usize| {
+        let commands = commands.clone();
+        async move {
+            futures::future::join_all((0..n).map(|_| {
+                commands.confirm_case(
+                    hotaru_events::domain::CentreId(1),
+                    hotaru_events::domain::CaseBasis::Sample(today),
+                )
+            }))
+            .await
+        }
+    };
+    // A wave in flight when the node is told to stop: every command it took is answered.
+    let first = actix_rt::spawn(wave(300));
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    service.stop().await;
+    let first = first.await.unwrap();
+    for r in &first {
+        if let Err(e) = r {
+            // Sent after the drain began: nobody answers, and NATS says so at once.
+            assert!(
+                matches!(e, CommandError::Unavailable(m) if m.contains("no responders")),
+                "{e}"
+            );
+        }
+    }
+    assert!(first.iter().any(|r| r.is_ok()), "the first wave was taken");
+    // After the stop nobody answers, and the edge learns it at once.
+    for r in wave(10).await {
+        assert!(
+            matches!(&r, Err(CommandError::Unavailable(m)) if m.contains("no responders")),
+            "{r:?}"
+        );
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    drop(arbiters);
 }

@@ -196,12 +196,32 @@ impl<L: EventLog + SideStore + Unpin> LocalActors<L> {
     }
 }
 
+/// A node answering commands over NATS; [`CommandService::stop`] drains it.
+pub struct CommandService {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl CommandService {
+    /// Stops taking commands (the queue group sends new ones to the other nodes at once),
+    /// answers the ones already taken, and returns when they are answered (at most
+    /// `TIMEOUT`).
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(d) = self.done.take() {
+            let _ = tokio::time::timeout(TIMEOUT, d).await;
+        }
+    }
+}
+
 /// Starts answering commands from NATS on the current actix arbiter: each command goes
-/// to one node of the queue group and runs in its own task.
+/// to one node of the queue group; the node runs the commands it takes concurrently.
 pub async fn serve_nats<L: EventLog + SideStore + Unpin + 'static>(
     actors: LocalActors<L>,
     client: async_nats::Client,
-) -> Result<(), LogError> {
+) -> Result<CommandService, LogError> {
     let mut sub = client
         .queue_subscribe(SUBJECT, QUEUE.into())
         .await
@@ -211,24 +231,46 @@ pub async fn serve_nats<L: EventLog + SideStore + Unpin + 'static>(
         .flush()
         .await
         .map_err(|e| LogError::Backend(e.to_string()))?;
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     actix::spawn(async move {
-        while let Some(msg) = sub.next().await {
-            let Some(reply_to) = msg.reply.clone() else {
-                continue;
-            };
-            let (actors, client) = (actors.clone(), client.clone());
-            actix::spawn(async move {
-                let out = match decode::<Command>(&msg.payload) {
-                    Ok(cmd) => actors.run(cmd).await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = client.publish(reply_to, encode(&out).into()).await {
-                    tracing::warn!(error = %e, "a command's answer could not be sent");
+        let mut inflight = futures::stream::FuturesUnordered::new();
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                _ = &mut stop_rx, if !draining => {
+                    draining = true;
+                    // Unsubscribe; messages already delivered still come out of `sub`.
+                    if let Err(e) = sub.drain().await {
+                        tracing::warn!(error = %e, "draining the command subscription failed");
+                        break;
+                    }
                 }
-            });
+                msg = sub.next() => {
+                    let Some(msg) = msg else { break };
+                    let Some(reply_to) = msg.reply.clone() else { continue };
+                    let (actors, client) = (actors.clone(), client.clone());
+                    inflight.push(async move {
+                        let out = match decode::<Command>(&msg.payload) {
+                            Ok(cmd) => actors.run(cmd).await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = client.publish(reply_to, encode(&out).into()).await {
+                            tracing::warn!(error = %e, "a command's answer could not be sent");
+                        }
+                    });
+                }
+                Some(()) = inflight.next(), if !inflight.is_empty() => {}
+            }
         }
+        while inflight.next().await.is_some() {}
+        let _ = client.flush().await;
+        let _ = done_tx.send(());
     });
-    Ok(())
+    Ok(CommandService {
+        stop: Some(stop_tx),
+        done: Some(done_rx),
+    })
 }
 
 /// Where the edge sends its commands.

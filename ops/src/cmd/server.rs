@@ -141,14 +141,18 @@ pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::warn!(region = %config.batch.region, "no signing key yet: batches wait for `hotaru keys generate`");
         }
         let (node, arbiters) = start(&log, &config).await?;
-        if let Some(client) = &nats {
-            hotaru_server::commands::serve_nats(node.actors(), client.clone()).await?;
-            tracing::info!(
-                queue = hotaru_server::commands::QUEUE,
-                "answering commands from gateways over NATS"
-            );
-        }
-        Some((node, arbiters))
+        let service = match &nats {
+            Some(client) => {
+                let s = hotaru_server::commands::serve_nats(node.actors(), client.clone()).await?;
+                tracing::info!(
+                    queue = hotaru_server::commands::QUEUE,
+                    "answering commands from gateways over NATS"
+                );
+                Some(s)
+            }
+            None => None,
+        };
+        Some((node, arbiters, service))
     };
     if a.role == Role::Actors {
         tracing::info!(
@@ -158,9 +162,7 @@ pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         );
         stop_signal().await?;
         tracing::info!("stopping");
-        if let Some((_, arbiters)) = node {
-            arbiters.stop();
-        }
+        stop_node(node).await;
         return Ok(ExitCode::SUCCESS);
     }
     let limits = hotaru_edge_gateway::limits::EdgeLimits::new(
@@ -168,7 +170,7 @@ pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         config.gateway.write_burst,
     );
     let mut gateway = match (&node, &nats) {
-        (Some((node, _)), _) => hotaru_edge_gateway::Gateway::for_node(
+        (Some((node, _, _)), _) => hotaru_edge_gateway::Gateway::for_node(
             node,
             log.clone(),
             clock.clone(),
@@ -231,10 +233,24 @@ pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     server.await?;
     tracing::info!("stopping");
-    if let Some((_, arbiters)) = node {
+    stop_node(node).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stops taking commands from NATS (answering those taken), then the actors.
+async fn stop_node(
+    node: Option<(
+        Node<AnyLog>,
+        Arbiters,
+        Option<hotaru_server::commands::CommandService>,
+    )>,
+) {
+    if let Some((_, arbiters, service)) = node {
+        if let Some(s) = service {
+            s.stop().await;
+        }
         arbiters.stop();
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Waits for SIGINT or SIGTERM.
