@@ -192,9 +192,12 @@ fn gateways_and_actor_nodes_scale_separately_over_nats() {
             let n = c.number().await;
             let (st, v) = c.upload(&n, seed).await;
             assert_eq!((st, v["accepted"].as_u64()), (200, Some(1)), "{v}");
-            // Errors cross the wire with their codes.
-            let (st, v) = c.upload(&n, seed).await;
-            assert_eq!((st, v["code"].as_str()), (400, Some("ERR_B_NUMBER_WRONG")));
+            // Errors cross the wire with their codes (twice only: five failures from one
+            // source on one node would start its back-off, error C).
+            if seed <= 2 {
+                let (st, v) = c.upload(&n, seed).await;
+                assert_eq!((st, v["code"].as_str()), (400, Some("ERR_B_NUMBER_WRONG")));
+            }
         }
         let r = c
             .http

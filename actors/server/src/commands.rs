@@ -299,12 +299,13 @@ impl<L: EventLog + SideStore + Unpin> Commands<L> {
         match self {
             Commands::Local(a) => a.run(cmd).await,
             Commands::Nats(client) => {
-                let request = client.request(SUBJECT, encode(&cmd).into());
-                let msg = match tokio::time::timeout(TIMEOUT, request).await {
-                    Err(_) => return Err(CommandError::Unavailable("timed out".into())),
-                    Ok(Err(e)) => return Err(CommandError::Unavailable(e.to_string())),
-                    Ok(Ok(m)) => m,
-                };
+                let request = async_nats::Request::new()
+                    .payload(encode(&cmd).into())
+                    .timeout(Some(TIMEOUT));
+                let msg = client
+                    .send_request(SUBJECT, request)
+                    .await
+                    .map_err(|e| CommandError::Unavailable(e.to_string()))?;
                 decode::<Result<Reply, CommandError>>(&msg.payload)?
             }
         }
