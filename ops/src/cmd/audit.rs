@@ -58,17 +58,15 @@ fn scan_paths(paths: &[PathBuf], root: Option<&Path>) -> anyhow::Result<Vec<Scan
     for p in paths {
         files_under(p, &mut files).with_context(|| format!("cannot read {}", p.display()))?;
     }
-    files
+    Ok(files
         .into_iter()
         .map(|f| {
-            let bytes =
-                std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
             let name = root
                 .and_then(|r| f.strip_prefix(r).ok())
                 .map_or_else(|| f.display().to_string(), |r| r.display().to_string());
-            Ok(ScanInput { name, bytes })
+            ScanInput::file(name, f)
         })
-        .collect()
+        .collect())
 }
 
 /// The side-store namespaces Hotaru writes (secrets, API-key digests and labels, keys).
@@ -106,10 +104,7 @@ async fn scan_log(log: &AnyLog) -> anyhow::Result<Vec<ScanInput>> {
                 }
             }
         }
-        out.push(ScanInput {
-            name: format!("stream of {}", ctx.name()),
-            bytes,
-        });
+        out.push(ScanInput::bytes(format!("stream of {}", ctx.name()), bytes));
     }
     for ns in SIDE_NAMESPACES {
         let mut bytes = Vec::new();
@@ -121,18 +116,12 @@ async fn scan_log(log: &AnyLog) -> anyhow::Result<Vec<ScanInput>> {
                 bytes.push(0);
             }
         }
-        out.push(ScanInput {
-            name: format!("side store {ns}"),
-            bytes,
-        });
+        out.push(ScanInput::bytes(format!("side store {ns}"), bytes));
     }
     for addr in blobs {
         let name = hex::encode(addr);
         if let Some(zip) = log.blob_get(&name).await? {
-            out.push(ScanInput {
-                name: format!("export {}", &name[..12]),
-                bytes: zip,
-            });
+            out.push(ScanInput::bytes(format!("export {}", &name[..12]), zip));
         }
     }
     Ok(out)
@@ -165,13 +154,13 @@ pub(crate) async fn run(a: AuditArgs) -> anyhow::Result<ExitCode> {
         Some(file) => {
             let archive = Archive::read_file(file)
                 .with_context(|| format!("cannot read the archive {}", file.display()))?;
-            let mut scan = vec![ScanInput {
-                name: file.file_name().map_or_else(
+            let mut scan = vec![ScanInput::file(
+                file.file_name().map_or_else(
                     || "the archive".into(),
                     |n| n.to_string_lossy().into_owned(),
                 ),
-                bytes: std::fs::read(file)?,
-            }];
+                file.clone(),
+            )];
             scan.append(&mut extra);
             audit(&archive, &rules, scan, &mut progress).await?
         }

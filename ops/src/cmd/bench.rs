@@ -1026,10 +1026,10 @@ async fn audit_bench(b: AuditBench) -> anyhow::Result<ExitCode> {
                 paths.push(e?.path());
             }
         } else {
-            scan.push(hotaru_server::audit::ScanInput {
-                name: p.display().to_string(),
-                bytes: std::fs::read(&p)?,
-            });
+            scan.push(hotaru_server::audit::ScanInput::file(
+                p.display().to_string(),
+                p.clone(),
+            ));
         }
     }
     let source = hotaru_server::audit::LiveSource {

@@ -158,10 +158,88 @@ pub struct Report {
     pub bytes_scanned: u64,
 }
 
-/// Bytes the privacy scan reads, with a name for the report.
+/// What the privacy scan reads, with a name for the report: bytes in memory, or a file
+/// read in windows (a store of millions of events is gigabytes).
 pub struct ScanInput {
     pub name: String,
-    pub bytes: Vec<u8>,
+    pub data: ScanData,
+}
+
+pub enum ScanData {
+    Bytes(Vec<u8>),
+    File(std::path::PathBuf),
+}
+
+impl ScanInput {
+    pub fn bytes(name: impl Into<String>, bytes: Vec<u8>) -> Self {
+        Self {
+            name: name.into(),
+            data: ScanData::Bytes(bytes),
+        }
+    }
+
+    pub fn file(name: impl Into<String>, path: std::path::PathBuf) -> Self {
+        Self {
+            name: name.into(),
+            data: ScanData::File(path),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match &self.data {
+            ScanData::Bytes(b) => b.len() as u64,
+            ScanData::File(p) => std::fs::metadata(p).map_or(0, |m| m.len()),
+        }
+    }
+}
+
+/// A file is scanned in windows of this size, each read with this much context on both
+/// sides, and a match counts in the window where it starts: no match is cut in two or
+/// found twice (the longest shape is far shorter than the context).
+const SCAN_WINDOW: u64 = 8 << 20;
+const SCAN_CONTEXT: u64 = 4096;
+
+/// Scans one input: every match (kind, offset) and the offsets of `needle`.
+fn scan_input(
+    input: &ScanInput,
+    needle: &[u8],
+) -> std::io::Result<(Vec<(PersonalKind, u64)>, bool)> {
+    let one = |buf: &[u8], base: u64, region: std::ops::Range<u64>| {
+        let found: Vec<(PersonalKind, u64)> = scan_bytes(buf)
+            .into_iter()
+            .map(|(k, at)| (k, base + at as u64))
+            .filter(|(_, at)| region.contains(at))
+            .collect();
+        let host = !needle.is_empty()
+            && buf
+                .windows(needle.len())
+                .enumerate()
+                .any(|(i, w)| w == needle && region.contains(&(base + i as u64)));
+        (found, host)
+    };
+    match &input.data {
+        ScanData::Bytes(b) => Ok(one(b, 0, 0..b.len() as u64)),
+        ScanData::File(path) => {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::File::open(path)?;
+            let len = f.metadata()?.len();
+            let (mut all, mut host) = (Vec::new(), false);
+            let mut buf = Vec::new();
+            let mut start = 0;
+            while start < len {
+                let end = (start + SCAN_WINDOW).min(len);
+                let from = start.saturating_sub(SCAN_CONTEXT);
+                let to = (end + SCAN_CONTEXT).min(len);
+                buf.resize((to - from) as usize, 0);
+                f.read_exact_at(&mut buf, from)?;
+                let (found, h) = one(&buf, from, start..end);
+                all.extend(found);
+                host |= h;
+                start = end;
+            }
+            Ok((all, host))
+        }
+    }
 }
 
 struct Upload {
@@ -452,7 +530,7 @@ pub async fn audit<S: AuditSource>(
         contexts,
         days: facts.days.into_values().collect(),
         events,
-        bytes_scanned: scan.iter().map(|s| s.bytes.len() as u64).sum(),
+        bytes_scanned: scan.iter().map(ScanInput::len).sum(),
     })
 }
 
@@ -899,12 +977,24 @@ fn check_privacy(scan: &[ScanInput], progress: Progress<'_>) -> Check {
         .map(|h| h.trim().to_owned())
         .unwrap_or_default();
     let mut total = 0u64;
-    let to_scan: u64 = scan.iter().map(|s| s.bytes.len() as u64).sum();
+    let to_scan: u64 = scan.iter().map(ScanInput::len).sum();
     let mut by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let needle = if hostname.len() >= 4 {
+        hostname.as_bytes()
+    } else {
+        &[][..]
+    };
     for s in scan {
         progress("scan", total, to_scan);
-        total += s.bytes.len() as u64;
-        for (kind, at) in scan_bytes(&s.bytes) {
+        total += s.len();
+        let (found, host) = match scan_input(s, needle) {
+            Ok(r) => r,
+            Err(e) => {
+                c.fail(Finding::new(format!("{} could not be read: {e}", s.name)));
+                continue;
+            }
+        };
+        for (kind, at) in found {
             *by_kind.entry(kind.name()).or_default() += 1;
             c.fail(Finding::new(format!(
                 "{} holds something shaped like {} at byte {at}",
@@ -912,7 +1002,7 @@ fn check_privacy(scan: &[ScanInput], progress: Progress<'_>) -> Check {
                 kind.name()
             )));
         }
-        if hostname.len() >= 4 && memchr_find(&s.bytes, hostname.as_bytes()).is_some() {
+        if host {
             *by_kind.entry("this machine's host name").or_default() += 1;
             c.fail(Finding::new(format!(
                 "{} holds this machine's host name",
@@ -940,10 +1030,6 @@ fn check_privacy(scan: &[ScanInput], progress: Progress<'_>) -> Check {
         }
     ));
     c
-}
-
-fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Check 5.
@@ -1027,4 +1113,36 @@ async fn check_retention<S: AuditSource>(
     ));
     c.evidence.push(op_logs);
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file is read in windows: a match across a window's edge is found once, at its
+    /// offset; a hex run across an edge is still taken for an identifier.
+    #[test]
+    fn files_are_scanned_in_windows_without_losing_or_doubling_a_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let mut data = vec![0u8; (2 * SCAN_WINDOW + 1000) as usize];
+        let edge = SCAN_WINDOW as usize;
+        let mail = b" taro.yamada@example.co.jp ";
+        data[edge - 10..edge - 10 + mail.len()].copy_from_slice(mail);
+        data[5000..5000 + mail.len()].copy_from_slice(mail);
+        // A hex digest across the second edge holds a phone-shaped digit run.
+        let hex = b"abcdef09012345678abcdefabcdef0123";
+        let second = 2 * edge;
+        data[second - 16..second - 16 + hex.len()].copy_from_slice(hex);
+        std::fs::write(&path, &data).unwrap();
+        let (found, host) = scan_input(&ScanInput::file("store", path), b"").unwrap();
+        assert!(!host);
+        let mut at: Vec<u64> = found.iter().map(|(_, a)| *a).collect();
+        at.sort();
+        assert_eq!(at, vec![5001, (edge - 9) as u64], "{found:?}");
+        assert!(found.iter().all(|(k, _)| *k == PersonalKind::Email));
+        // The same bytes in memory give the same answer.
+        let (mem, _) = scan_input(&ScanInput::bytes("mem", data), b"").unwrap();
+        assert_eq!(mem.len(), 2);
+    }
 }
