@@ -995,6 +995,7 @@ async fn google_publish_with_revision_tokens(nats: bool) {
 /// to the timeout.
 #[actix_rt::test]
 async fn a_draining_actor_node_answers_what_it_took() {
+    use futures::StreamExt as _;
     use hotaru_server::commands::{CommandError, Commands};
     let s = hotaru_test_support::NatsServer::start();
     let log = AnyLog::Nats(NatsLog::connect(&NatsConfig::new(s.url())).await.unwrap());
@@ -1036,8 +1037,29 @@ async fn a_draining_actor_node_answers_what_it_took() {
         }
     };
     // A wave in flight when the node is told to stop: every command it took is answered.
-    let first = actix_rt::spawn(wave(50));
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // The stop comes as soon as the first answer is back (the node is serving the wave),
+    // not after a guessed delay.
+    let (answered, first_answer) = tokio::sync::oneshot::channel();
+    let first = actix_rt::spawn({
+        let commands = commands.clone();
+        async move {
+            let mut pending: futures::stream::FuturesUnordered<_> = (0..50)
+                .map(|_| {
+                    commands.confirm_case(
+                        hotaru_events::domain::CentreId(1),
+                        hotaru_events::domain::CaseBasis::Sample(today),
+                    )
+                })
+                .collect();
+            let mut results = vec![pending.next().await.expect("fifty requests")];
+            let _ = answered.send(());
+            while let Some(r) = pending.next().await {
+                results.push(r);
+            }
+            results
+        }
+    });
+    first_answer.await.unwrap();
     service.stop().await;
     let first = first.await.unwrap();
     for r in &first {

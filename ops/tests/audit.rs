@@ -61,6 +61,19 @@ fn findings(r: &Value, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// `hotaru audit` exits 1 and `check` has a finding holding every one of `needles`;
+/// returns the check's findings and the report.
+fn fails_with(args: &[&str], check: &str, needles: &[&str]) -> (Vec<String>, Value) {
+    let (code, r) = audit(args);
+    assert_eq!(code, Some(1), "{r}");
+    let f = findings(&r, check);
+    assert!(
+        f.iter().any(|f| needles.iter().all(|n| f.contains(n))),
+        "no {check} finding with {needles:?}: {f:?}"
+    );
+    (f, r)
+}
+
 fn all_pass(r: &Value) {
     for c in r["checks"].as_array().unwrap() {
         assert_eq!(c["passed"], true, "{c}");
@@ -167,13 +180,10 @@ fn every_check_passes_on_nats_and_its_archive() {
         "--nats",
         &url,
     ]));
-    let (code, r) = audit(&["--nats", &url]);
-    assert_eq!(code, Some(1));
-    let f = findings(&r, "privacy");
-    assert!(
-        f.iter()
-            .any(|f| f.contains("side store centres") && f.contains("an e-mail address")),
-        "{f:?}"
+    fails_with(
+        &["--nats", &url],
+        "privacy",
+        &["side store centres", "an e-mail address"],
     );
 }
 
@@ -312,13 +322,10 @@ fn tampering_with_an_archive_is_found_and_pinpointed() {
         hotaru_protocol::export::write_zip(&e.export_bin, &sig),
     );
     write_archive(&a, &bad);
-    let (code, r) = audit(&["--archive", bad.to_str().unwrap()]);
-    assert_eq!(code, Some(1));
-    let f = findings(&r, "batches");
-    assert!(
-        f.iter()
-            .any(|f| f.contains("no key recorded in SigningKeyRotated verifies")),
-        "{f:?}"
+    let (_, r) = fails_with(
+        &["--archive", bad.to_str().unwrap()],
+        "batches",
+        &["no key recorded in SigningKeyRotated verifies"],
     );
     assert!(
         findings(&r, "integrity").is_empty(),
@@ -349,13 +356,10 @@ fn tampering_with_an_archive_is_found_and_pinpointed() {
     a.blobs
         .insert(name, hotaru_protocol::export::write_zip(&bin, &sig));
     write_archive(&a, &bad);
-    let (code, r) = audit(&["--archive", bad.to_str().unwrap()]);
-    assert_eq!(code, Some(1));
-    let f = findings(&r, "batches");
-    assert!(
-        f.iter()
-            .any(|f| f.contains("published before its release time")),
-        "{f:?}"
+    fails_with(
+        &["--archive", bad.to_str().unwrap()],
+        "batches",
+        &["published before its release time"],
     );
 }
 
@@ -433,13 +437,10 @@ fn tampering_with_a_live_store_is_found() {
         .await
         .unwrap();
     });
-    let (code, r) = audit(&["--data-dir", d]);
-    assert_eq!(code, Some(1));
-    let f = findings(&r, "authorisation");
-    assert!(
-        f.iter()
-            .any(|f| f.contains("not authorised: no processing number was issued")),
-        "{f:?}"
+    let (f, r) = fails_with(
+        &["--data-dir", d],
+        "authorisation",
+        &["not authorised: no processing number was issued"],
     );
     assert!(f[0].contains("DiagnosisKeysUploaded"), "{f:?}");
     assert_eq!(check_of(&r, "integrity")["passed"], true);
@@ -457,20 +458,14 @@ fn tampering_with_a_live_store_is_found() {
         "--data-dir",
         c,
     ]));
-    let (code, r) = audit(&["--data-dir", c]);
-    assert_eq!(code, Some(1));
-    let f = findings(&r, "privacy");
-    assert!(f.iter().any(|f| f.contains("an e-mail address")), "{f:?}");
+    fails_with(&["--data-dir", c], "privacy", &["an e-mail address"]);
     // A process's own log file that recorded a client's address.
     let logfile = clean.path().join("gateway.log");
     std::fs::write(&logfile, "12:00:01 request from 203.0.113.7 answered 200\n").unwrap();
-    let (code, r) = audit(&["--data-dir", c, "--scan", logfile.to_str().unwrap()]);
-    assert_eq!(code, Some(1));
-    let f = findings(&r, "privacy");
-    assert!(
-        f.iter()
-            .any(|f| f.contains("gateway.log") && f.contains("an IPv4 address")),
-        "{f:?}"
+    fails_with(
+        &["--data-dir", c, "--scan", logfile.to_str().unwrap()],
+        "privacy",
+        &["gateway.log", "an IPv4 address"],
     );
 
     // Operation logs: one "deleted" by an event while its key stays readable, one left open.
@@ -512,10 +507,11 @@ fn tampering_with_a_live_store_is_found() {
 
     // An expired day left unshredded: audited 20 days later, nothing has destroyed it.
     let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(20 * 24);
-    let (code, r) = audit(&["--data-dir", c, "--at", &later.to_string()]);
-    assert_eq!(code, Some(1));
-    let f = findings(&r, "retention");
-    assert!(f.iter().any(|f| f.contains("keys of")), "{f:?}");
+    let (f, _) = fails_with(
+        &["--data-dir", c, "--at", &later.to_string()],
+        "retention",
+        &["keys of"],
+    );
     assert!(
         f.iter()
             .any(|f| f.contains("is past its retention and not deleted")),

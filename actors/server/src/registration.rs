@@ -272,9 +272,21 @@ impl<L: EventLog + SideStore> Registration<L> {
     }
 
     async fn number_state(&self, digest: &NumberDigest) -> Result<(NumberState, u64), LogError> {
+        self.number_history(digest)
+            .await
+            .map(|(state, version, _)| (state, version))
+    }
+
+    /// A number's state and stream version, folded from its stream, and its events with
+    /// the positions of their commits.
+    async fn number_history(
+        &self,
+        digest: &NumberDigest,
+    ) -> Result<(NumberState, u64, Vec<(u64, hotaru_events::Envelope)>), LogError> {
         let commits = self.inner.log.read_stream(&number_stream(digest)).await?;
         let mut state = NumberState::default();
         let mut version = 0;
+        let mut events = Vec::new();
         for c in &commits {
             for env in c.commit.envelopes() {
                 let env = env.map_err(|e| LogError::Corrupt {
@@ -283,10 +295,11 @@ impl<L: EventLog + SideStore> Registration<L> {
                     reason: e.to_string(),
                 })?;
                 state.apply(&env.event);
+                events.push((c.position, env));
             }
             version = c.commit.last_version();
         }
-        Ok((state, version))
+        Ok((state, version, events))
     }
 
     /// Days whose digest key may name a number still alive now, newest first.
@@ -559,27 +572,17 @@ impl<L: EventLog + SideStore> Registration<L> {
             .ok_or(RegistrationError::InvalidRevisionToken)?;
         let stream = number_stream(&token.digest);
         for _ in 0..MAX_CONFLICTS {
-            let commits = i.log.read_stream(&stream).await?;
-            let mut state = NumberState::default();
-            let mut version = 0;
+            let (state, version, events) = self.number_history(&token.digest).await?;
+            // The keys this number uploaded before (the token must name them all).
             let mut before = std::collections::HashMap::new();
-            for c in &commits {
-                for env in c.commit.envelopes() {
-                    let env = env.map_err(|e| LogError::Corrupt {
-                        context: c.commit.context,
-                        position: c.position,
-                        reason: e.to_string(),
-                    })?;
-                    if let DomainEvent::DiagnosisKeysUploaded(u) = &env.event
-                        && let Some(keys) = open_keys(&i.keys, u.keys.clone(), c.position).await?
-                    {
-                        for k in keys {
-                            before.insert(k.key.key_data, revisable(&k));
-                        }
+            for (position, env) in events {
+                if let DomainEvent::DiagnosisKeysUploaded(u) = env.event
+                    && let Some(keys) = open_keys(&i.keys, u.keys, position).await?
+                {
+                    for k in keys {
+                        before.insert(k.key.key_data, revisable(&k));
                     }
-                    state.apply(&env.event);
                 }
-                version = c.commit.last_version();
             }
             let validated = validate_keys(&i.policy, basis, now, &r.keys);
             let mut new = Vec::new();
