@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::chain::ChainHash;
+use crate::device::legacy as device_legacy;
 use crate::domain::{DomainEvent, EventType, legacy};
 use crate::envelope::{Envelope, NewEvent, TraceContext};
 use crate::ids::{Context, EventId, StreamId};
@@ -329,6 +330,26 @@ pub fn decode_payload(
         (EventType::DiagnosisKeysUploaded, 1) => {
             let v1: legacy::DiagnosisKeysUploadedV1 = decode_exact(body).map_err(malformed)?;
             Ok(DomainEvent::DiagnosisKeysUploaded(v1.into()))
+        }
+        (EventType::TekRolled, 1) => {
+            let v1: device_legacy::TekRolledV1 = decode_exact(body).map_err(malformed)?;
+            Ok(DomainEvent::TekRolled(v1.into()))
+        }
+        (EventType::ProximityRecorded, 1) => {
+            let v1: device_legacy::ProximityRecordedV1 = decode_exact(body).map_err(malformed)?;
+            Ok(DomainEvent::ProximityRecorded(v1.into()))
+        }
+        (EventType::ExposureChecked, 1) => {
+            let v1: device_legacy::ExposureCheckedV1 = decode_exact(body).map_err(malformed)?;
+            Ok(DomainEvent::ExposureChecked(v1.into()))
+        }
+        (EventType::ExposureMatched, 1) => {
+            let v1: device_legacy::ExposureMatchedV1 = decode_exact(body).map_err(malformed)?;
+            Ok(DomainEvent::ExposureMatched(v1.into()))
+        }
+        (EventType::GuidanceShown, 1) => {
+            let v1: device_legacy::GuidanceShownV1 = decode_exact(body).map_err(malformed)?;
+            Ok(DomainEvent::GuidanceShown(v1.into()))
         }
         _ => Err(DecodeError::UnknownSchemaVersion {
             event_type: event_type.name(),

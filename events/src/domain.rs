@@ -14,6 +14,8 @@ use crate::ids::EventId;
 use crate::privacy::NumberDigest;
 use crate::time::UnixMillis;
 
+pub use crate::device::*;
+
 /// A random case id (16 bytes), drawn by the server, linked to nobody.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CaseId(pub [u8; 16]);
@@ -110,7 +112,8 @@ pub struct SignatureInfo {
     pub key_id: u32,
 }
 
-/// A step of the guidance flow after a notification (DOMAIN.md, "guidance flow").
+/// A step of the guidance flow, as `GuidanceShown` version 1 recorded it (version 2 has
+/// [`GuidanceScreen`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GuidanceStep {
     AskedSymptoms,
@@ -289,45 +292,9 @@ pub struct RetentionExpired {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TekRolled {
-    pub device_id: DeviceId,
-    pub rolling_start_interval: u32,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProximityRecorded {
-    pub device_id: DeviceId,
-    pub rpi: [u8; 16],
-    pub aem: [u8; 4],
-    pub interval: u32,
-    pub attenuation_db: u8,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExposureChecked {
-    pub device_id: DeviceId,
-    pub batch_id: BatchId,
-    pub keys_checked: u32,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExposureMatched {
-    pub device_id: DeviceId,
-    pub day: Day,
-    pub weighted_seconds: u32,
-    pub scan_seconds: u32,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExposureNotified {
     pub device_id: DeviceId,
     pub day: Day,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GuidanceShown {
-    pub device_id: DeviceId,
-    pub step: GuidanceStep,
 }
 
 /// A synthetic event for `hotaru log append-demo`, tests and benchmarks.
@@ -378,6 +345,27 @@ macro_rules! domain_events {
             pub fn parse(name: &str) -> Option<Self> {
                 Self::ALL.iter().copied().find(|t| t.name() == name)
             }
+
+            /// Whether this is a device agent's event: recorded only in a device's own
+            /// log, never in the server's (see [`crate::device`]).
+            pub const fn is_device(self) -> bool {
+                matches!(
+                    self,
+                    EventType::TekRolled
+                        | EventType::ProximityRecorded
+                        | EventType::ExposureChecked
+                        | EventType::ExposureMatched
+                        | EventType::ExposureNotified
+                        | EventType::GuidanceShown
+                        | EventType::ConsentGiven
+                        | EventType::ConsentWithdrawn
+                        | EventType::RadioSettingsChanged
+                        | EventType::RecordsExpired
+                        | EventType::ExportVerified
+                        | EventType::RegistrationAttempted
+                        | EventType::OperationLogSent
+                )
+            }
         }
 
         impl DomainEvent {
@@ -415,13 +403,20 @@ domain_events! {
     OperationLogReceived = 10, 1;
     OperationLogDeleted = 11, 1;
     RetentionExpired = 12, 1;
-    TekRolled = 13, 1;
-    ProximityRecorded = 14, 1;
-    ExposureChecked = 15, 1;
-    ExposureMatched = 16, 1;
+    TekRolled = 13, 2;
+    ProximityRecorded = 14, 2;
+    ExposureChecked = 15, 2;
+    ExposureMatched = 16, 2;
     ExposureNotified = 17, 1;
-    GuidanceShown = 18, 1;
+    GuidanceShown = 18, 2;
     DemoRecorded = 19, 1;
+    ConsentGiven = 20, 1;
+    ConsentWithdrawn = 21, 1;
+    RadioSettingsChanged = 22, 1;
+    RecordsExpired = 23, 1;
+    ExportVerified = 24, 1;
+    RegistrationAttempted = 25, 1;
+    OperationLogSent = 26, 1;
 }
 
 /// Earlier schema versions, kept so that stored bytes stay decodable. Never edited.

@@ -84,7 +84,8 @@ pub enum Context {
     Support,
     /// Crypto-shredding of expired days.
     Retention,
-    /// Events recorded by device agents (simulated or real).
+    /// Events recorded by device agents (simulated or real): only ever in a device's own
+    /// log (a phone's store, a fleet's log), never in the server's.
     Device,
     /// Synthetic events of `hotaru log append-demo` and the benchmarks.
     Demo,
@@ -99,6 +100,22 @@ impl Context {
         Context::Device,
         Context::Demo,
     ];
+
+    /// The contexts of the server's log.
+    pub const SERVER: [Context; 5] = [
+        Context::Registration,
+        Context::Distribution,
+        Context::Support,
+        Context::Retention,
+        Context::Demo,
+    ];
+
+    /// The contexts of a device's (or a fleet's) log.
+    pub const DEVICE: [Context; 1] = [Context::Device];
+
+    pub const fn is_device(self) -> bool {
+        matches!(self, Context::Device)
+    }
 
     /// The lowercase name used in NATS subjects, stream names and the command line.
     pub const fn name(self) -> &'static str {

@@ -3,7 +3,9 @@
 //!
 //! **Architecture Invariant:** this crate is pure. It does no I/O, reads no clock and draws
 //! no randomness: time and random bytes are handed in by the caller, so replaying the log
-//! rebuilds exactly the same values.
+//! rebuilds exactly the same values. (It defines the clocks callers inject,
+//! [`SystemClock`] and [`ManualClock`], so that the device's rules need no actor runtime;
+//! nothing in it calls them.)
 //!
 //! The unit of storage is a [`Commit`]: one atomic append of one or more events to one
 //! stream. A commit has one global position in its [`Context`] and one link in that
@@ -11,6 +13,7 @@
 
 pub mod chain;
 pub mod codec;
+pub mod device;
 pub mod domain;
 pub mod envelope;
 pub mod ids;
@@ -26,4 +29,4 @@ pub use domain::{DomainEvent, EventType};
 pub use envelope::{Envelope, NewEvent, TraceContext};
 pub use ids::{Context, EventId, IdError, StreamId, StreamKind};
 pub use privacy::{DigestKey, NumberDigest};
-pub use time::{Clock, UnixMillis};
+pub use time::{Clock, ManualClock, SystemClock, UnixMillis};

@@ -32,6 +32,19 @@ pub enum FieldKind {
     SealedContent,
     /// Synthetic bytes of demo events.
     Filler,
+    /// Configuration data as the server served it (the exposure configuration's JSON):
+    /// weights and thresholds, the same for every device.
+    Configuration,
+}
+
+/// A field, short (a `const fn` call would not be promoted to the static slice).
+macro_rules! f {
+    ($name:literal, $kind:ident) => {
+        Field {
+            name: $name,
+            kind: $kind,
+        }
+    };
 }
 
 /// Words no field name may contain (split on `_`): names, contact details, addresses,
@@ -226,89 +239,60 @@ pub fn fields(t: EventType) -> &'static [Field] {
             kind: Time,
         }],
         EventType::TekRolled => &[
-            Field {
-                name: "device_id",
-                kind: Id,
-            },
-            Field {
-                name: "rolling_start_interval",
-                kind: Time,
-            },
+            f!("device_id", Id),
+            f!("rolling_start_interval", Time),
+            f!("tek", KeyMaterial),
         ],
         EventType::ProximityRecorded => &[
-            Field {
-                name: "device_id",
-                kind: Id,
-            },
-            Field {
-                name: "rpi",
-                kind: KeyMaterial,
-            },
-            Field {
-                name: "aem",
-                kind: KeyMaterial,
-            },
-            Field {
-                name: "interval",
-                kind: Time,
-            },
-            Field {
-                name: "attenuation_db",
-                kind: Measurement,
-            },
+            f!("device_id", Id),
+            f!("day", Time),
+            f!("scans", Count),
+            f!("sightings", Count),
         ],
         EventType::ExposureChecked => &[
-            Field {
-                name: "device_id",
-                kind: Id,
-            },
-            Field {
-                name: "batch_id",
-                kind: Count,
-            },
-            Field {
-                name: "keys_checked",
-                kind: Count,
-            },
+            f!("device_id", Id),
+            f!("files", Count),
+            f!("refused", Count),
+            f!("keys", Count),
+            f!("matches", Count),
+            f!("risk_configuration", Configuration),
         ],
         EventType::ExposureMatched => &[
-            Field {
-                name: "device_id",
-                kind: Id,
-            },
-            Field {
-                name: "day",
-                kind: Time,
-            },
-            Field {
-                name: "weighted_seconds",
-                kind: Measurement,
-            },
-            Field {
-                name: "scan_seconds",
-                kind: Measurement,
-            },
+            f!("device_id", Id),
+            f!("day", Time),
+            f!("windows", Measurement),
+            f!("scan_seconds", Measurement),
+            f!("min_attenuation_db", Measurement),
+            f!("score", Measurement),
         ],
-        EventType::ExposureNotified => &[
-            Field {
-                name: "device_id",
-                kind: Id,
-            },
-            Field {
-                name: "day",
-                kind: Time,
-            },
-        ],
+        EventType::ExposureNotified => &[f!("device_id", Id), f!("day", Time)],
         EventType::GuidanceShown => &[
-            Field {
-                name: "device_id",
-                kind: Id,
-            },
-            Field {
-                name: "step",
-                kind: Code,
-            },
+            f!("device_id", Id),
+            f!("screen", Code),
+            f!("answer", Code),
+            f!("prefecture", Code),
         ],
+        EventType::ConsentGiven => &[f!("device_id", Id), f!("model", Code)],
+        EventType::ConsentWithdrawn => &[f!("device_id", Id)],
+        EventType::RadioSettingsChanged => &[
+            f!("device_id", Id),
+            f!("bluetooth_on", Code),
+            f!("exposure_logging_on", Code),
+        ],
+        EventType::RecordsExpired => &[f!("device_id", Id), f!("day", Time)],
+        EventType::ExportVerified => &[
+            f!("device_id", Id),
+            f!("file", Digest),
+            f!("verdict", Code),
+            f!("keys", Count),
+        ],
+        EventType::RegistrationAttempted => &[
+            f!("device_id", Id),
+            f!("outcome", Code),
+            f!("keys", Count),
+            f!("onset", Time),
+        ],
+        EventType::OperationLogSent => &[f!("device_id", Id), f!("log_id", Id)],
         EventType::DemoRecorded => &[
             Field {
                 name: "seq",
@@ -415,24 +399,41 @@ pub fn samples() -> Vec<DomainEvent> {
         DomainEvent::TekRolled(TekRolled {
             device_id,
             rolling_start_interval: 2_642_976,
+            tek: Some(Sealed {
+                day: Day(18_354),
+                nonce: [0x12; 12],
+                ciphertext: vec![0x13; 32],
+            }),
         }),
         DomainEvent::ProximityRecorded(ProximityRecorded {
             device_id,
-            rpi: [0x99; 16],
-            aem: [1, 2, 3, 4],
-            interval: 2_642_977,
-            attenuation_db: 55,
+            day: Day(18_354),
+            scans: 288,
+            sightings: 1200,
         }),
         DomainEvent::ExposureChecked(ExposureChecked {
             device_id,
-            batch_id: BatchId(3),
-            keys_checked: 1000,
+            files: 2,
+            refused: 1,
+            keys: 1000,
+            matches: 5,
+            risk_configuration: br#"{"dailyScoreThreshold":1350.0}"#.to_vec(),
         }),
         DomainEvent::ExposureMatched(ExposureMatched {
             device_id,
             day: Day(18_500),
-            weighted_seconds: 1500,
-            scan_seconds: 960,
+            windows: vec![MatchedWindow {
+                report_type: 1,
+                days_since_onset: Some(-1),
+                scans: vec![ScanRecord {
+                    typical_attenuation_db: 52,
+                    min_attenuation_db: 48,
+                    seconds_since_last_scan: 240,
+                }],
+            }],
+            scan_seconds: 240,
+            min_attenuation_db: 48,
+            score: 600,
         }),
         DomainEvent::ExposureNotified(ExposureNotified {
             device_id,
@@ -440,11 +441,43 @@ pub fn samples() -> Vec<DomainEvent> {
         }),
         DomainEvent::GuidanceShown(GuidanceShown {
             device_id,
-            step: GuidanceStep::AskedSymptoms,
+            screen: GuidanceScreen::ConsultationCentres,
+            answer: Some(GuidanceAnswer::No),
+            prefecture: Some(13),
         }),
         DomainEvent::DemoRecorded(DemoRecorded {
             seq: 42,
             filler: vec![0xaa; 8],
+        }),
+        DomainEvent::ConsentGiven(ConsentGiven {
+            device_id,
+            model: 3,
+        }),
+        DomainEvent::ConsentWithdrawn(ConsentWithdrawn { device_id }),
+        DomainEvent::RadioSettingsChanged(RadioSettingsChanged {
+            device_id,
+            bluetooth_on: false,
+            exposure_logging_on: true,
+        }),
+        DomainEvent::RecordsExpired(RecordsExpired {
+            device_id,
+            day: Day(18_486),
+        }),
+        DomainEvent::ExportVerified(ExportVerified {
+            device_id,
+            file: [0x14; 32],
+            verdict: ExportVerdict::BadSignature,
+            keys: 0,
+        }),
+        DomainEvent::RegistrationAttempted(RegistrationAttempted {
+            device_id,
+            outcome: RegistrationOutcome::Completed { accepted: 3 },
+            keys: 3,
+            onset: Day(18_498),
+        }),
+        DomainEvent::OperationLogSent(OperationLogSent {
+            device_id,
+            log_id: LogId([0x15; 16]),
         }),
     ]
 }

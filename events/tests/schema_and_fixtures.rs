@@ -197,3 +197,69 @@ fn stored_version_one_batches_still_decode() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The placeholder device events of version 1 (written before the device agent existed)
+/// still decode, through their upcasters, into the current versions.
+#[test]
+fn stored_version_one_device_events_still_decode() {
+    use hotaru_events::domain::{Day, DeviceId, GuidanceScreen};
+    let device_id = DeviceId([0x33; 16]);
+    let decode = |t: EventType| {
+        let bytes = std::fs::read(fixtures().join(fixture_name(t, 1))).unwrap();
+        decode_payload(t, 1, &bytes).unwrap()
+    };
+    match decode(EventType::TekRolled) {
+        DomainEvent::TekRolled(e) => {
+            assert_eq!(
+                (e.device_id, e.rolling_start_interval),
+                (device_id, 2_642_976)
+            );
+            assert_eq!(e.tek, None, "version 1 carried no key");
+        }
+        other => panic!("{other:?}"),
+    }
+    match decode(EventType::ProximityRecorded) {
+        DomainEvent::ProximityRecorded(e) => {
+            assert_eq!((e.day, e.scans, e.sightings), (Day(2_642_977 / 144), 1, 1));
+        }
+        other => panic!("{other:?}"),
+    }
+    match decode(EventType::ExposureChecked) {
+        DomainEvent::ExposureChecked(e) => assert_eq!((e.files, e.keys), (1, 1000)),
+        other => panic!("{other:?}"),
+    }
+    match decode(EventType::ExposureMatched) {
+        DomainEvent::ExposureMatched(e) => {
+            assert_eq!((e.day, e.scan_seconds, e.score), (Day(18_500), 960, 1500));
+            assert!(e.windows.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    match decode(EventType::GuidanceShown) {
+        DomainEvent::GuidanceShown(e) => {
+            assert_eq!(e.screen, GuidanceScreen::AskedSymptoms);
+            assert_eq!((e.answer, e.prefecture), (None, None));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn device_events_are_the_device_context_s_alone() {
+    for t in EventType::ALL {
+        let device_word = matches!(
+            t.name(),
+            n if n.starts_with("Exposure") || n.starts_with("Consent") || n.starts_with("Tek")
+        );
+        if device_word {
+            assert!(t.is_device(), "{}", t.name());
+        }
+    }
+    assert!(!EventType::DiagnosisKeysUploaded.is_device());
+    assert!(!EventType::OperationLogReceived.is_device());
+    assert!(
+        hotaru_events::Context::SERVER
+            .iter()
+            .all(|c| !c.is_device())
+    );
+}

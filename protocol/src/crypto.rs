@@ -65,12 +65,11 @@ impl Tek {
     }
 
     /// A new TEK from the random source handed in (the OS's CSPRNG in production).
-    pub fn generate(
-        random: &dyn ring::rand::SecureRandom,
-    ) -> Result<Self, ring::error::Unspecified> {
+    /// A fresh TEK from `random` (the OS in production, a seed in tests and fleets).
+    pub fn generate(random: &mut dyn crate::random::Random) -> Self {
         let mut b = [0; 16];
-        random.fill(&mut b)?;
-        Ok(Self(b))
+        random.fill(&mut b);
+        Self(b)
     }
 
     pub fn as_bytes(&self) -> &[u8; 16] {
@@ -412,8 +411,9 @@ mod tests {
 
     #[test]
     fn generated_keys_come_from_the_source() {
-        let a = Tek::generate(&ring::rand::SystemRandom::new()).unwrap();
-        let b = Tek::generate(&ring::rand::SystemRandom::new()).unwrap();
+        let mut os = crate::random::OsRandom::new();
+        let a = Tek::generate(&mut os);
+        let b = Tek::generate(&mut os);
         assert_ne!(a, b);
     }
 }

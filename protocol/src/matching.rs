@@ -35,6 +35,9 @@ pub struct Observation {
     /// Received signal strength, dBm. Attenuation = transmit power (from the decrypted
     /// AEM) − RSSI, so it can only be known once the key is.
     pub rssi_dbm: i8,
+    /// The strongest RSSI of the scan (GAEN's minimum attenuation); `rssi_dbm` is the
+    /// scan's mean (its typical attenuation).
+    pub peak_rssi_dbm: i8,
     /// The time this scan stands for (GAEN's secondsSinceLastScan).
     pub seconds_since_last_scan: u16,
 }
@@ -48,7 +51,10 @@ pub struct Match {
     pub observation: usize,
     pub interval: EnIntervalNumber,
     pub metadata: Metadata,
+    /// Typical attenuation of the scan (transmit power − mean RSSI).
     pub attenuation_db: u8,
+    /// Minimum attenuation of the scan (transmit power − peak RSSI).
+    pub min_attenuation_db: u8,
 }
 
 /// A device's observations, indexed for matching.
@@ -154,14 +160,17 @@ impl Matcher {
                     }
                     let aemk = *aemk.get_or_insert_with(|| key.tek.aemk());
                     let metadata = aemk.decrypt(&o.rpi, &o.aem);
-                    let attenuation =
-                        (i16::from(metadata.tx_power_dbm()) - i16::from(o.rssi_dbm)).clamp(0, 255);
+                    let tx = i16::from(metadata.tx_power_dbm());
+                    let attenuation = (tx - i16::from(o.rssi_dbm)).clamp(0, 255);
+                    let min_attenuation =
+                        (tx - i16::from(o.peak_rssi_dbm.max(o.rssi_dbm))).clamp(0, 255);
                     out.push(Match {
                         key: offset + k,
                         observation: oi as usize,
                         interval,
                         metadata,
                         attenuation_db: attenuation as u8,
+                        min_attenuation_db: min_attenuation as u8,
                     });
                 }
             }
@@ -218,7 +227,7 @@ impl Matcher {
                     o.at,
                     ScanInstance {
                         typical_attenuation_db: m.attenuation_db,
-                        min_attenuation_db: m.attenuation_db,
+                        min_attenuation_db: m.min_attenuation_db,
                         seconds_since_last_scan: u32::from(o.seconds_since_last_scan),
                     },
                 )

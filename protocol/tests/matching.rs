@@ -21,6 +21,7 @@ fn heard(tek: Tek, interval: u32, at: u64, rssi: i8, tx: i8) -> Observation {
         aem: tek.aemk().encrypt(&rpi, Metadata::v1_0(tx)),
         at,
         rssi_dbm: rssi,
+        peak_rssi_dbm: rssi,
         seconds_since_last_scan: 300,
     }
 }

@@ -112,9 +112,9 @@ pub async fn ordering<L: EventLog>(open: impl AsyncFn() -> L) {
     );
     // Contexts are separate partitions with their own positions.
     assert_eq!(log.head(Context::Registration).await.unwrap(), 0);
-    let dev = StreamId::new(StreamKind::Device, "d1").unwrap();
+    let other = StreamId::new(StreamKind::OperationLog, "d1").unwrap();
     assert_eq!(
-        log.append(dev, ExpectedVersion::Any, vec![demo_event(1000)])
+        log.append(other, ExpectedVersion::Any, vec![demo_event(1000)])
             .await
             .unwrap()
             .position,
@@ -486,4 +486,65 @@ pub async fn large_batches<L: EventLog>(open: impl AsyncFn() -> L) {
         per_stream as u64,
         (0..n).filter(|i| i % 101 == 7).count() as u64
     );
+}
+
+/// A device event of the device's own stream, for the scope checks.
+pub fn device_event(n: u64) -> NewEvent {
+    let mut e = demo_event(n);
+    e.event = DomainEvent::ConsentWithdrawn(hotaru_events::domain::ConsentWithdrawn {
+        device_id: hotaru_events::domain::DeviceId([n as u8; 16]),
+    });
+    e
+}
+
+/// A server's log refuses device events, in the device context or in its own, and stores
+/// nothing; a device's log refuses the server's events.
+pub async fn device_events_stay_out_of_the_server_log<L: EventLog>(open: impl AsyncFn() -> L) {
+    let log = open().await;
+    let dev = StreamId::new(StreamKind::Device, "d1").unwrap();
+    for (stream, event) in [
+        (dev.clone(), device_event(1)),
+        (dev, demo_event(2)),
+        (demo_stream("s"), device_event(3)),
+    ] {
+        let r = log.append(stream, ExpectedVersion::Any, vec![event]).await;
+        assert!(matches!(r, Err(LogError::OutOfScope(_))), "{r:?}");
+    }
+    assert_eq!(log.head(Context::Device).await.unwrap(), 0);
+    assert_eq!(log.head(Context::Demo).await.unwrap(), 0);
+    assert!(
+        log.read_all(Context::Device, 1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// The same, seen from a device's log (opened by `open_device`).
+pub async fn server_events_stay_out_of_a_device_log<L: EventLog>(open_device: impl AsyncFn() -> L) {
+    let log = open_device().await;
+    let dev = StreamId::new(StreamKind::Device, "d1").unwrap();
+    let r = log
+        .append(dev.clone(), ExpectedVersion::Any, vec![demo_event(1)])
+        .await;
+    assert!(matches!(r, Err(LogError::OutOfScope(_))), "{r:?}");
+    let r = log
+        .append(
+            demo_stream("s"),
+            ExpectedVersion::Any,
+            vec![device_event(2)],
+        )
+        .await;
+    assert!(matches!(r, Err(LogError::OutOfScope(_))), "{r:?}");
+    let a = log
+        .append(
+            dev.clone(),
+            ExpectedVersion::Exact(0),
+            vec![device_event(3)],
+        )
+        .await
+        .unwrap();
+    assert_eq!((a.position, a.first_version), (1, 1));
+    assert_eq!(log.read_stream(&dev).await.unwrap().len(), 1);
+    assert_eq!(verify_chain(&log, Context::Device).await, 1);
 }

@@ -37,6 +37,58 @@ pub use nats::{NatsConfig, NatsLog, stream_name};
 pub use side::SideStore;
 pub use sled_log::{DEDUP_WINDOW as SLED_DEDUP_WINDOW, SledLog};
 
+/// Whose log this is. A server's log holds the server's contexts only; a device's (a
+/// phone's store, a simulated fleet's log) holds the device context only.
+///
+/// **Invariant:** a device's events never enter the server's log. A server log refuses an
+/// append to the device context or of a device event type ([`LogError::OutOfScope`]), and
+/// on NATS it neither creates nor reads the device stream; the committee's audit fails when
+/// it finds a device event anyway.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogScope {
+    #[default]
+    Server,
+    Device,
+}
+
+impl LogScope {
+    pub const fn contexts(self) -> &'static [Context] {
+        match self {
+            LogScope::Server => &Context::SERVER,
+            LogScope::Device => &Context::DEVICE,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            LogScope::Server => "server",
+            LogScope::Device => "device",
+        }
+    }
+
+    /// Refuses an append that does not belong in a log of this scope.
+    pub fn admit(self, stream: &StreamId, events: &[NewEvent]) -> Result<(), LogError> {
+        let device = self == LogScope::Device;
+        if stream.context().is_device() != device {
+            return Err(LogError::OutOfScope(format!(
+                "stream {stream} does not belong in a {} log",
+                self.name()
+            )));
+        }
+        if let Some(e) = events
+            .iter()
+            .find(|e| e.event.event_type().is_device() != device)
+        {
+            return Err(LogError::OutOfScope(format!(
+                "{} does not belong in a {} log",
+                e.event.event_type().name(),
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// What the appender expects the stream's version to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExpectedVersion {
@@ -117,6 +169,10 @@ pub enum LogError {
     /// The log was shut down.
     #[error("the event log is closed")]
     Closed,
+    /// The append belongs in another kind of log (a device event in the server's log, or
+    /// a server event in a device's): a wiring mistake; nothing was stored.
+    #[error("out of scope: {0}")]
+    OutOfScope(String),
 }
 
 /// The event log. Implemented by [`SledLog`], [`NatsLog`] and [`AnyLog`].

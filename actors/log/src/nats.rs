@@ -62,6 +62,9 @@ pub struct NatsConfig {
     pub replicas: usize,
     /// JetStream's de-duplication window for message ids (see `docs/adr/0002-event-log-storage.md`).
     pub duplicate_window: Duration,
+    /// The server's log or a fleet's: which context streams are created, read and
+    /// appended to. A server log never touches the device stream.
+    pub scope: crate::LogScope,
 }
 
 impl NatsConfig {
@@ -70,7 +73,14 @@ impl NatsConfig {
             url: url.into(),
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
+            scope: crate::LogScope::Server,
         }
+    }
+
+    /// A simulated fleet's device log on the same servers (its own streams).
+    pub fn devices(mut self) -> Self {
+        self.scope = crate::LogScope::Device;
+        self
     }
 }
 
@@ -85,6 +95,7 @@ struct Inner {
     streams: HashMap<Context, stream::Stream>,
     checkpoints: stream::Stream,
     replicas: usize,
+    scope: crate::LogScope,
     tx: mpsc::UnboundedSender<Request>,
 }
 
@@ -137,7 +148,7 @@ impl NatsLog {
             .map_err(|e| LogError::Backend(format!("cannot connect to {}: {e}", config.url)))?;
         let js = jetstream::new(client);
         let mut streams = HashMap::new();
-        for ctx in Context::ALL {
+        for &ctx in config.scope.contexts() {
             let s = js
                 .get_or_create_stream(stream::Config {
                     name: stream_name(ctx),
@@ -183,6 +194,7 @@ impl NatsLog {
                 streams,
                 checkpoints,
                 replicas: config.replicas,
+                scope: config.scope,
                 tx,
             }),
         })
@@ -198,8 +210,22 @@ impl NatsLog {
         self.inner.replicas
     }
 
+    /// The stream of `ctx`, when this log's scope has it.
+    fn stream_of(&self, ctx: Context) -> Result<&stream::Stream, LogError> {
+        self.inner.streams.get(&ctx).ok_or_else(|| {
+            LogError::OutOfScope(format!(
+                "a {} log has no {ctx} stream",
+                self.inner.scope.name()
+            ))
+        })
+    }
+
     async fn last_sequence(&self, ctx: Context) -> Result<u64, LogError> {
-        let mut s = self.inner.streams[&ctx].clone();
+        // A context outside the scope has no stream here: it is empty in this log.
+        let Some(s) = self.inner.streams.get(&ctx) else {
+            return Ok(0);
+        };
+        let mut s = s.clone();
         Ok(s.info().await.map_err(backend)?.state.last_sequence)
     }
 
@@ -220,7 +246,7 @@ impl NatsLog {
         // A named, ephemeral consumer, deleted as soon as the read is done: a consumer
         // left behind would make the server track every later publish for it.
         let name = read_consumer_name();
-        let stream = &self.inner.streams[&ctx];
+        let stream = self.stream_of(ctx)?;
         let consumer = stream
             .create_consumer(consumer::pull::Config {
                 name: Some(name.clone()),
@@ -616,6 +642,7 @@ impl EventLog for NatsLog {
         if events.is_empty() {
             return Err(hotaru_events::EncodeError::Empty.into());
         }
+        self.inner.scope.admit(&stream, &events)?;
         let events = events
             .iter()
             .map(CommitEvent::plain)
@@ -640,7 +667,7 @@ impl EventLog for NatsLog {
         // commit comes first; when it is the stream's first (version 1) that is all, in
         // one round trip. A long stream continues through a consumer.
         let ctx = stream.context();
-        let s = &self.inner.streams[&ctx];
+        let s = self.stream_of(ctx)?;
         let subj = subject(stream);
         let last = match s.direct_get_last_for_subject(subj.clone()).await {
             Ok(m) => recorded(ctx, m.sequence, m.payload)?,
@@ -692,7 +719,7 @@ impl EventLog for NatsLog {
         from: u64,
         durable: Option<&str>,
     ) -> Result<Subscription, LogError> {
-        let s = &self.inner.streams[&context];
+        let s = self.stream_of(context)?;
         let deliver_policy = consumer::DeliverPolicy::ByStartSequence {
             start_sequence: from.max(1),
         };

@@ -62,6 +62,9 @@ struct Inner {
     heads: HashMap<Context, watch::Sender<u64>>,
     /// Durable commits of every stream, for `read_stream`.
     streams: Arc<RwLock<StreamIndex>>,
+    /// Which appends this log takes (every context is still readable, so that the audit
+    /// sees device frames that should not be there).
+    scope: crate::LogScope,
 }
 
 impl Drop for Inner {
@@ -138,7 +141,6 @@ impl RecentIds {
 }
 
 impl SledLog {
-    /// Opens (or creates) the log in `dir`, rebuilding the in-memory indexes.
     /// The tree of a side-store namespace (see [`crate::SideStore`]).
     pub(crate) fn side_tree(&self, ns: &str) -> Result<sled::Tree, LogError> {
         self.inner
@@ -147,7 +149,13 @@ impl SledLog {
             .map_err(|e| LogError::Backend(e.to_string()))
     }
 
+    /// Opens (or creates) a server's log in `dir`, rebuilding the in-memory indexes.
     pub fn open(dir: &Path) -> Result<Self, LogError> {
+        Self::open_scoped(dir, crate::LogScope::Server)
+    }
+
+    /// Opens (or creates) a log of `scope` in `dir` (a device's store: `LogScope::Device`).
+    pub fn open_scoped(dir: &Path, scope: crate::LogScope) -> Result<Self, LogError> {
         let db = sled::Config::new()
             .path(dir)
             .flush_every_ms(None)
@@ -190,6 +198,7 @@ impl SledLog {
                 writer: handle.ok(),
                 heads,
                 streams,
+                scope,
             }
         });
         if inner.writer.is_none() {
@@ -572,6 +581,7 @@ impl EventLog for SledLog {
         if events.is_empty() {
             return Err(hotaru_events::EncodeError::Empty.into());
         }
+        self.inner.scope.admit(&stream, &events)?;
         let events = events
             .iter()
             .map(CommitEvent::plain)

@@ -37,7 +37,47 @@ conformance_tests!(
     subscription_catch_up_then_live,
     checkpoint_resume_after_restart,
     large_batches,
+    device_events_stay_out_of_the_server_log,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_device_logs_hold_device_events_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    hotaru_log::conformance::server_events_stay_out_of_a_device_log(async || {
+        hotaru_log::SledLog::open_scoped(&path, hotaru_log::LogScope::Device).unwrap()
+    })
+    .await;
+}
+
+/// A fleet's device log and the server's log on one nats-server: separate streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_device_logs_hold_device_events_only_in_their_own_streams() {
+    use hotaru_log::{EventLog, NatsConfig, NatsLog};
+    let server = hotaru_test_support::NatsServer::start();
+    let config = NatsConfig::new(server.url()).devices();
+    hotaru_log::conformance::server_events_stay_out_of_a_device_log(async || {
+        NatsLog::connect(&config).await.unwrap()
+    })
+    .await;
+    let server_log = NatsLog::connect(&NatsConfig::new(server.url()))
+        .await
+        .unwrap();
+    assert_eq!(
+        server_log
+            .head(hotaru_events::Context::Device)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        server_log
+            .read_all(hotaru_events::Context::Device, 1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
 
 /// Two writers (two connections, as two nodes would have) race on one context: every
 /// append lands exactly once and the chain does not fork.

@@ -395,6 +395,7 @@ fn match_bench(b: MatchBench) -> anyhow::Result<ExitCode> {
             aem: t.aemk().encrypt(&rpi, Metadata::v1_0(0)),
             at: interval.unix_seconds() + 60,
             rssi_dbm: -60,
+            peak_rssi_dbm: -60,
             seconds_since_last_scan: 300,
         });
     }
