@@ -48,6 +48,9 @@ enum Command {
     /// GAEN tools: derive RPIs and AEMs, inspect and verify export files.
     #[command(subcommand)]
     Gaen(cmd::gaen::GaenCommand),
+    /// One device agent (a phone) in a data directory: consent, radio, checks, registration.
+    #[command(subcommand)]
+    Device(cmd::device::DeviceCommand),
     /// The committee's audit: replay a log or an archive, rebuild and check everything.
     Audit(cmd::audit::AuditArgs),
     /// Benchmarks that report their figures against a baseline measured in the same run.
@@ -163,6 +166,7 @@ pub fn main() -> ExitCode {
             Command::Gaen(c) => cmd::gaen::run(c),
             Command::Keys(c) => cmd::keys::run(c).await,
             Command::Audit(a) => cmd::audit::run(a).await,
+            Command::Device(c) => cmd::device::run(c).await,
             Command::Serve(_) | Command::Demo(_) => unreachable!("run in an actix System above"),
         }
     });

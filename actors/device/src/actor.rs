@@ -116,9 +116,15 @@ pub struct SendLog(pub String);
 #[rtype(result = "Result<(), AgentError>")]
 pub struct Withdraw;
 
-handle!(Consent, hotaru_events::domain::DeviceId, |m, agent, radio, _c| agent.consent(m.0).await);
+handle!(
+    Consent,
+    hotaru_events::domain::DeviceId,
+    |m, agent, radio, _c| agent.consent(m.0).await
+);
 handle!(SetRadio, (), |m, agent, radio, _c| {
-    agent.set_radio(m.bluetooth_on, m.exposure_logging_on).await?;
+    agent
+        .set_radio(m.bluetooth_on, m.exposure_logging_on)
+        .await?;
     let adv = agent.advertisement().await?;
     radio.advertise(adv);
     Ok(())
@@ -129,16 +135,22 @@ handle!(RadioTick, usize, |_m, agent, radio, _c| {
     let scans = radio.scans();
     agent.record_scans(&scans, None).await
 });
-handle!(Check, CheckReport, |_m, agent, radio, client| agent.check(&client).await);
-handle!(Register, RegistrationOutcome, |m, agent, radio, client| agent
-    .register(&client, &m.number, m.onset)
+handle!(Check, CheckReport, |_m, agent, radio, client| agent
+    .check(&client)
     .await);
+handle!(Register, RegistrationOutcome, |m, agent, radio, client| {
+    agent.register(&client, &m.number, m.onset).await
+});
 handle!(Guidance, Vec<GuidanceShown>, |m, agent, radio, _c| agent
     .guidance(&m.answers, m.prefecture)
     .await);
 handle!(GetStatus, Status, |_m, agent, radio, _c| Ok(agent.status()));
-handle!(ReviewLog, String, |_m, agent, radio, _c| agent.operation_log().await);
-handle!(SendLog, LogId, |m, agent, radio, client| agent.send_log(&client, &m.0).await);
+handle!(ReviewLog, String, |_m, agent, radio, _c| agent
+    .operation_log()
+    .await);
+handle!(SendLog, LogId, |m, agent, radio, client| agent
+    .send_log(&client, &m.0)
+    .await);
 handle!(Withdraw, (), |_m, agent, radio, _c| {
     agent.withdraw().await?;
     radio.advertise(None);

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hotaru_events::device::{
-    ExportVerdict, ExposureMatched, GuidanceAnswer, GuidanceShown, MatchedWindow, RegistrationOutcome, ScanRecord,
+    ExportVerdict, ExposureMatched, GuidanceAnswer, GuidanceShown, MatchedWindow,
+    RegistrationOutcome, ScanRecord,
 };
 use hotaru_events::domain::{Day, DeviceId, LogId};
 use hotaru_events::{Clock, DomainEvent, EventId, NewEvent, StreamId, StreamKind, UnixMillis};
@@ -210,7 +211,11 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
             .collect();
         let appended = self
             .log
-            .append(self.stream.clone(), ExpectedVersion::Exact(self.state.version), new.clone())
+            .append(
+                self.stream.clone(),
+                ExpectedVersion::Exact(self.state.version),
+                new.clone(),
+            )
             .await?;
         for (i, n) in new.into_iter().enumerate() {
             let env = hotaru_events::Envelope {
@@ -233,7 +238,9 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
     }
 
     fn vault(&self) -> Result<&Vault<S>, AgentError> {
-        self.vault.as_ref().ok_or(AgentError::Rule(RuleError::NoConsent))
+        self.vault
+            .as_ref()
+            .ok_or(AgentError::Rule(RuleError::NoConsent))
     }
 
     /// First start: the user consents. Nothing is advertised, scanned or stored before.
@@ -247,7 +254,11 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
     }
 
     /// The OS's Bluetooth and exposure-logging switches.
-    pub async fn set_radio(&mut self, bluetooth_on: bool, exposure_logging_on: bool) -> Result<(), AgentError> {
+    pub async fn set_radio(
+        &mut self,
+        bluetooth_on: bool,
+        exposure_logging_on: bool,
+    ) -> Result<(), AgentError> {
         let events = rules::decide_settings(&self.state, bluetooth_on, exposure_logging_on)?;
         self.record(events).await?;
         if !self.state.logging() {
@@ -278,7 +289,9 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
         if self.state.logging() && !self.state.teks.contains_key(&today) {
             let tek = Tek::generate(&mut *self.random);
             let vault = self.vault()?.clone();
-            let sealed = vault.seal_tek(today, tek.as_bytes(), &mut *self.random).await?;
+            let sealed = vault
+                .seal_tek(today, tek.as_bytes(), &mut *self.random)
+                .await?;
             let events = rules::decide_roll(&self.state, today * 144, sealed)?;
             self.record(events).await?;
         }
@@ -304,7 +317,10 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
             return Ok(None);
         };
         let vault = self.vault()?.clone();
-        Ok(vault.open_tek(&sealed, &mut *self.random).await?.map(Tek::from_bytes))
+        Ok(vault
+            .open_tek(&sealed, &mut *self.random)
+            .await?
+            .map(Tek::from_bytes))
     }
 
     /// What to advertise now (`None` while not logging). The RPI is the one of the
@@ -348,7 +364,11 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
     /// Records scans as the radio delivered them (nothing while not logging): one record
     /// per scan and RPI, with the mean and peak RSSI corrected for this model, and the
     /// time since the previous scan (at most 300 s, GAEN's cap). `seconds` overrides it.
-    pub async fn record_scans(&mut self, scans: &[Scan], seconds: Option<u16>) -> Result<usize, AgentError> {
+    pub async fn record_scans(
+        &mut self,
+        scans: &[Scan],
+        seconds: Option<u16>,
+    ) -> Result<usize, AgentError> {
         if !self.state.logging() {
             return Ok(0);
         }
@@ -364,7 +384,11 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
             self.last_scan = Some(at);
             let mut by_rpi: BTreeMap<[u8; 16], ([u8; 4], Vec<i16>)> = BTreeMap::new();
             for s in &scan.sightings {
-                by_rpi.entry(s.rpi).or_insert((s.aem, Vec::new())).1.push(i16::from(s.rssi_dbm) + correction);
+                by_rpi
+                    .entry(s.rpi)
+                    .or_insert((s.aem, Vec::new()))
+                    .1
+                    .push(i16::from(s.rssi_dbm) + correction);
             }
             for (rpi, (aem, rssi)) in by_rpi {
                 let mean = rssi.iter().sum::<i16>() / rssi.len() as i16;
@@ -411,18 +435,20 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
     pub async fn check(&mut self, client: &GatewayClient) -> Result<CheckReport, AgentError> {
         self.housekeeping().await?;
         let vault = self.vault()?.clone();
-        let public_key = self
-            .config
-            .public_key
-            .clone()
-            .ok_or_else(|| AgentError::Configuration("no health-authority public key".into()))?;
+        let public_key =
+            self.config.public_key.clone().ok_or_else(|| {
+                AgentError::Configuration("no health-authority public key".into())
+            })?;
         let config_json = self.retrying(|| client.exposure_configuration()).await?;
         let config: RiskConfiguration = serde_json::from_slice(&config_json)
             .map_err(|e| AgentError::Configuration(e.to_string()))?;
         config
             .validate()
             .map_err(|e| AgentError::Configuration(e.to_string()))?;
-        let etag = vault.meta("index-etag").await?.and_then(|b| String::from_utf8(b).ok());
+        let etag = vault
+            .meta("index-etag")
+            .await?
+            .and_then(|b| String::from_utf8(b).ok());
         let etag_ref = etag.clone();
         let index = self.retrying(|| client.index(etag_ref.as_deref())).await?;
         let now = self.clock.now();
@@ -535,7 +561,8 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
         let mut out = Vec::new();
         for (k, ms) in by_key {
             let windows = matcher.exposure_windows(keys, &ms);
-            let mut per_day: BTreeMap<u32, Vec<hotaru_protocol::risk::ExposureWindow>> = BTreeMap::new();
+            let mut per_day: BTreeMap<u32, Vec<hotaru_protocol::risk::ExposureWindow>> =
+                BTreeMap::new();
             for w in windows {
                 per_day.entry(w.day).or_default().push(w);
             }
@@ -546,7 +573,11 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
                     device_id,
                     day: Day(day),
                     scan_seconds: scans.iter().map(|s| s.seconds_since_last_scan).sum(),
-                    min_attenuation_db: scans.iter().map(|s| s.min_attenuation_db).min().unwrap_or(u8::MAX),
+                    min_attenuation_db: scans
+                        .iter()
+                        .map(|s| s.min_attenuation_db)
+                        .min()
+                        .unwrap_or(u8::MAX),
                     score: score.max(0.0).min(f64::from(u32::MAX)) as u32,
                     windows: ws
                         .iter()
@@ -559,7 +590,10 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
                                 .map(|s| ScanRecord {
                                     typical_attenuation_db: s.typical_attenuation_db,
                                     min_attenuation_db: s.min_attenuation_db,
-                                    seconds_since_last_scan: s.seconds_since_last_scan.min(u32::from(u16::MAX)) as u16,
+                                    seconds_since_last_scan: s
+                                        .seconds_since_last_scan
+                                        .min(u32::from(u16::MAX))
+                                        as u16,
                                 })
                                 .collect(),
                         })
@@ -590,7 +624,12 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
 
     /// Registration with a processing number and the onset (or test) date. The outcome
     /// is one of the seed's screens; "completed" only once the server accepted keys.
-    pub async fn register(&mut self, client: &GatewayClient, number: &str, onset: Day) -> Result<RegistrationOutcome, AgentError> {
+    pub async fn register(
+        &mut self,
+        client: &GatewayClient,
+        number: &str,
+        onset: Day,
+    ) -> Result<RegistrationOutcome, AgentError> {
         self.housekeeping().await?;
         let keys = if self.state.consented() {
             self.keys_to_submit(onset).await?
@@ -611,7 +650,9 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
         let body = upload_body(&keys, number, &onset_text, &idempotency);
         let answer = self.retrying(|| client.upload(body.clone(), false)).await;
         let outcome = match answer {
-            Ok(a) if a.accepted > 0 => RegistrationOutcome::Completed { accepted: a.accepted },
+            Ok(a) if a.accepted > 0 => RegistrationOutcome::Completed {
+                accepted: a.accepted,
+            },
             Ok(_) => RegistrationOutcome::NothingToSubmit,
             Err(ClientError::Refused { code, .. }) => match code.as_str() {
                 "ERR_A_NUMBER_FORMAT" => RegistrationOutcome::FormatError,
@@ -629,7 +670,11 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
 
     /// Sends a chaff upload when one is due (drawn from the RNG: on average one every
     /// `mean_days`); returns whether one was sent. Chaff is not recorded.
-    pub async fn maybe_chaff(&mut self, client: &GatewayClient, mean_days: u64) -> Result<bool, AgentError> {
+    pub async fn maybe_chaff(
+        &mut self,
+        client: &GatewayClient,
+        mean_days: u64,
+    ) -> Result<bool, AgentError> {
         let now = self.clock.now();
         let due = *self.next_chaff.get_or_insert_with(|| {
             now.plus_millis(self.random.below(2 * mean_days.max(1) * 86_400_000))
@@ -639,13 +684,18 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
         }
         let interval = (now.as_secs() / 600) as u32;
         let body = chaff_body(&mut *self.random, interval);
-        self.next_chaff = Some(now.plus_millis(self.random.below(2 * mean_days.max(1) * 86_400_000) + 1));
+        self.next_chaff =
+            Some(now.plus_millis(self.random.below(2 * mean_days.max(1) * 86_400_000) + 1));
         client.upload(body, true).await?;
         Ok(true)
     }
 
     /// The guidance flow for these answers; each screen shown is recorded.
-    pub async fn guidance(&mut self, answers: &[GuidanceAnswer], prefecture: Option<u8>) -> Result<Vec<GuidanceShown>, AgentError> {
+    pub async fn guidance(
+        &mut self,
+        answers: &[GuidanceAnswer],
+        prefecture: Option<u8>,
+    ) -> Result<Vec<GuidanceShown>, AgentError> {
         let events = rules::decide_guidance(&self.state, self.clock.now(), answers, prefecture)?;
         let shown = events
             .iter()
@@ -677,7 +727,10 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
     /// and whether it worked; app version, OS and model only. No key, RPI or record.
     pub async fn operation_log(&self) -> Result<String, AgentError> {
         let model = &reference::model(self.state.model).name;
-        let mut out = format!("app: {APP_VERSION}\nos: {}\nmodel: {model}\n", self.config.os);
+        let mut out = format!(
+            "app: {APP_VERSION}\nos: {}\nmodel: {model}\n",
+            self.config.os
+        );
         for c in self.log.read_stream(&self.stream).await? {
             for env in c.commit.envelopes().flatten() {
                 let line = describe(&env.event);
@@ -694,7 +747,11 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
     }
 
     /// Sends the reviewed log with the user's consent; returns the log ID to show.
-    pub async fn send_log(&mut self, client: &GatewayClient, reviewed: &str) -> Result<LogId, AgentError> {
+    pub async fn send_log(
+        &mut self,
+        client: &GatewayClient,
+        reviewed: &str,
+    ) -> Result<LogId, AgentError> {
         let reviewed = reviewed.to_owned();
         let id = self.retrying(|| client.send_log(&reviewed)).await?;
         let events = rules::decide_log_sent(&self.state, LogId(id))?;

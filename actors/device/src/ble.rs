@@ -15,7 +15,9 @@ use bluer::{AdapterEvent, DiscoveryFilter, DiscoveryTransport, Uuid};
 use futures::StreamExt;
 use hotaru_events::Clock;
 
-use crate::radio::{Advertisement, Radio, SERVICE_UUID, Scan, Sighting, encode_service_data, parse_service_data};
+use crate::radio::{
+    Advertisement, Radio, SERVICE_UUID, Scan, Sighting, encode_service_data, parse_service_data,
+};
 
 /// Seconds of listening per scan (GAEN scans for about 4 s every 3.5-5 minutes).
 pub const SCAN_SECONDS: u64 = 4;
@@ -110,7 +112,10 @@ impl Radio for BlueZRadio {
         let le = LeAdvertisement {
             advertisement_type: Type::Broadcast,
             service_uuids: BTreeSet::from([service_uuid()]),
-            service_data: BTreeMap::from([(service_uuid(), encode_service_data(&adv.rpi, &adv.aem).to_vec())]),
+            service_data: BTreeMap::from([(
+                service_uuid(),
+                encode_service_data(&adv.rpi, &adv.aem).to_vec(),
+            )]),
             discoverable: Some(false),
             ..Default::default()
         };

@@ -66,7 +66,12 @@ struct V3Body<'a> {
 }
 
 /// A `PUT /v3/diagnosis` body padded to the size class. `onset` is an RFC 3339 time.
-pub fn upload_body(keys: &[UploadKey], number: &str, onset: &str, idempotency_key: &str) -> Vec<u8> {
+pub fn upload_body(
+    keys: &[UploadKey],
+    number: &str,
+    onset: &str,
+    idempotency_key: &str,
+) -> Vec<u8> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut body = V3Body {
         keys: keys
@@ -108,7 +113,9 @@ pub fn chaff_body(random: &mut dyn Random, now_interval: u32) -> Vec<u8> {
             }
         })
         .collect();
-    let number: String = (0..8).map(|_| char::from(b'0' + random.below(10) as u8)).collect();
+    let number: String = (0..8)
+        .map(|_| char::from(b'0' + random.below(10) as u8))
+        .collect();
     let mut id = [0u8; 16];
     random.fill(&mut id);
     let onset = jiff::Timestamp::from_second(i64::from(day - 2 * 144) * 600)
@@ -165,7 +172,9 @@ impl GatewayClient {
 
     /// The exposure configuration, as served (JSON bytes).
     pub async fn exposure_configuration(&self) -> Result<Vec<u8>, ClientError> {
-        let r = self.send(self.http.get(self.url("/v1/exposure-configuration"))).await?;
+        let r = self
+            .send(self.http.get(self.url("/v1/exposure-configuration")))
+            .await?;
         if !r.status().is_success() {
             return Err(Self::refused(r).await);
         }
@@ -177,7 +186,10 @@ impl GatewayClient {
 
     /// index.txt: `None` when it did not change since `etag` (304), else its lines and
     /// new ETag.
-    pub async fn index(&self, etag: Option<&str>) -> Result<Option<(Vec<String>, Option<String>)>, ClientError> {
+    pub async fn index(
+        &self,
+        etag: Option<&str>,
+    ) -> Result<Option<(Vec<String>, Option<String>)>, ClientError> {
         let mut req = self.http.get(self.url("/exports/index.txt"));
         if let Some(e) = etag {
             req = req.header("If-None-Match", e);
@@ -291,7 +303,9 @@ mod tests {
         let one = upload_body(&[key(0)], "12345678", "2026-11-30T00:00:00Z", "a");
         let many: Vec<UploadKey> = (0..15).map(key).collect();
         let fifteen = upload_body(&many, "12345678", "2026-11-30T00:00:00Z", &"f".repeat(32));
-        let chaff: Vec<usize> = (0..50).map(|_| chaff_body(&mut r, 2_900_000).len()).collect();
+        let chaff: Vec<usize> = (0..50)
+            .map(|_| chaff_body(&mut r, 2_900_000).len())
+            .collect();
         assert_eq!(one.len(), UPLOAD_BODY_CLASS);
         assert_eq!(fifteen.len(), UPLOAD_BODY_CLASS);
         assert!(chaff.iter().all(|n| *n == UPLOAD_BODY_CLASS), "{chaff:?}");

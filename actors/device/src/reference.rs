@@ -95,7 +95,11 @@ mod tests {
         let p = prefectures();
         let codes: Vec<u8> = p.prefectures.iter().map(|p| p.code).collect();
         assert_eq!(codes, (1..=47).collect::<Vec<_>>());
-        assert!(p.prefectures.iter().all(|p| !p.centres.is_empty() && !p.name_ja.is_empty()));
+        assert!(
+            p.prefectures
+                .iter()
+                .all(|p| !p.centres.is_empty() && !p.name_ja.is_empty())
+        );
         assert_eq!(prefecture(13).unwrap().name_en, "Tokyo");
         assert!(p.national_line.phone.starts_with("0120"));
     }

@@ -15,7 +15,9 @@ use hotaru_events::device::{
 use hotaru_events::domain::{Day, DeviceId, ExposureNotified, LogId, Sealed};
 use hotaru_events::{DomainEvent, Envelope};
 use hotaru_protocol::keys::ReportType;
-use hotaru_protocol::risk::{Assessment, DayRisk, ExposureWindow, RiskConfiguration, ScanInstance, assess};
+use hotaru_protocol::risk::{
+    Assessment, DayRisk, ExposureWindow, RiskConfiguration, ScanInstance, assess,
+};
 
 /// Days a TEK and the records of its day are kept (the OS maximum; DOMAIN.md).
 pub const RETENTION_DAYS: u32 = 14;
@@ -224,11 +226,18 @@ fn assessment<'a>(
     assess(config, &windows(matched), now.day())
 }
 
-pub fn decide_consent(state: &DeviceState, device_id: DeviceId, model: u16) -> Result<Vec<DomainEvent>, RuleError> {
+pub fn decide_consent(
+    state: &DeviceState,
+    device_id: DeviceId,
+    model: u16,
+) -> Result<Vec<DomainEvent>, RuleError> {
     if state.consented() {
         return Err(RuleError::AlreadyConsented);
     }
-    Ok(vec![DomainEvent::ConsentGiven(ConsentGiven { device_id, model })])
+    Ok(vec![DomainEvent::ConsentGiven(ConsentGiven {
+        device_id,
+        model,
+    })])
 }
 
 pub fn decide_withdraw(state: &DeviceState) -> Result<Vec<DomainEvent>, RuleError> {
@@ -237,21 +246,31 @@ pub fn decide_withdraw(state: &DeviceState) -> Result<Vec<DomainEvent>, RuleErro
     })])
 }
 
-pub fn decide_settings(state: &DeviceState, bluetooth_on: bool, exposure_logging_on: bool) -> Result<Vec<DomainEvent>, RuleError> {
+pub fn decide_settings(
+    state: &DeviceState,
+    bluetooth_on: bool,
+    exposure_logging_on: bool,
+) -> Result<Vec<DomainEvent>, RuleError> {
     let device_id = state.id()?;
     if (state.bluetooth_on, state.exposure_logging_on) == (bluetooth_on, exposure_logging_on) {
         return Ok(Vec::new());
     }
-    Ok(vec![DomainEvent::RadioSettingsChanged(RadioSettingsChanged {
-        device_id,
-        bluetooth_on,
-        exposure_logging_on,
-    })])
+    Ok(vec![DomainEvent::RadioSettingsChanged(
+        RadioSettingsChanged {
+            device_id,
+            bluetooth_on,
+            exposure_logging_on,
+        },
+    )])
 }
 
 /// A new day's TEK, drawn and sealed by the agent. Only while logging: a day on which
 /// nothing was advertised has no key to share.
-pub fn decide_roll(state: &DeviceState, rolling_start: u32, sealed: Sealed) -> Result<Vec<DomainEvent>, RuleError> {
+pub fn decide_roll(
+    state: &DeviceState,
+    rolling_start: u32,
+    sealed: Sealed,
+) -> Result<Vec<DomainEvent>, RuleError> {
     let device_id = state.id()?;
     let day = rolling_start / 144;
     if state.teks.contains_key(&day) {
@@ -319,7 +338,11 @@ pub struct CheckResult {
 
 /// Records a check: the files, the matches and, from the one risk rule over every match
 /// so far, a notification for each high-risk day not notified before.
-pub fn decide_check(state: &DeviceState, now: UnixMillis, result: CheckResult) -> Result<Vec<DomainEvent>, RuleError> {
+pub fn decide_check(
+    state: &DeviceState,
+    now: UnixMillis,
+    result: CheckResult,
+) -> Result<Vec<DomainEvent>, RuleError> {
     let device_id = state.id()?;
     let mut out = Vec::new();
     let mut keys = 0;
@@ -341,7 +364,13 @@ pub fn decide_check(state: &DeviceState, now: UnixMillis, result: CheckResult) -
         state.matched.values().flatten().chain(&result.matched),
         now,
     );
-    out.extend(result.matched.iter().cloned().map(DomainEvent::ExposureMatched));
+    out.extend(
+        result
+            .matched
+            .iter()
+            .cloned()
+            .map(DomainEvent::ExposureMatched),
+    );
     out.push(DomainEvent::ExposureChecked(ExposureChecked {
         device_id,
         files: result.files.len() as u16,
@@ -363,7 +392,11 @@ pub fn decide_check(state: &DeviceState, now: UnixMillis, result: CheckResult) -
 
 /// What the device can tell before any request (errors A, E, F, G), in the order the
 /// user meets them: the radio first, then the number, then the keys.
-pub fn precheck_registration(state: &DeviceState, number: &str, keys: usize) -> Result<Option<RegistrationOutcome>, RuleError> {
+pub fn precheck_registration(
+    state: &DeviceState,
+    number: &str,
+    keys: usize,
+) -> Result<Option<RegistrationOutcome>, RuleError> {
     state.id()?;
     Ok(if !state.bluetooth_on {
         Some(RegistrationOutcome::BluetoothOff)
@@ -383,13 +416,20 @@ pub fn number_format_ok(number: &str) -> bool {
     number.len() == NUMBER_DIGITS && number.bytes().all(|b| b.is_ascii_digit())
 }
 
-pub fn decide_registration(state: &DeviceState, outcome: RegistrationOutcome, keys: u16, onset: Day) -> Result<Vec<DomainEvent>, RuleError> {
-    Ok(vec![DomainEvent::RegistrationAttempted(RegistrationAttempted {
-        device_id: state.id()?,
-        outcome,
-        keys,
-        onset,
-    })])
+pub fn decide_registration(
+    state: &DeviceState,
+    outcome: RegistrationOutcome,
+    keys: u16,
+    onset: Day,
+) -> Result<Vec<DomainEvent>, RuleError> {
+    Ok(vec![DomainEvent::RegistrationAttempted(
+        RegistrationAttempted {
+            device_id: state.id()?,
+            outcome,
+            keys,
+            onset,
+        },
+    )])
 }
 
 pub fn decide_log_sent(state: &DeviceState, log_id: LogId) -> Result<Vec<DomainEvent>, RuleError> {
@@ -412,7 +452,12 @@ pub fn decide_log_sent(state: &DeviceState, log_id: LogId) -> Result<Vec<DomainE
 /// nearby clinic; no symptoms or unsure where to go → the prefecture's consultation
 /// centres and the national COCOA line. Answers past the end are ignored; after "watch
 /// 14 days", a later "yes" (new symptoms) restarts the flow at the symptoms question.
-pub fn decide_guidance(state: &DeviceState, now: UnixMillis, answers: &[GuidanceAnswer], prefecture: Option<u8>) -> Result<Vec<DomainEvent>, RuleError> {
+pub fn decide_guidance(
+    state: &DeviceState,
+    now: UnixMillis,
+    answers: &[GuidanceAnswer],
+    prefecture: Option<u8>,
+) -> Result<Vec<DomainEvent>, RuleError> {
     let device_id = state.id()?;
     if let Some(p) = prefecture
         && !(1..=47).contains(&p)
@@ -566,28 +611,54 @@ mod tests {
         let mut s = consented();
         let ev = decide_settings(&s, false, true).unwrap();
         fold(&mut s, ev, T0);
-        let sealed = Sealed { day: Day(T0.day()), nonce: [0; 12], ciphertext: vec![] };
-        assert!(decide_roll(&s, T0.day() * 144, sealed.clone()).unwrap().is_empty());
+        let sealed = Sealed {
+            day: Day(T0.day()),
+            nonce: [0; 12],
+            ciphertext: vec![],
+        };
+        assert!(
+            decide_roll(&s, T0.day() * 144, sealed.clone())
+                .unwrap()
+                .is_empty()
+        );
         let ev = decide_settings(&s, true, true).unwrap();
         fold(&mut s, ev, T0);
         let ev = decide_roll(&s, T0.day() * 144, sealed.clone()).unwrap();
         fold(&mut s, ev, T0);
-        assert_eq!(decide_roll(&s, T0.day() * 144, sealed), Err(RuleError::KeyExists(T0.day())));
+        assert_eq!(
+            decide_roll(&s, T0.day() * 144, sealed),
+            Err(RuleError::KeyExists(T0.day()))
+        );
     }
 
     #[test]
     fn registration_errors_the_device_can_tell_come_before_any_request() {
         let mut s = consented();
-        assert_eq!(precheck_registration(&s, "1234567", 3).unwrap(), Some(RegistrationOutcome::FormatError));
-        assert_eq!(precheck_registration(&s, "１２３４５６７８", 3).unwrap(), Some(RegistrationOutcome::FormatError));
-        assert_eq!(precheck_registration(&s, "12345678", 0).unwrap(), Some(RegistrationOutcome::NothingToSubmit));
+        assert_eq!(
+            precheck_registration(&s, "1234567", 3).unwrap(),
+            Some(RegistrationOutcome::FormatError)
+        );
+        assert_eq!(
+            precheck_registration(&s, "１２３４５６７８", 3).unwrap(),
+            Some(RegistrationOutcome::FormatError)
+        );
+        assert_eq!(
+            precheck_registration(&s, "12345678", 0).unwrap(),
+            Some(RegistrationOutcome::NothingToSubmit)
+        );
         assert_eq!(precheck_registration(&s, "12345678", 3).unwrap(), None);
         let ev = decide_settings(&s, true, false).unwrap();
         fold(&mut s, ev, T0);
-        assert_eq!(precheck_registration(&s, "12345678", 3).unwrap(), Some(RegistrationOutcome::ExposureLoggingOff));
+        assert_eq!(
+            precheck_registration(&s, "12345678", 3).unwrap(),
+            Some(RegistrationOutcome::ExposureLoggingOff)
+        );
         let ev = decide_settings(&s, false, false).unwrap();
         fold(&mut s, ev, T0);
-        assert_eq!(precheck_registration(&s, "12345678", 3).unwrap(), Some(RegistrationOutcome::BluetoothOff));
+        assert_eq!(
+            precheck_registration(&s, "12345678", 3).unwrap(),
+            Some(RegistrationOutcome::BluetoothOff)
+        );
     }
 
     #[test]
@@ -599,7 +670,11 @@ mod tests {
             ..CheckResult::default()
         };
         let ev = decide_check(&s, T0, result.clone()).unwrap();
-        let notified = |ev: &[DomainEvent]| ev.iter().filter(|e| matches!(e, DomainEvent::ExposureNotified(_))).count();
+        let notified = |ev: &[DomainEvent]| {
+            ev.iter()
+                .filter(|e| matches!(e, DomainEvent::ExposureNotified(_)))
+                .count()
+        };
         assert_eq!(notified(&ev), 1);
         let mut s2 = s.clone();
         fold(&mut s2, ev, T0);
@@ -610,7 +685,15 @@ mod tests {
         assert_eq!(notified(&again), 0);
         // 3 minutes, or far away: neither notified nor listed.
         for m in [near_match(day, 180, 55), near_match(day, 1200, 75)] {
-            let ev = decide_check(&s, T0, CheckResult { matched: vec![m], ..CheckResult::default() }).unwrap();
+            let ev = decide_check(
+                &s,
+                T0,
+                CheckResult {
+                    matched: vec![m],
+                    ..CheckResult::default()
+                },
+            )
+            .unwrap();
             assert_eq!(notified(&ev), 0);
             let mut s3 = s.clone();
             fold(&mut s3, ev, T0);
@@ -623,14 +706,28 @@ mod tests {
         // Contact on 2024-01-25; the screen lists it through 2024-02-07 and not on 02-08.
         let contact = 19_747; // 2024-01-25
         let at = |d: u32| UnixMillis(u64::from(d) * DAY_MS + 3_600_000);
-        let mut s = given(decide_consent(&DeviceState::default(), DEV, 0).unwrap(), at(contact));
-        let ev = decide_check(&s, at(contact + 1), CheckResult { matched: vec![near_match(contact, 1200, 55)], ..CheckResult::default() }).unwrap();
+        let mut s = given(
+            decide_consent(&DeviceState::default(), DEV, 0).unwrap(),
+            at(contact),
+        );
+        let ev = decide_check(
+            &s,
+            at(contact + 1),
+            CheckResult {
+                matched: vec![near_match(contact, 1200, 55)],
+                ..CheckResult::default()
+            },
+        )
+        .unwrap();
         fold(&mut s, ev, at(contact + 1));
         assert_eq!(s.exposure_screen(at(contact + 13)).len(), 1);
         assert!(s.exposure_screen(at(contact + 14)).is_empty());
         // Housekeeping on day 14 expires the day: its matches leave the state for good.
         let ev = decide_housekeeping(&s, at(contact + 14), &BTreeMap::new()).unwrap();
-        assert!(ev.iter().any(|e| matches!(e, DomainEvent::RecordsExpired(r) if r.day == Day(contact))));
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, DomainEvent::RecordsExpired(r) if r.day == Day(contact)))
+        );
         fold(&mut s, ev, at(contact + 14));
         assert!(s.matched.is_empty());
         // A clock moved back does not bring it back.
@@ -651,23 +748,85 @@ mod tests {
         use GuidanceAnswer::{No, Yes};
         use GuidanceScreen::*;
         let mut s = consented();
-        assert_eq!(decide_guidance(&s, T0, &[Yes], None), Err(RuleError::NoExposure));
-        let ev = decide_check(&s, T0, CheckResult { matched: vec![near_match(T0.day(), 1200, 55)], ..CheckResult::default() }).unwrap();
+        assert_eq!(
+            decide_guidance(&s, T0, &[Yes], None),
+            Err(RuleError::NoExposure)
+        );
+        let ev = decide_check(
+            &s,
+            T0,
+            CheckResult {
+                matched: vec![near_match(T0.day(), 1200, 55)],
+                ..CheckResult::default()
+            },
+        )
+        .unwrap();
         fold(&mut s, ev, T0);
         let flow = |a: &[GuidanceAnswer], p| screens(&decide_guidance(&s, T0, a, p).unwrap());
-        assert_eq!(flow(&[Yes], None), [Contacts, AskedSymptoms, AdvisedBooking]);
-        assert_eq!(flow(&[No, Yes], None), [Contacts, AskedSymptoms, AskedCloseContacts, AdvisedBooking]);
-        assert_eq!(flow(&[No, No, Yes], None), [Contacts, AskedSymptoms, AskedCloseContacts, OfferedTest, AdvisedBooking]);
-        assert_eq!(flow(&[No, No, No], None), [Contacts, AskedSymptoms, AskedCloseContacts, OfferedTest, AdvisedWatchHealth]);
-        assert_eq!(flow(&[Yes], Some(13)), [Contacts, AskedSymptoms, AdvisedFamilyDoctor]);
-        assert_eq!(flow(&[No, Yes], Some(13)), [Contacts, AskedSymptoms, AskedCloseContacts, ConsultationCentres]);
-        assert_eq!(flow(&[No, No, No], Some(47)), [Contacts, AskedSymptoms, AskedCloseContacts, OfferedTest, ConsultationCentres, AdvisedWatchHealth]);
-        assert_eq!(decide_guidance(&s, T0, &[No], Some(48)), Err(RuleError::UnknownPrefecture(48)));
+        assert_eq!(
+            flow(&[Yes], None),
+            [Contacts, AskedSymptoms, AdvisedBooking]
+        );
+        assert_eq!(
+            flow(&[No, Yes], None),
+            [Contacts, AskedSymptoms, AskedCloseContacts, AdvisedBooking]
+        );
+        assert_eq!(
+            flow(&[No, No, Yes], None),
+            [
+                Contacts,
+                AskedSymptoms,
+                AskedCloseContacts,
+                OfferedTest,
+                AdvisedBooking
+            ]
+        );
+        assert_eq!(
+            flow(&[No, No, No], None),
+            [
+                Contacts,
+                AskedSymptoms,
+                AskedCloseContacts,
+                OfferedTest,
+                AdvisedWatchHealth
+            ]
+        );
+        assert_eq!(
+            flow(&[Yes], Some(13)),
+            [Contacts, AskedSymptoms, AdvisedFamilyDoctor]
+        );
+        assert_eq!(
+            flow(&[No, Yes], Some(13)),
+            [
+                Contacts,
+                AskedSymptoms,
+                AskedCloseContacts,
+                ConsultationCentres
+            ]
+        );
+        assert_eq!(
+            flow(&[No, No, No], Some(47)),
+            [
+                Contacts,
+                AskedSymptoms,
+                AskedCloseContacts,
+                OfferedTest,
+                ConsultationCentres,
+                AdvisedWatchHealth
+            ]
+        );
+        assert_eq!(
+            decide_guidance(&s, T0, &[No], Some(48)),
+            Err(RuleError::UnknownPrefecture(48))
+        );
         // Watching, then new symptoms: the flow restarts at the symptoms question, even
         // once the exposure itself has left the screen.
         let ev = decide_guidance(&s, T0, &[No, No, No], None).unwrap();
         fold(&mut s, ev, T0);
         let later = T0.plus_millis(20 * DAY_MS);
-        assert_eq!(screens(&decide_guidance(&s, later, &[Yes], None).unwrap()), [AskedSymptoms, AdvisedBooking]);
+        assert_eq!(
+            screens(&decide_guidance(&s, later, &[Yes], None).unwrap()),
+            [AskedSymptoms, AdvisedBooking]
+        );
     }
 }

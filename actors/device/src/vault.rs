@@ -94,7 +94,12 @@ impl<S: SideStore> Vault<S> {
     }
 
     /// The data key of `day`, created when `create` and missing; `None` once destroyed.
-    async fn day_key(&self, day: u32, create: bool, random: &mut dyn Random) -> Result<Option<[u8; 32]>, VaultError> {
+    async fn day_key(
+        &self,
+        day: u32,
+        create: bool,
+        random: &mut dyn Random,
+    ) -> Result<Option<[u8; 32]>, VaultError> {
         let master = self.master(random).await?;
         let name = self.day_name(day);
         if let Some(wrapped) = self.store.side_get(DAY_KEYS, &name).await? {
@@ -102,7 +107,10 @@ impl<S: SideStore> Vault<S> {
                 .map_err(|_| VaultError::Damaged(day))?
                 .0;
             let key = open(&master, &sealed, b"day-key").ok_or(VaultError::Damaged(day))?;
-            return key.try_into().map(Some).map_err(|_| VaultError::Damaged(day));
+            return key
+                .try_into()
+                .map(Some)
+                .map_err(|_| VaultError::Damaged(day));
         }
         if !create {
             return Ok(None);
@@ -116,22 +124,37 @@ impl<S: SideStore> Vault<S> {
     }
 
     /// Seals a TEK under its day's key (for the TekRolled event).
-    pub async fn seal_tek(&self, day: u32, tek: &[u8; 16], random: &mut dyn Random) -> Result<Sealed, VaultError> {
+    pub async fn seal_tek(
+        &self,
+        day: u32,
+        tek: &[u8; 16],
+        random: &mut dyn Random,
+    ) -> Result<Sealed, VaultError> {
         let key = self.day_key(day, true, random).await?.expect("created");
         Ok(seal(&key, Day(day), tek, b"tek", random))
     }
 
     /// Opens a sealed TEK; `None` once its day's key is destroyed.
-    pub async fn open_tek(&self, sealed: &Sealed, random: &mut dyn Random) -> Result<Option<[u8; 16]>, VaultError> {
+    pub async fn open_tek(
+        &self,
+        sealed: &Sealed,
+        random: &mut dyn Random,
+    ) -> Result<Option<[u8; 16]>, VaultError> {
         let Some(key) = self.day_key(sealed.day.0, false, random).await? else {
             return Ok(None);
         };
         let tek = open(&key, sealed, b"tek").ok_or(VaultError::Damaged(sealed.day.0))?;
-        tek.try_into().map(Some).map_err(|_| VaultError::Damaged(sealed.day.0))
+        tek.try_into()
+            .map(Some)
+            .map_err(|_| VaultError::Damaged(sealed.day.0))
     }
 
     /// The records of `day` (empty when none, or destroyed).
-    pub async fn records(&self, day: u32, random: &mut dyn Random) -> Result<Vec<StoredScan>, VaultError> {
+    pub async fn records(
+        &self,
+        day: u32,
+        random: &mut dyn Random,
+    ) -> Result<Vec<StoredScan>, VaultError> {
         let Some(bytes) = self.store.side_get(RECORDS, &self.day_name(day)).await? else {
             return Ok(Vec::new());
         };
@@ -148,7 +171,11 @@ impl<S: SideStore> Vault<S> {
     }
 
     /// Adds scans to their days' records (re-sealed under a fresh nonce).
-    pub async fn add_records(&self, scans: &[StoredScan], random: &mut dyn Random) -> Result<(), VaultError> {
+    pub async fn add_records(
+        &self,
+        scans: &[StoredScan],
+        random: &mut dyn Random,
+    ) -> Result<(), VaultError> {
         let mut by_day: BTreeMap<u32, Vec<StoredScan>> = BTreeMap::new();
         for s in scans {
             by_day.entry((s.at / 86_400) as u32).or_default().push(*s);
@@ -160,13 +187,18 @@ impl<S: SideStore> Vault<S> {
             let plain = bincode::serde::encode_to_vec(&all, bincode_cfg()).expect("encodes");
             let sealed = seal(&key, Day(day), &plain, b"records", random);
             let bytes = bincode::serde::encode_to_vec(&sealed, bincode_cfg()).expect("encodes");
-            self.store.side_put(RECORDS, &self.day_name(day), &bytes).await?;
+            self.store
+                .side_put(RECORDS, &self.day_name(day), &bytes)
+                .await?;
         }
         Ok(())
     }
 
     /// Days with records: (scans, sightings) of each, for closing and expiry.
-    pub async fn stored_days(&self, random: &mut dyn Random) -> Result<BTreeMap<u32, (u32, u32)>, VaultError> {
+    pub async fn stored_days(
+        &self,
+        random: &mut dyn Random,
+    ) -> Result<BTreeMap<u32, (u32, u32)>, VaultError> {
         let prefix = format!("{}-", self.device);
         let mut out = BTreeMap::new();
         for k in self.store.side_keys(RECORDS).await? {
@@ -204,22 +236,38 @@ impl<S: SideStore> Vault<S> {
 
     /// Small values of the device's own (the ETag of index.txt).
     pub async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
-        Ok(self.store.side_get(META, &format!("{}-{key}", self.device)).await?)
+        Ok(self
+            .store
+            .side_get(META, &format!("{}-{key}", self.device))
+            .await?)
     }
 
     pub async fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), VaultError> {
-        Ok(self.store.side_put(META, &format!("{}-{key}", self.device), value).await?)
+        Ok(self
+            .store
+            .side_put(META, &format!("{}-{key}", self.device), value)
+            .await?)
     }
 }
 
 /// AES-256-GCM under `key` with a nonce from `random`; the day and purpose are bound in.
-pub fn seal(key: &[u8; 32], day: Day, plain: &[u8], purpose: &[u8], random: &mut dyn Random) -> Sealed {
+pub fn seal(
+    key: &[u8; 32],
+    day: Day,
+    plain: &[u8],
+    purpose: &[u8],
+    random: &mut dyn Random,
+) -> Sealed {
     let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("32-byte key"));
     let mut nonce = [0u8; 12];
     random.fill(&mut nonce);
     let mut buf = plain.to_vec();
-    k.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad(day, purpose)), &mut buf)
-        .expect("sealing works");
+    k.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad(day, purpose)),
+        &mut buf,
+    )
+    .expect("sealing works");
     Sealed {
         day,
         nonce,
@@ -231,7 +279,11 @@ pub fn open(key: &[u8; 32], sealed: &Sealed, purpose: &[u8]) -> Option<Vec<u8>> 
     let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).ok()?);
     let mut buf = sealed.ciphertext.clone();
     let plain = k
-        .open_in_place(Nonce::assume_unique_for_key(sealed.nonce), Aad::from(aad(sealed.day, purpose)), &mut buf)
+        .open_in_place(
+            Nonce::assume_unique_for_key(sealed.nonce),
+            Aad::from(aad(sealed.day, purpose)),
+            &mut buf,
+        )
         .ok()?;
     Some(plain.to_vec())
 }

@@ -1,5 +1,6 @@
 pub(crate) mod audit;
 pub(crate) mod bench;
+pub(crate) mod device;
 pub(crate) mod gaen;
 pub(crate) mod keys;
 pub(crate) mod log;
