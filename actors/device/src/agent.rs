@@ -186,6 +186,12 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
         Ok(agent)
     }
 
+    /// Days whose records the encrypted store holds: (scans, sightings) of each.
+    pub async fn stored_days(&mut self) -> Result<BTreeMap<u32, (u32, u32)>, AgentError> {
+        let vault = self.vault()?.clone();
+        Ok(vault.stored_days(&mut *self.random).await?)
+    }
+
     pub fn state(&self) -> &DeviceState {
         &self.state
     }
@@ -605,9 +611,18 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
         Ok((out, matches.len() as u32))
     }
 
-    /// The keys the device would submit: each held TEK of the last 14 days.
+    /// The keys the device submits: each held TEK of the last 14 days before today. As
+    /// GAEN does, today's key is not shared while it is still in use, so a device
+    /// installed today has nothing to submit (G).
     async fn keys_to_submit(&mut self, onset: Day) -> Result<Vec<UploadKey>, AgentError> {
-        let days: Vec<u32> = self.state.teks.keys().copied().collect();
+        let today = self.clock.now().day();
+        let days: Vec<u32> = self
+            .state
+            .teks
+            .keys()
+            .copied()
+            .filter(|d| *d < today)
+            .collect();
         let mut out = Vec::new();
         for day in days {
             if let Some(tek) = self.tek_of(day).await? {

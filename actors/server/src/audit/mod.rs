@@ -381,6 +381,9 @@ pub async fn audit<S: AuditSource>(
         integrity.fail(Finding::new(f));
     }
     let mut facts = Facts::default();
+    // Device events found in the server's log (a device's records never belong here).
+    let mut device_events: Vec<Finding> = Vec::new();
+    let mut device_events_n = 0u64;
     let mut contexts = Vec::new();
     let mut events = 0;
     for (ctx, head) in source.heads().await? {
@@ -413,6 +416,19 @@ pub async fn audit<S: AuditSource>(
                     Ok(commit) => {
                         for env in commit.envelopes() {
                             match env {
+                                Ok(env) if env.event_type.is_device() || ctx.is_device() => {
+                                    device_events_n += 1;
+                                    if device_events.len() < 20 {
+                                        let mut f = Finding::new(format!(
+                                            "a device's event is in the server's log: {}",
+                                            env.event_type.name()
+                                        ))
+                                        .at(ctx, *position);
+                                        f.stream = Some(commit.stream.to_string());
+                                        f.event_types = vec![env.event_type.name().to_owned()];
+                                        device_events.push(f);
+                                    }
+                                }
                                 Ok(env) => facts.take(env),
                                 Err(e) => {
                                     let mut f =
@@ -500,7 +516,21 @@ pub async fn audit<S: AuditSource>(
     let keys = open_uploads(source, &facts).await?;
     let authorised = check_authorisation(&facts, rules);
     let batches = check_batches(source, &facts, &keys, &authorised.1, rules).await?;
-    let privacy = check_privacy(&scan, progress);
+    let mut privacy = check_privacy(&scan, progress);
+    if device_events_n == 0 {
+        privacy.evidence.push(
+            "no device event in the server's log: a device's records and events stay on the device"
+                .into(),
+        );
+    } else {
+        privacy.evidence.push(format!(
+            "{device_events_n} device events found in the server's log (the first {} listed)",
+            device_events.len()
+        ));
+        for f in device_events {
+            privacy.fail(f);
+        }
+    }
     let retention = check_retention(source, &facts, rules).await?;
 
     let mut figures = Check::new("figures", "Figures by day");
