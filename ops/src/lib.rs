@@ -124,6 +124,8 @@ fn init_tracing(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Colours for a terminal only: a log file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // When stderr goes away (its reader exited), a server must keep serving: by
         // default the subscriber reports the failed write with eprintln!, which panics.
         .log_internal_errors(false);

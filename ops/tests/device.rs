@@ -56,8 +56,16 @@ fn at(day: u64, minute: u64) -> String {
 fn two_phones_on_the_command_line_against_hotaru_serve() {
     let server = tempfile::tempdir().unwrap();
     let phones = tempfile::tempdir().unwrap();
-    let (a, b) = (phones.path().join("a"), phones.path().join("b"));
-    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let (a, b, c) = (
+        phones.path().join("a"),
+        phones.path().join("b"),
+        phones.path().join("c"),
+    );
+    let (a, b, c) = (
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        c.to_str().unwrap(),
+    );
     let sdir = server.path().to_str().unwrap();
     let pem = server.path().join("pub.pem");
     let o = run(&["keys", "generate", "--data-dir", sdir]);
@@ -98,7 +106,7 @@ fn two_phones_on_the_command_line_against_hotaru_serve() {
     let o = run(&["device", "advertise", "--data-dir", a]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--consent"));
-    for p in [a, b] {
+    for p in [a, b, c] {
         let (code, v) = device(&[
             "init",
             "--data-dir",
@@ -116,22 +124,24 @@ fn two_phones_on_the_command_line_against_hotaru_serve() {
     for m in (0..20).step_by(4) {
         let (_, adv) = device(&["advertise", "--data-dir", a, "--at", &at(yesterday, m)]);
         let (rpi, aem) = (adv["rpi"].as_str().unwrap(), adv["aem"].as_str().unwrap());
-        let (code, v) = device(&[
-            "hear",
-            "--data-dir",
-            b,
-            "--rpi",
-            rpi,
-            "--aem",
-            aem,
-            "--rssi",
-            "-75",
-            "--seconds",
-            "240",
-            "--at",
-            &at(yesterday, m),
-        ]);
-        assert_eq!((code, v["recorded"].as_u64()), (Some(0), Some(1)));
+        for listener in [b, c] {
+            let (code, v) = device(&[
+                "hear",
+                "--data-dir",
+                listener,
+                "--rpi",
+                rpi,
+                "--aem",
+                aem,
+                "--rssi",
+                "-75",
+                "--seconds",
+                "240",
+                "--at",
+                &at(yesterday, m),
+            ]);
+            assert_eq!((code, v["recorded"].as_u64()), (Some(0), Some(1)));
+        }
     }
 
     // The patient's number from the health centre; registration; a batch.
@@ -236,6 +246,62 @@ fn two_phones_on_the_command_line_against_hotaru_serve() {
         (v["notified"].as_bool(), v["notifications"].as_u64()),
         (Some(false), Some(1))
     );
+
+    // c runs as a long-lived agent: it checks at start, is notified, and stops on SIGTERM.
+    let mut agent = hotaru()
+        .args([
+            "device",
+            "run",
+            "--data-dir",
+            c,
+            "--gateway",
+            &gateway,
+            "--public-key",
+            pem,
+        ])
+        .env("HOTARU_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = agent.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let check = loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(line) if line.contains("exposure check") => break line,
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("no exposure check from device run ({e}): {seen:?}"),
+        }
+    };
+    assert!(
+        check.contains("files=1") && check.contains("notified=true"),
+        "{check}"
+    );
+    assert!(
+        !check.contains("127.0.0.1"),
+        "no address in a log line: {check}"
+    );
+    let o = std::process::Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(o.success());
+    let status = agent.wait().unwrap();
+    assert!(status.success(), "device run ended with {status}");
+    let (_, v) = device(&["status", "--data-dir", c]);
+    assert_eq!(v["notifications"], 1, "{v}");
+    assert_eq!(v["exposures"].as_array().unwrap().len(), 1, "{v}");
 
     // Guidance, then the operation log sent with its ID.
     let (_, v) = device(&[

@@ -565,10 +565,12 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(app = APP_VERSION, ble = a.ble, "device agent running");
     let mut last_check: Option<UnixMillis> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(30));
+    let stop = stop_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut stop => break,
         }
         let adv = agent.advertisement().await?;
         radio.advertise(adv);
@@ -595,7 +597,31 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     radio.advertise(None);
+    tracing::info!("device agent stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C, or SIGTERM from a service manager.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 #[cfg(feature = "ble")]

@@ -625,3 +625,182 @@ async fn the_audit_fails_when_the_server_log_holds_a_device_event() {
         "{text}"
     );
 }
+
+/// Android's limit: at most 20 export files checked a day. With 21 files published, the
+/// first check reads 20, a second check the same day reads none, and the next day reads
+/// the last one; the index is "seen" (its ETag kept) only after a complete pass.
+#[actix_rt::test]
+async fn at_most_twenty_files_are_checked_a_day() {
+    let real_today = hotaru_events::SystemClock.now().day();
+    let day = real_today - 2;
+    let clock = ManualClock::at(UnixMillis(u64::from(day) * DAY_MS + 9 * 3_600_000));
+    let srv = server(None, Arc::new(clock.clone())).await;
+    let client = GatewayClient::new(&srv.base).unwrap();
+    for i in 0..21u8 {
+        let number = srv.number(day - 2).await;
+        let keys = [hotaru_device::client::UploadKey {
+            key_data: [i + 1; 16],
+            rolling_start: (day - 1) * 144,
+            rolling_period: 144,
+            days_since_onset: 1,
+        }];
+        let body = hotaru_device::client::upload_body(
+            &keys,
+            &number,
+            &jiff::Timestamp::from_second(i64::from(day - 2) * 86_400)
+                .unwrap()
+                .to_string(),
+            &format!("{i:032}"),
+        );
+        assert_eq!(client.upload(body, false).await.unwrap().accepted, 1);
+        let batch = srv.publish_batch().await;
+        assert_eq!(batch["batches"].as_array().unwrap().len(), 1, "{batch}");
+    }
+    let store = DeviceStore::Sled(tempfile::tempdir().unwrap());
+    let mut p = phone(&store, "p", 7, &clock, Some(srv.public_key.clone())).await;
+    assert_eq!(AgentConfig::default().max_files_per_day, 20);
+    p.consent(0).await.unwrap();
+    let first = p.check(&client).await.unwrap();
+    assert_eq!(first.files, 20, "{first:?}");
+    let again = p.check(&client).await.unwrap();
+    assert_eq!(again.files, 0, "the day's budget is spent: {again:?}");
+    clock.set(UnixMillis(u64::from(day + 1) * DAY_MS + 9 * 3_600_000));
+    let next = p.check(&client).await.unwrap();
+    assert_eq!(next.files, 1, "{next:?}");
+    assert_eq!(next.keys * 20, first.keys, "one more file of the same size");
+    let done = p.check(&client).await.unwrap();
+    assert_eq!(done.files, 0, "{done:?}");
+}
+
+/// What an observer of the wire sees of a registration and of a chaff upload: the same
+/// request (line, header names and sizes, body size) and the same answer (status, header
+/// names, the same fields), through a byte-counting proxy between the phone and the gateway.
+#[actix_rt::test]
+async fn chaff_and_a_real_registration_look_the_same_on_the_wire() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let real_today = hotaru_events::SystemClock.now().day();
+    let day = real_today - 2;
+    let clock = ManualClock::at(UnixMillis(u64::from(day) * DAY_MS + 9 * 3_600_000));
+    let srv = server(None, Arc::new(clock.clone())).await;
+    // The proxy: one connection per upload; what went each way, per connection.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = srv.base.trim_start_matches("http://").to_owned();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Vec<u8>, Vec<u8>)>();
+    tokio::spawn(async move {
+        loop {
+            let (mut down, _) = listener.accept().await.unwrap();
+            let mut up = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (mut dr, mut dw) = down.split();
+                let (mut ur, mut uw) = up.split();
+                let (mut sent, mut got) = (Vec::new(), Vec::new());
+                let mut b1 = [0u8; 16384];
+                let mut b2 = [0u8; 16384];
+                loop {
+                    tokio::select! {
+                        n = dr.read(&mut b1) => {
+                            let n = n.unwrap_or(0);
+                            if n == 0 { break; }
+                            sent.extend_from_slice(&b1[..n]);
+                            uw.write_all(&b1[..n]).await.unwrap();
+                        }
+                        n = ur.read(&mut b2) => {
+                            let n = n.unwrap_or(0);
+                            if n == 0 { break; }
+                            got.extend_from_slice(&b2[..n]);
+                            dw.write_all(&b2[..n]).await.unwrap();
+                        }
+                    }
+                }
+                let _ = tx.send((sent, got));
+            });
+        }
+    });
+    let store = DeviceStore::Sled(tempfile::tempdir().unwrap());
+    let mut a = phone(&store, "a", 8, &clock, None).await;
+    a.consent(0).await.unwrap();
+    clock.set(UnixMillis(u64::from(day + 1) * DAY_MS + 10 * 3_600_000));
+    let number = srv.number(day).await;
+    // A fresh client for each upload, so that each is one connection of the proxy.
+    let outcome = a
+        .register(&GatewayClient::new(&proxy).unwrap(), &number, Day(day))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, RegistrationOutcome::Completed { .. }));
+    let real = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the connection ended")
+        .unwrap();
+    let mut chaff = Vec::new();
+    // The first call draws when chaff is due (within two days at one a day on average).
+    assert!(
+        !a.maybe_chaff(&GatewayClient::new(&proxy).unwrap(), 1)
+            .await
+            .unwrap()
+    );
+    for _ in 0..3 {
+        clock.set(clock.now().plus_millis(3 * DAY_MS));
+        let c = GatewayClient::new(&proxy).unwrap();
+        assert!(a.maybe_chaff(&c, 1).await.unwrap(), "chaff is due");
+        drop(c);
+        chaff.push(
+            tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("the connection ended")
+                .unwrap(),
+        );
+    }
+
+    /// The request line or status line, and each header's name with its value's length.
+    fn shape(raw: &[u8]) -> (String, Vec<(String, usize)>, usize) {
+        let text = String::from_utf8_lossy(raw);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.split("\r\n");
+        let first = lines.next().unwrap().to_owned();
+        let mut headers: Vec<(String, usize)> = lines
+            .map(|l| {
+                let (n, v) = l.split_once(':').unwrap();
+                (n.to_ascii_lowercase(), v.trim().len())
+            })
+            .collect();
+        headers.sort();
+        (first, headers, body.len())
+    }
+    fn fields(raw: &[u8]) -> Vec<String> {
+        let text = String::from_utf8_lossy(raw);
+        let body = text.split_once("\r\n\r\n").unwrap().1;
+        let v: Value = serde_json::from_str(body).unwrap();
+        v.as_object().unwrap().keys().cloned().collect()
+    }
+    let (real_req, real_resp) = shape_pair(&real, shape);
+    for c in &chaff {
+        let (req, resp) = shape_pair(c, shape);
+        assert_eq!(req, real_req, "the requests differ");
+        assert_eq!(resp.0, real_resp.0, "the status differs");
+        let names = |h: &[(String, usize)]| h.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&resp.1),
+            names(&real_resp.1),
+            "the answers' headers differ"
+        );
+        assert_eq!(fields(&c.1), fields(&real.1), "the answers' fields differ");
+        // Only the padding (16-79 bytes) and the count's digits make the sizes differ.
+        assert!(
+            resp.2.abs_diff(real_resp.2) <= 64,
+            "{} vs {}",
+            resp.2,
+            real_resp.2
+        );
+    }
+    // The server stored the real keys only: chaff is never a registration.
+    let batch = srv.publish_batch().await;
+    assert_eq!(batch["batches"][0]["keys"], 1, "{batch}");
+}
+
+type Shape = (String, Vec<(String, usize)>, usize);
+
+fn shape_pair(c: &(Vec<u8>, Vec<u8>), shape: fn(&[u8]) -> Shape) -> (Shape, Shape) {
+    (shape(&c.0), shape(&c.1))
+}
