@@ -329,6 +329,15 @@ fn two_phones_on_the_command_line_against_hotaru_serve() {
     let (code, _) = device(&["withdraw", "--data-dir", b]);
     assert_eq!(code, Some(0));
     assert!(!std::path::Path::new(b).exists());
+    // A reinstall starts again: day 1 of use, counted from the new consent.
+    let (code, _) = device(&["init", "--data-dir", b, "--consent", "--at", &at(today, 0)]);
+    assert_eq!(code, Some(0));
+    let (_, v) = device(&["status", "--data-dir", b, "--at", &at(today, 60)]);
+    assert_eq!(
+        (v["days_of_use"].as_u64(), v["notifications"].as_u64()),
+        (Some(1), Some(0)),
+        "{v}"
+    );
     let _ = serve.kill();
     let _ = serve.wait();
 }
