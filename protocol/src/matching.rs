@@ -159,19 +159,7 @@ impl Matcher {
                         continue;
                     }
                     let aemk = *aemk.get_or_insert_with(|| key.tek.aemk());
-                    let metadata = aemk.decrypt(&o.rpi, &o.aem);
-                    let tx = i16::from(metadata.tx_power_dbm());
-                    let attenuation = (tx - i16::from(o.rssi_dbm)).clamp(0, 255);
-                    let min_attenuation =
-                        (tx - i16::from(o.peak_rssi_dbm.max(o.rssi_dbm))).clamp(0, 255);
-                    out.push(Match {
-                        key: offset + k,
-                        observation: oi as usize,
-                        interval,
-                        metadata,
-                        attenuation_db: attenuation as u8,
-                        min_attenuation_db: min_attenuation as u8,
-                    });
+                    out.push(self.matched(offset + k, oi as usize, interval, o, aemk));
                 }
             }
         }
@@ -261,6 +249,112 @@ impl Matcher {
         }
         windows.extend(current.map(|(_, _, w)| w));
         windows
+    }
+}
+
+/// Every RPI of a set of diagnosis keys, derived once: RPI → (key, interval). A fleet of
+/// simulated phones shares one per batch of keys, read-only, so that each phone looks up
+/// its own observations instead of deriving every key's 144 RPIs again;
+/// [`Matcher::match_indexed`] then gives exactly what [`Matcher::match_keys`] gives.
+pub struct KeyIndex {
+    /// RPI → (index of the key, offset of the interval in its rolling period).
+    rpis: HashMap<[u8; 16], Vec<(u32, u8)>, foldhash::quality::RandomState>,
+    keys: usize,
+}
+
+impl KeyIndex {
+    pub fn build(keys: &[DiagnosisKey]) -> Self {
+        let mut rpis: HashMap<[u8; 16], Vec<(u32, u8)>, _> = HashMap::with_capacity_and_hasher(
+            keys.len() * ROLLING_PERIOD as usize,
+            foldhash::quality::RandomState::default(),
+        );
+        let mut blocks = [aes::Block::default(); ROLLING_PERIOD as usize];
+        for (k, key) in keys.iter().enumerate() {
+            let period = key.rolling_period.clamp(1, ROLLING_PERIOD) as usize;
+            key.tek
+                .rpik()
+                .rpis_into(key.rolling_start, &mut blocks[..period]);
+            for (i, b) in blocks[..period].iter().enumerate() {
+                let rpi: &[u8; 16] = b.as_ref();
+                rpis.entry(*rpi).or_default().push((k as u32, i as u8));
+            }
+        }
+        Self {
+            rpis,
+            keys: keys.len(),
+        }
+    }
+
+    /// How many keys it was built from.
+    pub fn keys(&self) -> usize {
+        self.keys
+    }
+
+    /// Approximate heap size, bytes.
+    pub fn heap_bytes(&self) -> usize {
+        self.rpis.capacity() * (16 + 24 + 8) + self.rpis.len() * 8
+    }
+}
+
+impl Matcher {
+    /// The same matches as [`Self::match_keys`] (same order), found by looking each
+    /// observation up in `index`, which must have been built from `keys`.
+    ///
+    /// # Panics
+    /// When `index` was built from a different number of keys.
+    pub fn match_indexed(&self, keys: &[DiagnosisKey], index: &KeyIndex) -> Vec<Match> {
+        assert_eq!(index.keys, keys.len(), "the index belongs to other keys");
+        let mut found: Vec<(u32, u8, u32)> = Vec::new();
+        for (oi, o) in self.observations.iter().enumerate() {
+            if let Some(list) = index.rpis.get(&o.rpi.0) {
+                found.extend(list.iter().map(|&(k, i)| (k, i, oi as u32)));
+            }
+        }
+        // match_keys's order: key, then interval, then observation.
+        found.sort_unstable();
+        let mut out = Vec::with_capacity(found.len());
+        let mut aemk: Option<(u32, crate::crypto::Aemk)> = None;
+        for (k, i, oi) in found {
+            let key = &keys[k as usize];
+            let interval = EnIntervalNumber(key.rolling_start.0.wrapping_add(u32::from(i)));
+            let o = &self.observations[oi as usize];
+            let heard = EnIntervalNumber::from_unix_seconds(o.at);
+            if heard.0.abs_diff(interval.0) > self.tolerance {
+                continue;
+            }
+            let aemk = match &aemk {
+                Some((kk, a)) if *kk == k => *a,
+                _ => {
+                    let a = key.tek.aemk();
+                    aemk = Some((k, a));
+                    a
+                }
+            };
+            out.push(self.matched(k as usize, oi as usize, interval, o, aemk));
+        }
+        out
+    }
+
+    fn matched(
+        &self,
+        key: usize,
+        observation: usize,
+        interval: EnIntervalNumber,
+        o: &Observation,
+        aemk: crate::crypto::Aemk,
+    ) -> Match {
+        let metadata = aemk.decrypt(&o.rpi, &o.aem);
+        let tx = i16::from(metadata.tx_power_dbm());
+        let attenuation = (tx - i16::from(o.rssi_dbm)).clamp(0, 255);
+        let min_attenuation = (tx - i16::from(o.peak_rssi_dbm.max(o.rssi_dbm))).clamp(0, 255);
+        Match {
+            key,
+            observation,
+            interval,
+            metadata,
+            attenuation_db: attenuation as u8,
+            min_attenuation_db: min_attenuation as u8,
+        }
     }
 }
 

@@ -327,6 +327,39 @@ pub fn assess(config: &RiskConfiguration, windows: &[ExposureWindow], today: u32
     Assessment { days }
 }
 
+/// What a phone scores its matches with: GAEN v2 exposure windows (Hotaru's rule, COCOA
+/// v2's), or COCOA's 2020 v1 configuration on one platform, kept so that a simulated fleet
+/// can reproduce the Android failure. As JSON either is accepted: a [`RiskConfiguration`],
+/// or a [`legacy::LegacyScoring`] (it has `legacyConfiguration` and `platform`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Scoring {
+    Windows(RiskConfiguration),
+    Legacy(legacy::LegacyScoring),
+}
+
+impl Default for Scoring {
+    fn default() -> Self {
+        Self::Windows(RiskConfiguration::default())
+    }
+}
+
+impl Scoring {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            Self::Windows(c) => c.validate(),
+            Self::Legacy(l) => l.validate(),
+        }
+    }
+
+    pub fn lookback_days(&self) -> u32 {
+        match self {
+            Self::Windows(c) => c.lookback_days,
+            Self::Legacy(_) => 14,
+        }
+    }
+}
+
 /// COCOA's legacy GAEN v1 configuration and scoring, kept to document (and test) the
 /// trap that silenced COCOA on Android in 2020-21.
 ///
@@ -366,7 +399,8 @@ pub mod legacy {
     }
 
     /// How a platform turns a key's transmission risk level into a score.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
     pub enum Platform {
         /// Levels 0..=7 index the table.
         Ios,
@@ -441,5 +475,55 @@ pub mod legacy {
     pub fn notifies(c: &LegacyConfiguration, e: LegacyExposure, platform: Platform) -> bool {
         let s = risk_score(c, e, platform);
         s > 0 && s >= c.minimum_risk_score
+    }
+
+    /// A phone scoring with the v1 API: the configuration, its platform, and the
+    /// transmission risk level its exposure-notification service read on every key
+    /// (`None`: the key's own). COCOA's 2020 keys reached Android phones at level 0.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct LegacyScoring {
+        pub legacy_configuration: LegacyConfiguration,
+        pub platform: Platform,
+        #[serde(default)]
+        pub transmission_risk_level: Option<u8>,
+    }
+
+    impl LegacyScoring {
+        /// COCOA 1.1.4 to 1.2.1 on Android (28 Sep 2020 - 18 Feb 2021): minimum risk
+        /// score 21, keys at transmission risk level 0, so every match scores at most 8.
+        pub fn cocoa_2020_android() -> Self {
+            Self {
+                legacy_configuration: LegacyConfiguration::default(),
+                platform: Platform::Android,
+                transmission_risk_level: Some(0),
+            }
+        }
+
+        pub fn validate(&self) -> Result<(), super::ConfigError> {
+            match self.transmission_risk_level {
+                Some(l) if l > 8 => Err(super::ConfigError(
+                    "transmissionRiskLevel must be 0..=8".into(),
+                )),
+                _ => Ok(()),
+            }
+        }
+
+        /// The v1 score of one matched key on one day.
+        pub fn score(&self, exposure: LegacyExposure) -> u32 {
+            let e = LegacyExposure {
+                transmission_risk_level: self
+                    .transmission_risk_level
+                    .unwrap_or(exposure.transmission_risk_level),
+                ..exposure
+            };
+            risk_score(&self.legacy_configuration, e, self.platform)
+        }
+
+        /// Whether a day whose best match scored `score` is high risk (v1: notify when
+        /// the score reaches the minimum, and never at 0).
+        pub fn high_risk(&self, score: u32) -> bool {
+            score > 0 && score >= self.legacy_configuration.minimum_risk_score
+        }
     }
 }

@@ -182,3 +182,38 @@ fn no_observations_no_matches_and_the_floor_runs() {
     assert!(matcher.match_keys(&keys).is_empty());
     assert_ne!(derivation_floor(&keys), derivation_floor(&keys[1..]));
 }
+
+/// The shared per-batch index gives exactly the per-device matches: the same key twice in
+/// the batch, an observation heard in two intervals' tolerance, one heard too late, and
+/// keys with short rolling periods.
+#[test]
+fn the_shared_key_index_matches_as_each_device_would() {
+    let mut obs = noise();
+    let patients: Vec<Tek> = (0..30).map(|n| tek(500 + n)).collect();
+    for (n, p) in patients.iter().enumerate() {
+        let interval = DAY_START + 3 * n as u32;
+        obs.push(heard(*p, interval, at(interval, 0), -55, 0));
+        obs.push(heard(*p, interval + 1, at(interval + 1, 10), -60, 4));
+        // Heard 3 hours after its interval: outside the tolerance.
+        obs.push(heard(*p, interval + 2, at(interval + 20, 0), -60, 4));
+    }
+    let mut keys: Vec<DiagnosisKey> = (0..2000)
+        .map(|n| DiagnosisKey::daily(tek(90_000 + n), EnIntervalNumber(DAY_START)))
+        .collect();
+    for (n, p) in patients.iter().enumerate() {
+        let mut k = DiagnosisKey::daily(*p, EnIntervalNumber(DAY_START));
+        if n % 5 == 0 {
+            k.rolling_period = 3 * n as u32 + 2;
+        }
+        keys.insert(n * 60, k);
+    }
+    keys.push(keys[60]);
+    let index = hotaru_protocol::matching::KeyIndex::build(&keys);
+    assert_eq!(index.keys(), keys.len());
+    for sample in [obs.clone(), obs[4_990..].to_vec(), Vec::new()] {
+        let matcher = Matcher::new(sample);
+        let own = matcher.match_keys(&keys);
+        assert_eq!(matcher.match_indexed(&keys, &index), own);
+    }
+    assert!(!Matcher::new(obs).match_keys(&keys).is_empty());
+}

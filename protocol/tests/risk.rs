@@ -248,3 +248,43 @@ fn cocoa_android_trap_transmission_risk_zero_never_notifies() {
     assert!(legacy::notifies(&c, e, Platform::Ios));
     assert!(!legacy::notifies(&c, e, Platform::Android));
 }
+
+/// The two ways a phone can score, as JSON: a v2 configuration, or COCOA's 2020 v1 on
+/// Android, whose keys at level 0 can never reach the minimum score of 21.
+#[test]
+fn scoring_is_a_v2_configuration_or_cocoas_v1_on_a_platform() {
+    use hotaru_protocol::risk::Scoring;
+    use hotaru_protocol::risk::legacy::{LegacyExposure, LegacyScoring};
+    let v2 = serde_json::to_vec(&RiskConfiguration::default()).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Scoring>(&v2).unwrap(),
+        Scoring::Windows(RiskConfiguration::default())
+    );
+    let android = LegacyScoring::cocoa_2020_android();
+    let json = serde_json::to_vec(&android).unwrap();
+    let back: Scoring = serde_json::from_slice(&json).unwrap();
+    assert_eq!(back, Scoring::Legacy(android.clone()));
+    back.validate().unwrap();
+    // 30 minutes at 50 dB, yesterday, published at level 4.
+    let close = LegacyExposure {
+        attenuation_db: 50,
+        duration_minutes: 30,
+        days_since_last_exposure: 1,
+        transmission_risk_level: 4,
+    };
+    assert!(!android.high_risk(android.score(close)), "the 2020 trap");
+    assert!(android.score(close) <= 8);
+    let fixed = LegacyScoring {
+        transmission_risk_level: None,
+        ..android
+    };
+    assert!(
+        fixed.high_risk(fixed.score(close)),
+        "{}",
+        fixed.score(close)
+    );
+    let bad = br#"{"legacyConfiguration": {"minimumRiskScore": 1, "attenuationScores": [1,1,1,1,1,1,1,1], "daysSinceLastExposureScores": [1,1,1,1,1,1,1,1], "durationScores": [1,1,1,1,1,1,1,1], "transmissionRiskScores": [1,1,1,1,1,1,1,1], "durationAtAttenuationThresholdsDb": [50, 70]}, "platform": "ios", "transmissionRiskLevel": 9}"#;
+    let s: Scoring = serde_json::from_slice(bad).unwrap();
+    assert!(s.validate().is_err());
+    assert!(serde_json::from_slice::<Scoring>(b"{\"platform\": \"ios\"}").is_err());
+}

@@ -18,9 +18,10 @@ use hotaru_protocol::export::{PublicKey, ReadLimits, read_zip};
 use hotaru_protocol::keys::DiagnosisKey;
 use hotaru_protocol::matching::{Matcher, Observation};
 use hotaru_protocol::random::Random;
-use hotaru_protocol::risk::{DayRisk, RiskConfiguration, window_score};
+use hotaru_protocol::risk::legacy::LegacyExposure;
+use hotaru_protocol::risk::{DayRisk, Scoring, window_score};
 
-use crate::client::{ClientError, GatewayClient, UploadKey, chaff_body, upload_body};
+use crate::client::{ClientError, ExportSource, GatewayClient, UploadKey, chaff_body, upload_body};
 use crate::radio::{Advertisement, Scan};
 use crate::reference;
 use crate::rules::{self, CheckResult, DeviceState, RETENTION_DAYS, RuleError};
@@ -77,6 +78,9 @@ pub struct AgentConfig {
     pub max_files_per_day: usize,
     /// The OS named in operation logs.
     pub os: String,
+    /// Score with this (JSON: a [`hotaru_protocol::risk::Scoring`]) instead of the
+    /// configuration the server serves: a simulated fleet's `--risk-config` or preset.
+    pub scoring: Option<Vec<u8>>,
 }
 
 impl Default for AgentConfig {
@@ -86,6 +90,7 @@ impl Default for AgentConfig {
             retry: Retry::default(),
             max_files_per_day: rules::MAX_FILES_PER_DAY,
             os: std::env::consts::OS.to_owned(),
+            scoring: None,
         }
     }
 }
@@ -332,11 +337,41 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
     /// What to advertise now (`None` while not logging). The RPI is the one of the
     /// interval the rotation began in; it rotates, with the address, every 10-20 minutes.
     pub async fn advertisement(&mut self) -> Result<Option<Advertisement>, AgentError> {
+        let now = self.clock.now();
+        self.advertisement_at(now).await
+    }
+
+    /// Everything advertised from the clock's now until `until` or the end of today,
+    /// whichever comes first: each advertisement with when it starts and ends. The same
+    /// rotations, keys and draws as asking [`Self::advertisement`] all along; a simulated
+    /// radio asks for a day at once.
+    pub async fn advertisements_until(
+        &mut self,
+        until: UnixMillis,
+    ) -> Result<Vec<(UnixMillis, UnixMillis, Advertisement)>, AgentError> {
+        let mut t = self.clock.now();
+        let midnight = UnixMillis(u64::from(t.day() + 1) * 86_400_000);
+        let until = until.min(midnight);
+        let mut out = Vec::new();
+        while t < until {
+            let Some(adv) = self.advertisement_at(t).await? else {
+                break;
+            };
+            let end = self.rotation.map_or(until, |r| r.until.min(until));
+            out.push((t, end, adv));
+            t = end;
+        }
+        Ok(out)
+    }
+
+    async fn advertisement_at(
+        &mut self,
+        now: UnixMillis,
+    ) -> Result<Option<Advertisement>, AgentError> {
         if !self.state.logging() {
             self.rotation = None;
             return Ok(None);
         }
-        let now = self.clock.now();
         if let Some(r) = self.rotation
             && now < r.until
             && r.day == now.day()
@@ -438,15 +473,18 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
     /// The daily check: the configuration, index.txt and the files not seen yet (at most
     /// 20 a day), each verified against the health authority's key before a key is read;
     /// matched against the records of the last 14 days and scored by the one risk rule.
-    pub async fn check(&mut self, client: &GatewayClient) -> Result<CheckReport, AgentError> {
+    pub async fn check<C: ExportSource>(&mut self, client: &C) -> Result<CheckReport, AgentError> {
         self.housekeeping().await?;
         let vault = self.vault()?.clone();
         let public_key =
             self.config.public_key.clone().ok_or_else(|| {
                 AgentError::Configuration("no health-authority public key".into())
             })?;
-        let config_json = self.retrying(|| client.exposure_configuration()).await?;
-        let config: RiskConfiguration = serde_json::from_slice(&config_json)
+        let config_json = match &self.config.scoring {
+            Some(json) => json.clone(),
+            None => self.retrying(|| client.exposure_configuration()).await?,
+        };
+        let config: Scoring = serde_json::from_slice(&config_json)
             .map_err(|e| AgentError::Configuration(e.to_string()))?;
         config
             .validate()
@@ -506,7 +544,16 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
             }
         }
         if !keys.is_empty() {
-            let (matched, matches) = self.match_keys(&keys, &config, today).await?;
+            let verified: Vec<[u8; 32]> = result
+                .files
+                .iter()
+                .filter(|f| f.1 == ExportVerdict::Verified)
+                .map(|f| f.0)
+                .collect();
+            let index = client.key_index(&verified, &keys);
+            let (matched, matches) = self
+                .match_keys(&keys, index.as_deref(), &config, today)
+                .await?;
             result.matched = matched;
             result.matches = matches;
         }
@@ -536,7 +583,8 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
     async fn match_keys(
         &mut self,
         keys: &[DiagnosisKey],
-        config: &RiskConfiguration,
+        index: Option<&hotaru_protocol::matching::KeyIndex>,
+        config: &Scoring,
         today: u32,
     ) -> Result<(Vec<ExposureMatched>, u32), AgentError> {
         let vault = self.vault()?.clone();
@@ -558,7 +606,10 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
             return Ok((Vec::new(), 0));
         }
         let matcher = Matcher::new(observations);
-        let matches = matcher.match_keys(keys);
+        let matches = match index {
+            Some(index) => matcher.match_indexed(keys, index),
+            None => matcher.match_keys(keys),
+        };
         // Windows per key, then grouped per key and day.
         let mut by_key: BTreeMap<usize, Vec<hotaru_protocol::matching::Match>> = BTreeMap::new();
         for m in &matches {
@@ -573,8 +624,26 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
                 per_day.entry(w.day).or_default().push(w);
             }
             for (day, ws) in per_day {
-                let score: f64 = ws.iter().map(|w| window_score(config, w)).sum();
                 let scans: Vec<_> = ws.iter().flat_map(|w| w.scans.iter()).collect();
+                let score: f64 = match config {
+                    Scoring::Windows(c) => ws.iter().map(|w| window_score(c, w)).sum(),
+                    Scoring::Legacy(l) => {
+                        let seconds: u32 = scans.iter().map(|s| s.seconds_since_last_scan).sum();
+                        let weighted: u64 = scans
+                            .iter()
+                            .map(|s| {
+                                u64::from(s.typical_attenuation_db)
+                                    * u64::from(s.seconds_since_last_scan)
+                            })
+                            .sum();
+                        f64::from(l.score(LegacyExposure {
+                            attenuation_db: (weighted / u64::from(seconds.max(1))) as u8,
+                            duration_minutes: seconds / 60,
+                            days_since_last_exposure: today.saturating_sub(day),
+                            transmission_risk_level: keys[k].transmission_risk_level,
+                        }))
+                    }
+                };
                 out.push(ExposureMatched {
                     device_id,
                     day: Day(day),
@@ -606,7 +675,6 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
                         .collect(),
                 });
             }
-            let _ = k;
         }
         Ok((out, matches.len() as u32))
     }

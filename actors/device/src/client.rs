@@ -286,6 +286,44 @@ impl GatewayClient {
     }
 }
 
+/// Where the daily check reads the health authority's files: the gateway, as a phone
+/// does, or a simulated fleet's cache of the same bytes (with a key index shared by its
+/// phones). The agent verifies every file it is given either way.
+pub trait ExportSource: Sync {
+    fn exposure_configuration(&self) -> impl Future<Output = Result<Vec<u8>, ClientError>> + Send;
+    /// index.txt: `None` when unchanged since `etag`, else its lines and new ETag.
+    fn index(
+        &self,
+        etag: Option<&str>,
+    ) -> impl Future<Output = Result<Option<(Vec<String>, Option<String>)>, ClientError>> + Send;
+    fn export_file(&self, path: &str) -> impl Future<Output = Result<Vec<u8>, ClientError>> + Send;
+    /// A key index built once from these verified files' keys, when the source shares one.
+    fn key_index(
+        &self,
+        _files: &[[u8; 32]],
+        _keys: &[hotaru_protocol::keys::DiagnosisKey],
+    ) -> Option<std::sync::Arc<hotaru_protocol::matching::KeyIndex>> {
+        None
+    }
+}
+
+impl ExportSource for GatewayClient {
+    async fn exposure_configuration(&self) -> Result<Vec<u8>, ClientError> {
+        GatewayClient::exposure_configuration(self).await
+    }
+
+    async fn index(
+        &self,
+        etag: Option<&str>,
+    ) -> Result<Option<(Vec<String>, Option<String>)>, ClientError> {
+        GatewayClient::index(self, etag).await
+    }
+
+    async fn export_file(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        GatewayClient::export_file(self, path).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

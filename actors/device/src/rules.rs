@@ -15,9 +15,7 @@ use hotaru_events::device::{
 use hotaru_events::domain::{Day, DeviceId, ExposureNotified, LogId, Sealed};
 use hotaru_events::{DomainEvent, Envelope};
 use hotaru_protocol::keys::ReportType;
-use hotaru_protocol::risk::{
-    Assessment, DayRisk, ExposureWindow, RiskConfiguration, ScanInstance, assess,
-};
+use hotaru_protocol::risk::{Assessment, DayRisk, ExposureWindow, ScanInstance, Scoring, assess};
 
 /// Days a TEK and the records of its day are kept (the OS maximum; DOMAIN.md).
 pub const RETENTION_DAYS: u32 = 14;
@@ -162,7 +160,7 @@ impl DeviceState {
     }
 
     /// The configuration the last check scored with (COCOA's default before any check).
-    pub fn configuration(&self) -> RiskConfiguration {
+    pub fn configuration(&self) -> Scoring {
         serde_json::from_slice(&self.risk_configuration).unwrap_or_default()
     }
 
@@ -219,11 +217,40 @@ pub fn windows<'a>(matched: impl IntoIterator<Item = &'a ExposureMatched>) -> Ve
 }
 
 fn assessment<'a>(
-    config: &RiskConfiguration,
+    scoring: &Scoring,
     matched: impl IntoIterator<Item = &'a ExposureMatched>,
     now: UnixMillis,
 ) -> Assessment {
-    assess(config, &windows(matched), now.day())
+    match scoring {
+        Scoring::Windows(config) => assess(config, &windows(matched), now.day()),
+        // v1: each matched key-day was scored when it matched; a day is high risk when
+        // its best score reaches the minimum.
+        Scoring::Legacy(legacy) => {
+            let oldest = now.day().saturating_sub(scoring.lookback_days() - 1);
+            let mut days: BTreeMap<u32, DayRisk> = BTreeMap::new();
+            for m in matched.into_iter().filter(|m| m.day.0 >= oldest) {
+                let d = days.entry(m.day.0).or_insert(DayRisk {
+                    day: m.day.0,
+                    score: 0.0,
+                    scan_seconds: 0,
+                    windows: 0,
+                    high_risk: false,
+                });
+                d.score = d.score.max(f64::from(m.score));
+                d.scan_seconds = d.scan_seconds.saturating_add(m.scan_seconds);
+                d.windows += m.windows.len() as u32;
+            }
+            Assessment {
+                days: days
+                    .into_values()
+                    .map(|mut d| {
+                        d.high_risk = legacy.high_risk(d.score as u32);
+                        d
+                    })
+                    .collect(),
+            }
+        }
+    }
 }
 
 pub fn decide_consent(
@@ -357,7 +384,7 @@ pub fn decide_check(
             keys: *n,
         }));
     }
-    let config: RiskConfiguration = serde_json::from_slice(&result.risk_configuration)
+    let config: Scoring = serde_json::from_slice(&result.risk_configuration)
         .unwrap_or_else(|_| state.configuration());
     let verdict = assessment(
         &config,

@@ -70,3 +70,51 @@ async fn two_actors_on_scripted_radios() {
     assert!(status.consented && !status.bluetooth_on);
     assert_eq!(status.days_of_use, 1);
 }
+
+/// A simulated radio asks for a day of advertisements at once: the same RPIs, AEMs and
+/// rotations as a radio asking every minute, from an agent on the same seed.
+#[tokio::test]
+async fn a_days_schedule_equals_asking_every_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let day_start = UnixMillis(20_400 * 86_400_000);
+    let mut agents = Vec::new();
+    let mut clocks = Vec::new();
+    for name in ["minute", "day"] {
+        let clock = ManualClock::at(day_start.plus_millis(3_600_000));
+        let log = SledLog::open_scoped(&dir.path().join(name), LogScope::Device).unwrap();
+        let mut agent = Agent::open(
+            log.clone(),
+            log,
+            name,
+            Arc::new(clock.clone()),
+            Box::new(SeededRandom::from_u64(4, 4)),
+            AgentConfig::default(),
+        )
+        .await
+        .unwrap();
+        agent.consent(0).await.unwrap();
+        agents.push(agent);
+        clocks.push(clock);
+    }
+    let end = day_start.plus_millis(86_400_000);
+    let schedule = agents[1]
+        .advertisements_until(end.plus_millis(3_600_000))
+        .await
+        .unwrap();
+    assert!(schedule.len() > 60, "{} rotations", schedule.len());
+    assert_eq!(schedule.last().unwrap().1, end, "ends at midnight");
+    let mut t = clocks[0].now();
+    let mut checked = 0;
+    while t < end {
+        clocks[0].set(t);
+        let adv = agents[0].advertisement().await.unwrap().unwrap();
+        let (_, _, scheduled) = schedule
+            .iter()
+            .find(|(from, until, _)| *from <= t && t < *until)
+            .unwrap();
+        assert_eq!(adv, *scheduled, "at {t:?}");
+        t = t.plus_millis(60_000);
+        checked += 1;
+    }
+    assert_eq!(checked, 23 * 60);
+}
