@@ -286,6 +286,9 @@ impl GatewayClient {
     }
 }
 
+/// index.txt's lines and its ETag.
+pub type Index = (Vec<String>, Option<String>);
+
 /// Where the daily check reads the health authority's files: the gateway, as a phone
 /// does, or a simulated fleet's cache of the same bytes (with a key index shared by its
 /// phones). The agent verifies every file it is given either way.
@@ -295,7 +298,7 @@ pub trait ExportSource: Sync {
     fn index(
         &self,
         etag: Option<&str>,
-    ) -> impl Future<Output = Result<Option<(Vec<String>, Option<String>)>, ClientError>> + Send;
+    ) -> impl Future<Output = Result<Option<Index>, ClientError>> + Send;
     fn export_file(&self, path: &str) -> impl Future<Output = Result<Vec<u8>, ClientError>> + Send;
     /// A key index built once from these verified files' keys, when the source shares one.
     fn key_index(
@@ -312,10 +315,7 @@ impl ExportSource for GatewayClient {
         GatewayClient::exposure_configuration(self).await
     }
 
-    async fn index(
-        &self,
-        etag: Option<&str>,
-    ) -> Result<Option<(Vec<String>, Option<String>)>, ClientError> {
+    async fn index(&self, etag: Option<&str>) -> Result<Option<Index>, ClientError> {
         GatewayClient::index(self, etag).await
     }
 
