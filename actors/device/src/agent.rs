@@ -143,6 +143,8 @@ pub struct Agent<L, S> {
     rotation: Option<Rotation>,
     last_scan: Option<u64>,
     next_chaff: Option<UnixMillis>,
+    /// The day housekeeping last ran.
+    housekept: Option<u32>,
 }
 
 impl<L: EventLog, S: SideStore> Agent<L, S> {
@@ -182,6 +184,7 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
             rotation: None,
             last_scan: None,
             next_chaff: None,
+            housekept: None,
         };
         if let Some(v) = &agent.vault {
             for day in &agent.state.expired {
@@ -297,6 +300,12 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
         }
         let now = self.clock.now();
         let today = now.day();
+        // Once a day is enough: closing and expiry change only when the day does.
+        if self.housekept == Some(today)
+            && (!self.state.logging() || self.state.teks.contains_key(&today))
+        {
+            return Ok(());
+        }
         if self.state.logging() && !self.state.teks.contains_key(&today) {
             let tek = Tek::generate(&mut *self.random);
             let vault = self.vault()?.clone();
@@ -320,6 +329,7 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
         for day in expired {
             vault.destroy_day(day).await?;
         }
+        self.housekept = Some(today);
         Ok(())
     }
 

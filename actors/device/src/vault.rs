@@ -201,7 +201,7 @@ impl<S: SideStore> Vault<S> {
     ) -> Result<BTreeMap<u32, (u32, u32)>, VaultError> {
         let prefix = format!("{}-", self.device);
         let mut out = BTreeMap::new();
-        for k in self.store.side_keys(RECORDS).await? {
+        for k in self.store.side_keys_prefixed(RECORDS, &prefix).await? {
             let Some(day) = k.strip_prefix(&prefix).and_then(|d| d.parse::<u32>().ok()) else {
                 continue;
             };
@@ -224,10 +224,8 @@ impl<S: SideStore> Vault<S> {
     pub async fn destroy_all(&self) -> Result<(), VaultError> {
         let prefix = format!("{}-", self.device);
         for ns in [RECORDS, DAY_KEYS, META] {
-            for k in self.store.side_keys(ns).await? {
-                if k.starts_with(&prefix) {
-                    self.store.side_delete(ns, &k).await?;
-                }
+            for k in self.store.side_keys_prefixed(ns, &prefix).await? {
+                self.store.side_delete(ns, &k).await?;
             }
         }
         self.store.side_delete(MASTER, &self.device).await?;

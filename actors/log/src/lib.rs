@@ -34,7 +34,7 @@ pub mod conformance;
 
 pub use any::{AnyLog, Backend};
 pub use nats::{NatsConfig, NatsLog, stream_name};
-pub use side::SideStore;
+pub use side::{MemoryStore, SideStore};
 pub use sled_log::{DEDUP_WINDOW as SLED_DEDUP_WINDOW, SledLog};
 
 /// Whose log this is. A server's log holds the server's contexts only; a device's (a

@@ -44,6 +44,21 @@ pub trait SideStore: Clone + Send + Sync + 'static {
     fn side_delete(&self, ns: &str, key: &str)
     -> impl Future<Output = Result<(), LogError>> + Send;
     fn side_keys(&self, ns: &str) -> impl Future<Output = Result<Vec<String>, LogError>> + Send;
+    /// The keys of `ns` that start with `prefix` (one device's, in a fleet's store).
+    fn side_keys_prefixed(
+        &self,
+        ns: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<String>, LogError>> + Send {
+        async move {
+            Ok(self
+                .side_keys(ns)
+                .await?
+                .into_iter()
+                .filter(|k| k.starts_with(prefix))
+                .collect())
+        }
+    }
     /// Stores a published file under `name` (content-addressed by the caller).
     fn blob_put(
         &self,
@@ -122,6 +137,17 @@ impl SideStore for SledLog {
 
     async fn blob_get(&self, name: &str) -> Result<Option<Vec<u8>>, LogError> {
         self.side_get(BLOB_NS, name).await
+    }
+
+    async fn side_keys_prefixed(&self, ns: &str, prefix: &str) -> Result<Vec<String>, LogError> {
+        self.side_tree(ns)?
+            .scan_prefix(prefix)
+            .keys()
+            .map(|k| {
+                k.map_err(backend)
+                    .map(|k| String::from_utf8_lossy(&k).into_owned())
+            })
+            .collect()
     }
 
     async fn side_keys(&self, ns: &str) -> Result<Vec<String>, LogError> {
@@ -369,5 +395,102 @@ impl SideStore for AnyLog {
             AnyLog::Sled(l) => l.side_keys(ns).await,
             AnyLog::Nats(l) => l.side_keys(ns).await,
         }
+    }
+
+    async fn side_keys_prefixed(&self, ns: &str, prefix: &str) -> Result<Vec<String>, LogError> {
+        match self {
+            AnyLog::Sled(l) => l.side_keys_prefixed(ns, prefix).await,
+            AnyLog::Nats(l) => l.side_keys_prefixed(ns, prefix).await,
+        }
+    }
+}
+
+/// A side store in memory: a simulated fleet's phones keep their encrypted records in
+/// the fleet process (one per shard, so shards on other threads never wait for it).
+/// Nothing is persisted.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, std::collections::BTreeMap<String, Vec<u8>>>>,
+    >,
+}
+
+impl MemoryStore {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut std::collections::HashMap<String, std::collections::BTreeMap<String, Vec<u8>>>) -> T,
+    ) -> T {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Bytes held (keys and values), for the fleet's memory figures.
+    pub fn bytes(&self) -> usize {
+        self.with(|m| {
+            m.values()
+                .flat_map(|t| t.iter())
+                .map(|(k, v)| k.len() + v.len())
+                .sum()
+        })
+    }
+}
+
+impl SideStore for MemoryStore {
+    async fn side_put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), LogError> {
+        check(ns, key)?;
+        self.with(|m| {
+            m.entry(ns.to_owned())
+                .or_default()
+                .insert(key.to_owned(), value.to_vec())
+        });
+        Ok(())
+    }
+
+    async fn side_get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, LogError> {
+        check(ns, key)?;
+        Ok(self.with(|m| m.get(ns).and_then(|t| t.get(key)).cloned()))
+    }
+
+    async fn side_create(&self, ns: &str, key: &str, value: &[u8]) -> Result<bool, LogError> {
+        check(ns, key)?;
+        Ok(self.with(|m| {
+            let t = m.entry(ns.to_owned()).or_default();
+            if t.contains_key(key) {
+                false
+            } else {
+                t.insert(key.to_owned(), value.to_vec());
+                true
+            }
+        }))
+    }
+
+    async fn side_delete(&self, ns: &str, key: &str) -> Result<(), LogError> {
+        check(ns, key)?;
+        self.with(|m| m.get_mut(ns).map(|t| t.remove(key)));
+        Ok(())
+    }
+
+    async fn side_keys(&self, ns: &str) -> Result<Vec<String>, LogError> {
+        Ok(self.with(|m| m.get(ns).map(|t| t.keys().cloned().collect()).unwrap_or_default()))
+    }
+
+    async fn side_keys_prefixed(&self, ns: &str, prefix: &str) -> Result<Vec<String>, LogError> {
+        Ok(self.with(|m| {
+            m.get(ns)
+                .map(|t| {
+                    t.range(prefix.to_owned()..)
+                        .take_while(|(k, _)| k.starts_with(prefix))
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        }))
+    }
+
+    async fn blob_put(&self, name: &str, data: &[u8]) -> Result<(), LogError> {
+        self.side_put(BLOB_NS, name, data).await
+    }
+
+    async fn blob_get(&self, name: &str) -> Result<Option<Vec<u8>>, LogError> {
+        self.side_get(BLOB_NS, name).await
     }
 }

@@ -1,7 +1,7 @@
 //! The side stores behave alike on both backends: put, overwrite, get, large values,
 //! list, delete (and a deleted value is gone after a reopen).
 
-use hotaru_log::{NatsConfig, NatsLog, SideStore, SledLog};
+use hotaru_log::{MemoryStore, NatsConfig, NatsLog, SideStore, SledLog};
 use hotaru_test_support::NatsServer;
 
 async fn exercise<S: SideStore>(open: impl AsyncFn() -> S) {
@@ -28,6 +28,13 @@ async fn exercise<S: SideStore>(open: impl AsyncFn() -> S) {
         Some(&big[..])
     );
     assert_eq!(s.side_keys("secrets").await.unwrap(), ["day-1", "day-2"]);
+    s.side_put("secrets", "dax-1", b"x").await.unwrap();
+    assert_eq!(
+        s.side_keys_prefixed("secrets", "day-").await.unwrap(),
+        ["day-1", "day-2"]
+    );
+    assert!(s.side_keys_prefixed("secrets", "none").await.unwrap().is_empty());
+    s.side_delete("secrets", "dax-1").await.unwrap();
     s.side_delete("secrets", "day-1").await.unwrap();
     assert_eq!(s.side_get("secrets", "day-1").await.unwrap(), None);
     assert!(
@@ -63,4 +70,13 @@ async fn nats_side_store() {
     let server = NatsServer::start();
     let config = NatsConfig::new(server.url());
     exercise(async || NatsLog::connect(&config).await.unwrap()).await;
+}
+
+/// The fleet's in-memory store: the same answers while it lives (it is not persisted, so
+/// the reopen gives the same instance back).
+#[tokio::test]
+async fn memory_side_store() {
+    let store = MemoryStore::default();
+    exercise(async || store.clone()).await;
+    assert!(store.bytes() > 2 * 1024 * 1024);
 }
