@@ -53,6 +53,9 @@ enum Command {
     Device(cmd::device::DeviceCommand),
     /// The committee's audit: replay a log or an archive, rebuild and check everything.
     Audit(cmd::audit::AuditArgs),
+    /// A simulated fleet in a BLE world: precision and recall against ground truth, the
+    /// release check, or a load test against a running server.
+    Sim(cmd::sim::SimArgs),
     /// Benchmarks that report their figures against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -143,6 +146,7 @@ pub fn main() -> ExitCode {
     let command = match cli.command {
         Command::Serve(a) => return finish(actix::System::new().block_on(cmd::server::serve(a))),
         Command::Demo(a) => return finish(actix::System::new().block_on(cmd::server::demo(a))),
+        Command::Sim(a) => return finish(actix::System::new().block_on(cmd::sim::sim(a))),
         Command::Bench(cmd::bench::BenchCommand::Server(b)) => {
             return finish(actix::System::new().block_on(cmd::bench::server_bench(b)));
         }
@@ -169,7 +173,9 @@ pub fn main() -> ExitCode {
             Command::Keys(c) => cmd::keys::run(c).await,
             Command::Audit(a) => cmd::audit::run(a).await,
             Command::Device(c) => cmd::device::run(c).await,
-            Command::Serve(_) | Command::Demo(_) => unreachable!("run in an actix System above"),
+            Command::Serve(_) | Command::Demo(_) | Command::Sim(_) => {
+                unreachable!("run in an actix System above")
+            }
         }
     });
     finish(result)

@@ -80,7 +80,7 @@ pub struct AgentConfig {
     pub os: String,
     /// Score with this (JSON: a [`hotaru_protocol::risk::Scoring`]) instead of the
     /// configuration the server serves: a simulated fleet's `--risk-config` or preset.
-    pub scoring: Option<Vec<u8>>,
+    pub scoring: Option<Arc<[u8]>>,
 }
 
 impl Default for AgentConfig {
@@ -491,7 +491,7 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
                 AgentError::Configuration("no health-authority public key".into())
             })?;
         let config_json = match &self.config.scoring {
-            Some(json) => json.clone(),
+            Some(json) => json.to_vec(),
             None => self.retrying(|| client.exposure_configuration()).await?,
         };
         let config: Scoring = serde_json::from_slice(&config_json)

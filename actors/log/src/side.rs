@@ -410,16 +410,13 @@ impl SideStore for AnyLog {
 /// Nothing is persisted.
 #[derive(Clone, Default)]
 pub struct MemoryStore {
-    inner: std::sync::Arc<
-        std::sync::Mutex<std::collections::HashMap<String, std::collections::BTreeMap<String, Vec<u8>>>>,
-    >,
+    inner: std::sync::Arc<std::sync::Mutex<Namespaces>>,
 }
 
+type Namespaces = std::collections::HashMap<String, std::collections::BTreeMap<String, Vec<u8>>>;
+
 impl MemoryStore {
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut std::collections::HashMap<String, std::collections::BTreeMap<String, Vec<u8>>>) -> T,
-    ) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Namespaces) -> T) -> T {
         f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -470,7 +467,11 @@ impl SideStore for MemoryStore {
     }
 
     async fn side_keys(&self, ns: &str) -> Result<Vec<String>, LogError> {
-        Ok(self.with(|m| m.get(ns).map(|t| t.keys().cloned().collect()).unwrap_or_default()))
+        Ok(self.with(|m| {
+            m.get(ns)
+                .map(|t| t.keys().cloned().collect())
+                .unwrap_or_default()
+        }))
     }
 
     async fn side_keys_prefixed(&self, ns: &str, prefix: &str) -> Result<Vec<String>, LogError> {

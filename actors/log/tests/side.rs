@@ -33,7 +33,12 @@ async fn exercise<S: SideStore>(open: impl AsyncFn() -> S) {
         s.side_keys_prefixed("secrets", "day-").await.unwrap(),
         ["day-1", "day-2"]
     );
-    assert!(s.side_keys_prefixed("secrets", "none").await.unwrap().is_empty());
+    assert!(
+        s.side_keys_prefixed("secrets", "none")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     s.side_delete("secrets", "dax-1").await.unwrap();
     s.side_delete("secrets", "day-1").await.unwrap();
     assert_eq!(s.side_get("secrets", "day-1").await.unwrap(), None);

@@ -5,3 +5,4 @@ pub(crate) mod gaen;
 pub(crate) mod keys;
 pub(crate) mod log;
 pub(crate) mod server;
+pub(crate) mod sim;
