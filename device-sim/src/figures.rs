@@ -56,8 +56,23 @@ impl GroundTruth {
         self.today.clear();
     }
 
-    pub fn phone_contact(&mut self, a: u32, b: u32, day: u32, c: &Contact, radios_on: bool) {
-        for key in [(a, b, day), (b, a, day)] {
+    /// A contact between two phones' owners; kept for each direction whose speaker was
+    /// infected by then (a registered case's published keys are all of such days).
+    pub fn phone_contact(
+        &mut self,
+        (a, b): (u32, u32),
+        day: u32,
+        c: &Contact,
+        radios_on: bool,
+        speaker_infected: [bool; 2],
+    ) {
+        for (key, infected) in [
+            ((a, b, day), speaker_infected[1]),
+            ((b, a, day), speaker_infected[0]),
+        ] {
+            if !infected {
+                continue;
+            }
             let e = self.phone_pairs.entry(key).or_insert(PairDay {
                 close_minutes: 0,
                 minutes: 0,
@@ -175,9 +190,13 @@ pub struct Figures {
     pub registrations_by_day: Vec<u32>,
     pub files_by_day: Vec<u32>,
     pub notifications_by_day: Vec<u32>,
+    /// Guidance screens the notified phones showed.
+    pub guidance_screens: u64,
     pub fleet_events: u64,
     pub store_bytes: u64,
     pub http: Vec<RouteFigures>,
+    /// Wall time by phase of the day, summed over the days.
+    pub phase_seconds: BTreeMap<String, f64>,
     pub wall_seconds: f64,
 }
 
@@ -394,7 +413,7 @@ impl Figures {
     pub fn outcome(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("serialises");
         if let Some(o) = v.as_object_mut() {
-            for k in ["http", "wall_seconds", "store_bytes"] {
+            for k in ["http", "wall_seconds", "store_bytes", "phase_seconds"] {
                 o.remove(k);
             }
         }

@@ -410,3 +410,53 @@ impl Handler<StoreBytes> for Shard {
         self.store.bytes()
     }
 }
+
+/// The phones notified today open the exposure screen and walk the guidance flow, with
+/// answers drawn from the seed (a third have symptoms, some were near a known case, some
+/// want a test; the rest are told to watch their health); half use the prefecture
+/// variant. Returns the screens shown.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct Guide {
+    pub phones: Vec<usize>,
+    pub at: UnixMillis,
+    pub seed: u64,
+}
+
+impl Handler<Guide> for Shard {
+    type Result = AtomicResponse<Self, u64>;
+
+    fn handle(&mut self, m: Guide, _: &mut Context<Self>) -> Self::Result {
+        use hotaru_events::device::GuidanceAnswer::{No, Yes};
+        use hotaru_protocol::random::Random;
+        let state = self.state.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let mut guard = state.lock().await;
+                let s = &mut *guard;
+                s.clock.set(m.at);
+                let mut shown = 0;
+                for local in m.phones {
+                    let index = s.specs[local].index;
+                    let Some(p) = s.phones.get_mut(local).and_then(Option::as_mut) else {
+                        continue;
+                    };
+                    let mut r = SeededRandom::from_u64(m.seed ^ 0x6775_6964, u64::from(index));
+                    let answers = match r.below(6) {
+                        0 | 1 => vec![Yes],
+                        2 => vec![No, Yes],
+                        3 => vec![No, No, Yes],
+                        _ => vec![No, No, No],
+                    };
+                    let prefecture = (r.below(2) == 0).then(|| 1 + r.below(47) as u8);
+                    match p.guidance(&answers, prefecture).await {
+                        Ok(screens) => shown += screens.len() as u64,
+                        Err(e) => crash(s, local, &e),
+                    }
+                }
+                shown
+            }
+            .into_actor(self),
+        ))
+    }
+}

@@ -238,6 +238,13 @@ pub async fn run(
         })
         .collect();
 
+    let mut phases: BTreeMap<&'static str, f64> = BTreeMap::new();
+    let mut lap = Instant::now();
+    let mut time = |name: &'static str, lap: &mut Instant| {
+        *phases.entry(name).or_default() += lap.elapsed().as_secs_f64();
+        *lap = Instant::now();
+    };
+    time("open", &mut lap);
     for d in 0..config.days {
         let day = config.start_day + d;
         let t0 = u64::from(day) * DAY_S;
@@ -288,6 +295,7 @@ pub async fn run(
             }
         }
         *busy.entry("PUT /v3/diagnosis").or_default() += phase.elapsed();
+        time("registrations", &mut lap);
 
         // The day's advertisements.
         progress(d, config.days, "advertising");
@@ -313,6 +321,7 @@ pub async fn run(
             }
             schedule[i as usize] = s;
         }
+        time("advertising", &mut lap);
 
         // Contacts: ground truth, infection, and what the radios heard.
         progress(d, config.days, "contacts");
@@ -333,7 +342,8 @@ pub async fn run(
                 continue;
             };
             let radios_on = pa.bluetooth_on && pb.bluetooth_on;
-            truth.phone_contact(a, b, day, c, radios_on);
+            let infected = |p: u32| matches!(epidemic.health[p as usize], Health::Infected { infected, .. } if infected <= day);
+            truth.phone_contact((a, b), day, c, radios_on, [infected(c.a), infected(c.b)]);
             if !radios_on {
                 continue;
             }
@@ -403,6 +413,7 @@ pub async fn run(
                 .map(|(a, scans)| a.send(shard::Hear { scans })),
         )
         .await;
+        time("recording", &mut lap);
 
         // 20:00: the operator publishes; 21:00: every phone checks.
         progress(d, config.days, "batch");
@@ -415,6 +426,7 @@ pub async fn run(
                 figures.batches_failed += 1;
             }
         }
+        time("batch", &mut lap);
         progress(d, config.days, "checks");
         set_server(21);
         let phase = Instant::now();
@@ -439,11 +451,29 @@ pub async fn run(
         *busy.entry("GET /exports/<file>").or_default() += phase.elapsed();
         *busy.entry("GET /exports/index.txt").or_default() += phase.elapsed();
         *busy.entry("GET /v1/exposure-configuration").or_default() += phase.elapsed();
+        time("checks", &mut lap);
         let mut notified_today = 0;
+        let mut guide: Vec<Vec<usize>> = vec![Vec::new(); shards_n];
         for o in outcomes {
             notified_today += o.notified.len() as u32;
+            for (phone, _) in &o.notified {
+                let (s, local) = locate(*phone);
+                guide[s].push(local);
+            }
             for (phone, e) in o.crashed {
                 crashed.entry(phone).or_insert(e);
+            }
+        }
+        // 21:30: the notified open the app and walk the guidance.
+        for (s, phones) in guide.into_iter().enumerate() {
+            if !phones.is_empty() {
+                figures.guidance_screens += shards[s]
+                    .send(shard::Guide {
+                        phones,
+                        at: UnixMillis((t0 + 21 * 3600 + 1800) * 1000),
+                        seed: config.seed,
+                    })
+                    .await?;
             }
         }
         figures.notifications_by_day.push(notified_today);
@@ -488,6 +518,7 @@ pub async fn run(
             }
         }
     }
+    time("tracing keys", &mut lap);
     figures.fleet_keys_published = published.len() as u64;
     figures.uploads_lost = figures.keys_accepted.saturating_sub(published.len() as u64);
     figures.phones_crashed = crashed.len() as u32;
@@ -526,6 +557,8 @@ pub async fn run(
     if figures.phones_notified > 0 {
         figures.notified_later_infected = later_infected as f64 / figures.phones_notified as f64;
     }
+    time("fleet log", &mut lap);
+    figures.phase_seconds = phases.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     figures.http = stats.figures(&busy);
     figures.wall_seconds = started.elapsed().as_secs_f64();
     Ok(figures)

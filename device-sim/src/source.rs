@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use hotaru_device::ClientError;
 use hotaru_device::GatewayClient;
 use hotaru_device::client::{ExportSource, Index};
+use hotaru_events::device::ExportVerdict;
+use hotaru_protocol::export::PublicKey;
 use hotaru_protocol::keys::DiagnosisKey;
 use hotaru_protocol::matching::KeyIndex;
 use serde::Serialize;
@@ -160,8 +162,12 @@ pub struct FleetSource {
     stats: Arc<HttpStats>,
     cache: Mutex<Cache>,
     indexes: Mutex<HashMap<Vec<[u8; 32]>, Arc<KeyIndex>>>,
+    verified: Mutex<HashMap<String, Verified>>,
     share_index: bool,
 }
+
+/// A file's verdict and keys, established once for the exact bytes served.
+type Verified = (ExportVerdict, Arc<Vec<DiagnosisKey>>);
 
 impl FleetSource {
     pub fn new(client: GatewayClient, stats: Arc<HttpStats>, share_index: bool) -> Self {
@@ -170,6 +176,7 @@ impl FleetSource {
             stats,
             cache: Mutex::default(),
             indexes: Mutex::default(),
+            verified: Mutex::default(),
             share_index,
         }
     }
@@ -238,6 +245,26 @@ impl ExportSource for FleetSource {
             .get(path)
             .map(|b| b.as_ref().clone())
             .ok_or_else(|| ClientError::Unavailable(format!("{path} is not cached")))
+    }
+
+    fn verified(&self, path: &str, zip: &[u8], public_key: &PublicKey) -> Option<Verified> {
+        if !self.share_index {
+            return None;
+        }
+        let mut v = lock(&self.verified);
+        // Only for the bytes this cache served (a phone never gets others from here).
+        let served = lock(&self.cache).files.get(path).cloned()?;
+        if served.as_slice() != zip {
+            return None;
+        }
+        Some(
+            v.entry(path.to_owned())
+                .or_insert_with(|| {
+                    let (verdict, keys) = hotaru_device::agent::verify_export(zip, public_key);
+                    (verdict, Arc::new(keys))
+                })
+                .clone(),
+        )
     }
 
     fn key_index(&self, files: &[[u8; 32]], keys: &[DiagnosisKey]) -> Option<Arc<KeyIndex>> {

@@ -98,6 +98,11 @@ impl StoreArgs {
         Ok(Backend::Embedded(dir))
     }
 
+    /// The NATS URL, when that is the backend.
+    pub fn nats(&self) -> Option<&str> {
+        self.nats.as_deref()
+    }
+
     /// The embedded store's directory, when that is the backend.
     pub fn data_dir(&self) -> Option<PathBuf> {
         if self.nats.is_some() {

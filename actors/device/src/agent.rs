@@ -27,6 +27,18 @@ use crate::reference;
 use crate::rules::{self, CheckResult, DeviceState, RETENTION_DAYS, RuleError};
 use crate::vault::{StoredScan, Vault, VaultError};
 
+/// Reads an export file and verifies its signature against the health authority's key
+/// before any key is read: the keys only when it verifies.
+pub fn verify_export(zip: &[u8], public_key: &PublicKey) -> (ExportVerdict, Vec<DiagnosisKey>) {
+    match read_zip(zip, ReadLimits::default()) {
+        Err(_) => (ExportVerdict::Malformed, Vec::new()),
+        Ok(signed) => match signed.verify_with(public_key) {
+            Ok(_) => (ExportVerdict::Verified, signed.file.keys),
+            Err(_) => (ExportVerdict::BadSignature, Vec::new()),
+        },
+    }
+}
+
 /// The app version in operation logs.
 pub const APP_VERSION: &str = concat!("hotaru-device ", env!("CARGO_PKG_VERSION"));
 
@@ -145,6 +157,12 @@ pub struct Agent<L, S> {
     next_chaff: Option<UnixMillis>,
     /// The day housekeeping last ran.
     housekept: Option<u32>,
+    /// Today's RPIK and AEMK (derived from the sealed TEK once a day).
+    day_keys: Option<(
+        u32,
+        hotaru_protocol::crypto::Rpik,
+        hotaru_protocol::crypto::Aemk,
+    )>,
 }
 
 impl<L: EventLog, S: SideStore> Agent<L, S> {
@@ -185,6 +203,7 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
             last_scan: None,
             next_chaff: None,
             housekept: None,
+            day_keys: None,
         };
         if let Some(v) = &agent.vault {
             for day in &agent.state.expired {
@@ -289,6 +308,7 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
         vault.destroy_all().await?;
         self.vault = None;
         self.rotation = None;
+        self.day_keys = None;
         Ok(())
     }
 
@@ -389,13 +409,23 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
             return Ok(Some(r.adv));
         }
         self.housekeeping().await?;
-        let Some(tek) = self.tek_of(now.day()).await? else {
-            return Ok(None);
+        let day = now.day();
+        let keys = match &self.day_keys {
+            Some((d, rpik, aemk)) if *d == day => (rpik.clone(), *aemk),
+            _ => {
+                let Some(tek) = self.tek_of(day).await? else {
+                    return Ok(None);
+                };
+                // Today's keys stay in memory while in use, as the OS keeps them.
+                let keys = (tek.rpik(), tek.aemk());
+                self.day_keys = Some((day, keys.0.clone(), keys.1));
+                keys
+            }
         };
         let interval = EnIntervalNumber::from_unix_seconds(now.as_secs());
-        let rpi = tek.rpik().rpi(interval);
+        let rpi = keys.0.rpi(interval);
         let tx = reference::model(self.state.model).tx_power_dbm;
-        let aem = tek.aemk().encrypt(&rpi, Metadata::v1_0(tx));
+        let aem = keys.1.encrypt(&rpi, Metadata::v1_0(tx));
         let mut address: [u8; 6] = self.random.array();
         address[0] &= 0x3f; // non-resolvable private address
         let minutes = 10 + self.random.below(11);
@@ -532,21 +562,22 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
                 }
                 budget -= 1;
                 let zip = self.retrying(|| client.export_file(&path)).await?;
-                let (verdict, file_keys) = match read_zip(&zip, ReadLimits::default()) {
-                    Err(e) => {
-                        tracing::warn!(error = %e, "export file refused: unreadable");
-                        (ExportVerdict::Malformed, Vec::new())
+                let (verdict, n) = match client.verified(&path, &zip, &public_key) {
+                    Some((verdict, file_keys)) => {
+                        keys.extend_from_slice(&file_keys);
+                        (verdict, file_keys.len())
                     }
-                    Ok(signed) => match signed.verify_with(&public_key) {
-                        Ok(_) => (ExportVerdict::Verified, signed.file.keys),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "export file refused: signature");
-                            (ExportVerdict::BadSignature, Vec::new())
-                        }
-                    },
+                    None => {
+                        let (verdict, file_keys) = verify_export(&zip, &public_key);
+                        let n = file_keys.len();
+                        keys.extend(file_keys);
+                        (verdict, n)
+                    }
                 };
-                result.files.push((digest, verdict, file_keys.len() as u32));
-                keys.extend(file_keys);
+                if verdict != ExportVerdict::Verified {
+                    tracing::warn!(verdict = ?verdict, "export file refused");
+                }
+                result.files.push((digest, verdict, n as u32));
             }
             // Only a complete pass makes the index "seen": the rest is fetched tomorrow.
             if complete && let Some(e) = new_etag {

@@ -300,6 +300,20 @@ pub trait ExportSource: Sync {
         etag: Option<&str>,
     ) -> impl Future<Output = Result<Option<Index>, ClientError>> + Send;
     fn export_file(&self, path: &str) -> impl Future<Output = Result<Vec<u8>, ClientError>> + Send;
+    /// The verdict on a file and its keys, when the source has already established them
+    /// for these exact bytes against `public_key` (a fleet shares that work between its
+    /// phones); `None`: the phone verifies and reads it itself.
+    fn verified(
+        &self,
+        _path: &str,
+        _zip: &[u8],
+        _public_key: &hotaru_protocol::export::PublicKey,
+    ) -> Option<(
+        hotaru_events::device::ExportVerdict,
+        std::sync::Arc<Vec<hotaru_protocol::keys::DiagnosisKey>>,
+    )> {
+        None
+    }
     /// A key index built once from these verified files' keys, when the source shares one.
     fn key_index(
         &self,

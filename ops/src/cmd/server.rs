@@ -53,9 +53,21 @@ pub(crate) enum Role {
 pub(crate) struct DemoArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// How many positive cases register their keys.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    cases: u32,
+    /// Only the server's half, narrated: this many health-centre cases upload through the
+    /// actors directly (with the mistakes users make), one batch, no phones.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    cases: Option<u32>,
+    /// Phones in the demo's fleet.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(20..=100_000))]
+    devices: u32,
+    /// Simulated days (they end yesterday).
+    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u32).range(3..=30))]
+    days: u32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where the two reports go: demo-simulation.html and demo-audit.html.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    reports: PathBuf,
 }
 
 /// The configuration: the file if given, then HOTARU_* overrides, then the digest secret
@@ -305,8 +317,17 @@ fn random_key(day: u32) -> SubmittedKey {
 /// The whole flow, in process, narrated: cases, numbers, uploads (with mistakes), a signed
 /// batch, and its verification as a phone would do it.
 pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    match a.cases {
+        Some(cases) => server_demo(a.store, cases).await,
+        None => crate::cmd::sim::whole_story(a.store, a.devices, a.days, a.seed, &a.reports).await,
+    }
+}
+
+/// The server's half, narrated: cases, numbers, uploads (with mistakes), a signed batch,
+/// and its verification as a phone would do it.
+async fn server_demo(store: StoreArgs, cases: u32) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
-    let log = a.store.open().await?;
+    let log = store.open().await?;
     let config = load_config(None, &log).await?;
     let region = config.batch.region.clone();
     if published_keys(&log, &region).await?.is_empty() {
@@ -327,10 +348,9 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let (mut accepted, mut dropped, mut numbers) = (0u32, 0usize, Vec::new());
     writeln!(
         out,
-        "{} health-centre cases confirmed and given processing numbers ...",
-        a.cases
+        "{cases} health-centre cases confirmed and given processing numbers ..."
     )?;
-    for i in 0..a.cases {
+    for i in 0..cases {
         let basis = if i % 3 == 0 {
             CaseBasis::Sample(Day(today - 1))
         } else {

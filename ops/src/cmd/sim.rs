@@ -155,6 +155,10 @@ pub(crate) async fn sim(a: SimArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot open the fleet's log in {}", dir.display()))?,
         ),
     };
+    anyhow::ensure!(
+        hotaru_log::EventLog::head(&fleet_log, hotaru_events::Context::Device).await? == 0,
+        "the fleet's log already holds phones (an earlier run): remove it or give another --data-dir"
+    );
     let mut server = None;
     let target = match &a.gateway {
         Some(url) => {
@@ -174,7 +178,7 @@ pub(crate) async fn sim(a: SimArgs) -> anyhow::Result<ExitCode> {
         }
         None => {
             let s =
-                InProcess::start(&dir.join("server"), a.nats.as_deref(), config.start_day).await?;
+                InProcess::open(&dir.join("server"), a.nats.as_deref(), config.start_day).await?;
             let t = s.target.clone();
             server = Some(s);
             t
@@ -301,7 +305,8 @@ pub(crate) struct InProcess {
 }
 
 impl InProcess {
-    pub(crate) async fn start(
+    /// Opens the server's log in `dir` (or on NATS) and starts the server on it.
+    pub(crate) async fn open(
         dir: &std::path::Path,
         nats: Option<&str>,
         start_day: u32,
@@ -312,6 +317,19 @@ impl InProcess {
                 SledLog::open(dir).with_context(|| format!("cannot open {}", dir.display()))?,
             ),
         };
+        Self::start(log, start_day).await
+    }
+
+    /// Starts the server on `log`, which must be empty: the simulated days start at
+    /// `start_day` and a log with events has days of its own.
+    pub(crate) async fn start(log: AnyLog, start_day: u32) -> anyhow::Result<Self> {
+        for ctx in hotaru_events::Context::SERVER {
+            anyhow::ensure!(
+                hotaru_log::EventLog::head(&log, ctx).await? == 0,
+                "the store already holds a Hotaru log (an earlier run): a simulation needs an \
+                 empty one; remove it or give another --data-dir"
+            );
+        }
         let clock = ManualClock::at(UnixMillis(u64::from(start_day) * 86_400_000));
         let config = ServerConfig {
             digest_secret: Some(hex_secret()),
@@ -375,4 +393,124 @@ fn hex_secret() -> String {
     let mut b = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("random");
     hex::encode(b)
+}
+
+/// `hotaru demo`: the whole story in one command on the store of `store`. The server
+/// runs in this process on a clock the simulation moves. A fleet of phones lives through
+/// the days that end yesterday: they meet, health centres confirm cases, patients register
+/// from their phones, batches are signed, phones download, verify, match and are notified,
+/// and the notified walk the guidance. Then the committee's audit replays the server's log.
+/// Both reports are written.
+pub(crate) async fn whole_story(
+    store: crate::StoreArgs,
+    devices: u32,
+    days: u32,
+    seed: u64,
+    reports: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let log = store.open().await?;
+    let fleet_log = match (store.nats(), store.data_dir()) {
+        (Some(url), _) => AnyLog::Nats(NatsLog::connect(&NatsConfig::new(url).devices()).await?),
+        (None, Some(dir)) => {
+            let mut name = dir.file_name().unwrap_or_default().to_owned();
+            name.push(".fleet");
+            let fleet = dir.with_file_name(name);
+            // The phones are the demo's own: a new run starts them afresh.
+            if fleet.exists() {
+                std::fs::remove_dir_all(&fleet)
+                    .with_context(|| format!("cannot remove {}", fleet.display()))?;
+            }
+            AnyLog::Sled(SledLog::open_scoped(&fleet, LogScope::Device)?)
+        }
+        (None, None) => anyhow::bail!("no --data-dir and no default data directory"),
+    };
+    let today = hotaru_events::SystemClock.now().day();
+    let config = SimConfig {
+        devices,
+        days,
+        seed,
+        start_day: today - days,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ..SimConfig::default()
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "Hotaru demo: a health authority's server and {devices} phones, {days} simulated days ending yesterday"
+    )?;
+    let server = InProcess::start(log.clone(), config.start_day).await?;
+    let target = server.target.clone();
+    let bars = Bars::new(config.days, std::io::stderr().is_terminal());
+    let mut progress = |done: u32, days: u32, phase: &str| bars.update(done, days, phase);
+    let figures = hotaru_device_sim::run(&config, &target, fleet_log, &mut progress).await?;
+    bars.finish();
+    write!(out, "{}", figures.table())?;
+    writeln!(
+        out,
+        "  the notified walked the guidance: {} screens shown",
+        figures.guidance_screens
+    )?;
+    // The committee's audit of the server's log, as of the simulation's last evening.
+    let at = target
+        .server_clock
+        .as_ref()
+        .map_or_else(|| hotaru_events::SystemClock.now(), Clock::now);
+    let source = hotaru_server::audit::LiveSource {
+        log: log.clone(),
+        kind: if store.nats().is_some() {
+            "nats"
+        } else {
+            "sled"
+        },
+    };
+    let report = hotaru_server::audit::audit(
+        &source,
+        &hotaru_server::audit::AuditRules::at(at),
+        Vec::new(),
+        &mut |_, _, _| {},
+    )
+    .await?;
+    server.stop();
+    writeln!(out, "the committee's audit of the server's log:")?;
+    for c in &report.checks {
+        writeln!(
+            out,
+            "  {:<12} {}",
+            c.name,
+            if c.passed { "pass" } else { "FAIL" }
+        )?;
+    }
+    std::fs::create_dir_all(reports)
+        .with_context(|| format!("cannot create {}", reports.display()))?;
+    let sim_path = reports.join("demo-simulation.html");
+    let audit_path = reports.join("demo-audit.html");
+    std::fs::write(
+        &sim_path,
+        hotaru_device_sim::report::html(&figures, &config),
+    )
+    .with_context(|| format!("cannot write {}", sim_path.display()))?;
+    std::fs::write(&audit_path, crate::cmd::audit::html(&report))
+        .with_context(|| format!("cannot write {}", audit_path.display()))?;
+    writeln!(
+        out,
+        "reports: {} and {}",
+        sim_path.display(),
+        audit_path.display()
+    )?;
+    let ok = report.passed && figures.phones_crashed == 0 && figures.uploads_lost == 0;
+    writeln!(
+        out,
+        "{}",
+        if ok {
+            "the story holds: every check passed"
+        } else {
+            "something failed: see above"
+        }
+    )?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
