@@ -518,6 +518,18 @@ pub async fn run(
             }
         }
     }
+    // The floor the checks are measured against, in this run: deriving the RPIs of every
+    // published key once (what each phone matching on its own would pay, per phone).
+    let mut all_keys = Vec::new();
+    for (_, zip) in cache.files() {
+        if let Ok(e) = read_zip(&zip, ReadLimits::default()) {
+            all_keys.extend(e.file.keys);
+        }
+    }
+    let floor = Instant::now();
+    std::hint::black_box(hotaru_protocol::matching::derivation_floor(&all_keys));
+    figures.floor_derivation_seconds = floor.elapsed().as_secs_f64();
+    figures.floor_keys = all_keys.len() as u64;
     time("tracing keys", &mut lap);
     figures.fleet_keys_published = published.len() as u64;
     figures.uploads_lost = figures.keys_accepted.saturating_sub(published.len() as u64);

@@ -324,15 +324,27 @@ impl Authority {
         body: Option<serde_json::Value>,
         day: u32,
     ) -> Result<serde_json::Value, AuthorityError> {
-        let mut req = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(key);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
         let started = Instant::now();
-        let r = req.send().await;
+        // A pooled connection the server just closed fails before anything was sent:
+        // one retry on a fresh request, as an HTTP client in a browser would.
+        let mut r = Err(None);
+        for _ in 0..2 {
+            let mut req = self
+                .http
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(key);
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            match req.send().await {
+                Err(e) if e.is_connect() || e.is_request() => r = Err(Some(e)),
+                other => {
+                    r = other.map_err(Some);
+                    break;
+                }
+            }
+        }
+        let r = r.map_err(|e| e.expect("an error was kept"));
         let result = match r {
             Err(e) => Err(AuthorityError::Network {
                 route,

@@ -342,3 +342,54 @@ fn serve_outlives_the_reader_of_its_stderr() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// `hotaru demo` without --cases: the whole story on the embedded store (server, phones,
+/// batches, notifications, guidance, audit), both reports written, the chain verifiable;
+/// a second run on the same store says why it cannot.
+#[test]
+fn the_demo_tells_the_whole_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hotaru-data");
+    let data = data.to_str().unwrap();
+    let reports = dir.path().join("reports");
+    let out = run(&[
+        "demo",
+        "--data-dir",
+        data,
+        "--devices",
+        "400",
+        "--reports",
+        reports.to_str().unwrap(),
+    ]);
+    check(&out);
+    let text = stdout(&out);
+    for s in [
+        "registrations completed",
+        "the notified walked the guidance",
+        "privacy      pass",
+        "the story holds: every check passed",
+    ] {
+        assert!(text.contains(s), "{s}: {text}");
+    }
+    let sim = std::fs::read_to_string(reports.join("demo-simulation.html")).unwrap();
+    assert!(
+        sim.contains("<svg") && !sim.contains("<script"),
+        "self-contained, no JS"
+    );
+    let audit = std::fs::read_to_string(reports.join("demo-audit.html")).unwrap();
+    assert!(audit.contains("every check passed"), "{audit}");
+    check(&run(&["log", "verify", "--data-dir", data]));
+    let again = run(&[
+        "demo",
+        "--data-dir",
+        data,
+        "--reports",
+        reports.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds a Hotaru log"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}

@@ -29,7 +29,13 @@ fn sim(args: &[&str]) -> (Option<i32>, Value, String) {
 /// The figures that must repeat (timings and sizes left out).
 fn outcome(v: &Value) -> Value {
     let mut v = v.clone();
-    for k in ["http", "wall_seconds", "store_bytes", "phase_seconds"] {
+    for k in [
+        "http",
+        "wall_seconds",
+        "store_bytes",
+        "phase_seconds",
+        "floor_derivation_seconds",
+    ] {
         v.as_object_mut().unwrap().remove(k);
     }
     v
