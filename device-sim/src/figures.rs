@@ -113,6 +113,15 @@ impl Rate {
     }
 }
 
+/// The figures that are timings or sizes: they differ between runs of the same seed.
+pub const VOLATILE: [&str; 5] = [
+    "http",
+    "wall_seconds",
+    "store_bytes",
+    "phase_seconds",
+    "floor_derivation_seconds",
+];
+
 /// Distance bands of the closest contact of a listener-day.
 pub const BANDS: [(f64, &str); 5] = [
     (1.0, "0-1 m"),
@@ -374,31 +383,25 @@ impl Figures {
         for (k, v) in rows {
             let _ = writeln!(s, "  {k:<30} {v}");
         }
-        let _ = writeln!(
-            s,
-            "  by distance (closest contact of a phone-day with a registered case):"
+        let rates = |s: &mut String, title: &str, rows: &[Rate]| {
+            let _ = writeln!(s, "  {title}:");
+            for r in rows {
+                let _ = writeln!(
+                    s,
+                    "    {:<14} {:>6} notified {:>6}  {:>5.1} %",
+                    r.class,
+                    r.contacts,
+                    r.notified,
+                    100.0 * r.share
+                );
+            }
+        };
+        rates(
+            &mut s,
+            "by distance (closest contact of a phone-day with a registered case)",
+            &self.by_distance,
         );
-        for r in &self.by_distance {
-            let _ = writeln!(
-                s,
-                "    {:<14} {:>6} notified {:>6}  {:>5.1} %",
-                r.class,
-                r.contacts,
-                r.notified,
-                100.0 * r.share
-            );
-        }
-        let _ = writeln!(s, "  recall by setting:");
-        for r in &self.by_setting {
-            let _ = writeln!(
-                s,
-                "    {:<14} {:>6} notified {:>6}  {:>5.1} %",
-                r.class,
-                r.contacts,
-                r.notified,
-                100.0 * r.share
-            );
-        }
+        rates(&mut s, "recall by setting", &self.by_setting);
         if !self.http.is_empty() {
             let _ = writeln!(s, "  HTTP by route: requests, errors, p50, p99, per second");
             for r in &self.http {
@@ -417,13 +420,7 @@ impl Figures {
     pub fn outcome(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("serialises");
         if let Some(o) = v.as_object_mut() {
-            for k in [
-                "http",
-                "wall_seconds",
-                "store_bytes",
-                "phase_seconds",
-                "floor_derivation_seconds",
-            ] {
+            for k in VOLATILE {
                 o.remove(k);
             }
         }

@@ -74,6 +74,20 @@ impl Shard {
     }
 }
 
+impl Shard {
+    /// Runs `f` on the shard's state as the actor's one message in progress (the state's
+    /// lock is held across the handler's awaits, so messages never interleave).
+    fn atomic<T: 'static, F>(
+        &self,
+        f: impl FnOnce(Arc<Mutex<State>>) -> F,
+    ) -> AtomicResponse<Self, T>
+    where
+        F: std::future::Future<Output = T> + 'static,
+    {
+        AtomicResponse::new(Box::pin(f(self.state.clone()).into_actor(self)))
+    }
+}
+
 impl Actor for Shard {
     type Context = Context<Self>;
 }
@@ -99,55 +113,51 @@ impl Handler<Open> for Shard {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, m: Open, _: &mut Context<Self>) -> Self::Result {
-        let state = self.state.clone();
         let (log, store, seed, config) = (
             self.log.clone(),
             self.store.clone(),
             self.seed,
             self.config.clone(),
         );
-        AtomicResponse::new(Box::pin(
-            async move {
-                let mut s = state.lock().await;
-                s.clock.set(m.at);
-                let clock = Arc::new(s.clock.clone());
-                let opened = futures::future::join_all(m.phones.iter().map(|p| {
-                    let (log, store, config, clock) =
-                        (log.clone(), store.clone(), config.clone(), clock.clone());
-                    async move {
-                        let mut a = Agent::open(
-                            log,
-                            store,
-                            &format!("p{}", p.index),
-                            clock,
-                            Box::new(SeededRandom::from_u64(seed, u64::from(p.index))),
-                            config,
-                        )
-                        .await?;
-                        if !a.state().consented() {
-                            a.consent(p.model).await?;
-                        }
-                        if !p.bluetooth_on {
-                            a.set_radio(false, true).await?;
-                        }
-                        Ok::<_, AgentError>(a)
+        self.atomic(move |state| async move {
+            let mut s = state.lock().await;
+            s.clock.set(m.at);
+            let clock = Arc::new(s.clock.clone());
+            let opened = futures::future::join_all(m.phones.iter().map(|p| {
+                let (log, store, config, clock) =
+                    (log.clone(), store.clone(), config.clone(), clock.clone());
+                async move {
+                    let mut a = Agent::open(
+                        log,
+                        store,
+                        &format!("p{}", p.index),
+                        clock,
+                        Box::new(SeededRandom::from_u64(seed, u64::from(p.index))),
+                        config,
+                    )
+                    .await?;
+                    if !a.state().consented() {
+                        a.consent(p.model).await?;
                     }
-                }))
-                .await;
-                for (spec, r) in m.phones.into_iter().zip(opened) {
-                    s.specs.push(spec);
-                    match r {
-                        Ok(a) => s.phones.push(Some(a)),
-                        Err(e) => {
-                            s.phones.push(None);
-                            let local = s.phones.len() - 1;
-                            crash(&mut s, local, &e);
-                        }
+                    if !p.bluetooth_on {
+                        a.set_radio(false, true).await?;
+                    }
+                    Ok::<_, AgentError>(a)
+                }
+            }))
+            .await;
+            for (spec, r) in m.phones.into_iter().zip(opened) {
+                s.specs.push(spec);
+                match r {
+                    Ok(a) => s.phones.push(Some(a)),
+                    Err(e) => {
+                        s.phones.push(None);
+                        let local = s.phones.len() - 1;
+                        crash(&mut s, local, &e);
                     }
                 }
             }
-            .into_actor(self),
-        ))
+        })
     }
 }
 
@@ -163,36 +173,32 @@ impl Handler<Advertise> for Shard {
     type Result = AtomicResponse<Self, Vec<(u32, Schedule)>>;
 
     fn handle(&mut self, m: Advertise, _: &mut Context<Self>) -> Self::Result {
-        let state = self.state.clone();
-        AtomicResponse::new(Box::pin(
-            async move {
-                let mut guard = state.lock().await;
-                let s = &mut *guard;
-                s.clock.set(m.from);
-                let results = futures::future::join_all(s.phones.iter_mut().map(|p| async move {
-                    match p {
-                        Some(p) => p.advertisements_until(m.until).await.map(Some),
-                        None => Ok(None),
-                    }
-                }))
-                .await;
-                let mut out = Vec::new();
-                for (local, r) in results.into_iter().enumerate() {
-                    match r {
-                        Ok(Some(list)) => out.push((
-                            s.specs[local].index,
-                            list.into_iter()
-                                .map(|(f, u, a)| (f.as_secs(), u.as_secs(), a.rpi, a.aem))
-                                .collect(),
-                        )),
-                        Ok(None) => {}
-                        Err(e) => crash(s, local, &e),
-                    }
+        self.atomic(move |state| async move {
+            let mut guard = state.lock().await;
+            let s = &mut *guard;
+            s.clock.set(m.from);
+            let results = futures::future::join_all(s.phones.iter_mut().map(|p| async move {
+                match p {
+                    Some(p) => p.advertisements_until(m.until).await.map(Some),
+                    None => Ok(None),
                 }
-                out
+            }))
+            .await;
+            let mut out = Vec::new();
+            for (local, r) in results.into_iter().enumerate() {
+                match r {
+                    Ok(Some(list)) => out.push((
+                        s.specs[local].index,
+                        list.into_iter()
+                            .map(|(f, u, a)| (f.as_secs(), u.as_secs(), a.rpi, a.aem))
+                            .collect(),
+                    )),
+                    Ok(None) => {}
+                    Err(e) => crash(s, local, &e),
+                }
             }
-            .into_actor(self),
-        ))
+            out
+        })
     }
 }
 
@@ -207,35 +213,31 @@ impl Handler<Hear> for Shard {
     type Result = AtomicResponse<Self, u64>;
 
     fn handle(&mut self, m: Hear, _: &mut Context<Self>) -> Self::Result {
-        let state = self.state.clone();
-        AtomicResponse::new(Box::pin(
-            async move {
-                let mut guard = state.lock().await;
-                let s = &mut *guard;
-                let mut by_local: Vec<Option<Vec<Scan>>> = vec![None; s.phones.len()];
-                for (local, scans) in m.scans {
-                    by_local[local] = Some(scans);
-                }
-                let results = futures::future::join_all(s.phones.iter_mut().zip(by_local).map(
-                    |(p, scans)| async move {
-                        match (p, scans) {
-                            (Some(p), Some(scans)) => p.record_scans(&scans, None).await,
-                            _ => Ok(0),
-                        }
-                    },
-                ))
-                .await;
-                let mut records = 0;
-                for (local, r) in results.into_iter().enumerate() {
-                    match r {
-                        Ok(n) => records += n as u64,
-                        Err(e) => crash(s, local, &e),
-                    }
-                }
-                records
+        self.atomic(move |state| async move {
+            let mut guard = state.lock().await;
+            let s = &mut *guard;
+            let mut by_local: Vec<Option<Vec<Scan>>> = vec![None; s.phones.len()];
+            for (local, scans) in m.scans {
+                by_local[local] = Some(scans);
             }
-            .into_actor(self),
-        ))
+            let results = futures::future::join_all(s.phones.iter_mut().zip(by_local).map(
+                |(p, scans)| async move {
+                    match (p, scans) {
+                        (Some(p), Some(scans)) => p.record_scans(&scans, None).await,
+                        _ => Ok(0),
+                    }
+                },
+            ))
+            .await;
+            let mut records = 0;
+            for (local, r) in results.into_iter().enumerate() {
+                match r {
+                    Ok(n) => records += n as u64,
+                    Err(e) => crash(s, local, &e),
+                }
+            }
+            records
+        })
     }
 }
 
@@ -265,67 +267,63 @@ impl Handler<Check> for Shard {
     type Result = AtomicResponse<Self, CheckOutcome>;
 
     fn handle(&mut self, m: Check, _: &mut Context<Self>) -> Self::Result {
-        let state = self.state.clone();
-        AtomicResponse::new(Box::pin(
-            async move {
-                let mut guard = state.lock().await;
-                let s = &mut *guard;
-                s.clock.set(m.at);
-                let specs = s.specs.clone();
-                let m = &m;
-                let mut results: Vec<(usize, PhoneCheck)> =
-                    futures::stream::iter(s.phones.iter_mut().enumerate())
-                        .map(|(local, p)| {
-                            let index = specs[local].index;
-                            async move {
-                                let Some(p) = p else { return (local, Ok(None)) };
-                                let before = p.state().notified.clone();
-                                let r = if downloads_itself(index, m.direct_share) {
-                                    let src = TimedSource {
-                                        client: &m.client,
-                                        stats: &m.stats,
-                                        day: m.day,
-                                    };
-                                    check(p, &src).await
-                                } else {
-                                    check(p, m.cached.as_ref()).await
+        self.atomic(move |state| async move {
+            let mut guard = state.lock().await;
+            let s = &mut *guard;
+            s.clock.set(m.at);
+            let specs = s.specs.clone();
+            let m = &m;
+            let mut results: Vec<(usize, PhoneCheck)> =
+                futures::stream::iter(s.phones.iter_mut().enumerate())
+                    .map(|(local, p)| {
+                        let index = specs[local].index;
+                        async move {
+                            let Some(p) = p else { return (local, Ok(None)) };
+                            let before = p.state().notified.clone();
+                            let r = if downloads_itself(index, m.direct_share) {
+                                let src = TimedSource {
+                                    client: &m.client,
+                                    stats: &m.stats,
+                                    day: m.day,
                                 };
-                                let r = r.map(|(files, refused)| {
-                                    let new: Vec<u32> = p
-                                        .state()
-                                        .notified
-                                        .iter()
-                                        .filter(|d| !before.contains(d))
-                                        .copied()
-                                        .collect();
-                                    Some((new, files, refused))
-                                });
-                                (local, r)
-                            }
-                        })
-                        .buffer_unordered(m.concurrency.max(1))
-                        .collect()
-                        .await;
-                results.sort_by_key(|r| r.0);
-                let mut out = CheckOutcome::default();
-                for (local, r) in results {
-                    match r {
-                        Ok(Some((new, files, refused))) => {
-                            out.files += files as u64;
-                            out.refused_files += refused as u64;
-                            if !new.is_empty() {
-                                out.notified.push((specs[local].index, new));
-                            }
+                                check(p, &src).await
+                            } else {
+                                check(p, m.cached.as_ref()).await
+                            };
+                            let r = r.map(|(files, refused)| {
+                                let new: Vec<u32> = p
+                                    .state()
+                                    .notified
+                                    .iter()
+                                    .filter(|d| !before.contains(d))
+                                    .copied()
+                                    .collect();
+                                Some((new, files, refused))
+                            });
+                            (local, r)
                         }
-                        Ok(None) => {}
-                        Err(e) => crash(s, local, &e),
+                    })
+                    .buffer_unordered(m.concurrency.max(1))
+                    .collect()
+                    .await;
+            results.sort_by_key(|r| r.0);
+            let mut out = CheckOutcome::default();
+            for (local, r) in results {
+                match r {
+                    Ok(Some((new, files, refused))) => {
+                        out.files += files as u64;
+                        out.refused_files += refused as u64;
+                        if !new.is_empty() {
+                            out.notified.push((specs[local].index, new));
+                        }
                     }
+                    Ok(None) => {}
+                    Err(e) => crash(s, local, &e),
                 }
-                out.crashed = std::mem::take(&mut s.crashed);
-                out
             }
-            .into_actor(self),
-        ))
+            out.crashed = std::mem::take(&mut s.crashed);
+            out
+        })
     }
 }
 
@@ -354,31 +352,27 @@ impl Handler<Register> for Shard {
     type Result = AtomicResponse<Self, Option<RegistrationOutcome>>;
 
     fn handle(&mut self, m: Register, _: &mut Context<Self>) -> Self::Result {
-        let state = self.state.clone();
-        AtomicResponse::new(Box::pin(
-            async move {
-                let mut guard = state.lock().await;
-                let s = &mut *guard;
-                s.clock.set(m.at);
-                let p = s.phones.get_mut(m.local)?.as_mut()?;
-                let r = m
-                    .stats
-                    .time(
-                        "PUT /v3/diagnosis",
-                        m.day,
-                        p.register(&m.client, &m.number, m.onset),
-                    )
-                    .await;
-                match r {
-                    Ok(o) => Some(o),
-                    Err(e) => {
-                        crash(s, m.local, &e);
-                        None
-                    }
+        self.atomic(move |state| async move {
+            let mut guard = state.lock().await;
+            let s = &mut *guard;
+            s.clock.set(m.at);
+            let p = s.phones.get_mut(m.local)?.as_mut()?;
+            let r = m
+                .stats
+                .time(
+                    "PUT /v3/diagnosis",
+                    m.day,
+                    p.register(&m.client, &m.number, m.onset),
+                )
+                .await;
+            match r {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    crash(s, m.local, &e);
+                    None
                 }
             }
-            .into_actor(self),
-        ))
+        })
     }
 }
 
@@ -391,10 +385,7 @@ impl Handler<TakeCrashed> for Shard {
     type Result = AtomicResponse<Self, Vec<(u32, String)>>;
 
     fn handle(&mut self, _: TakeCrashed, _: &mut Context<Self>) -> Self::Result {
-        let state = self.state.clone();
-        AtomicResponse::new(Box::pin(
-            async move { std::mem::take(&mut state.lock().await.crashed) }.into_actor(self),
-        ))
+        self.atomic(move |state| async move { std::mem::take(&mut state.lock().await.crashed) })
     }
 }
 
@@ -429,34 +420,30 @@ impl Handler<Guide> for Shard {
     fn handle(&mut self, m: Guide, _: &mut Context<Self>) -> Self::Result {
         use hotaru_events::device::GuidanceAnswer::{No, Yes};
         use hotaru_protocol::random::Random;
-        let state = self.state.clone();
-        AtomicResponse::new(Box::pin(
-            async move {
-                let mut guard = state.lock().await;
-                let s = &mut *guard;
-                s.clock.set(m.at);
-                let mut shown = 0;
-                for local in m.phones {
-                    let index = s.specs[local].index;
-                    let Some(p) = s.phones.get_mut(local).and_then(Option::as_mut) else {
-                        continue;
-                    };
-                    let mut r = SeededRandom::from_u64(m.seed ^ 0x6775_6964, u64::from(index));
-                    let answers = match r.below(6) {
-                        0 | 1 => vec![Yes],
-                        2 => vec![No, Yes],
-                        3 => vec![No, No, Yes],
-                        _ => vec![No, No, No],
-                    };
-                    let prefecture = (r.below(2) == 0).then(|| 1 + r.below(47) as u8);
-                    match p.guidance(&answers, prefecture).await {
-                        Ok(screens) => shown += screens.len() as u64,
-                        Err(e) => crash(s, local, &e),
-                    }
+        self.atomic(move |state| async move {
+            let mut guard = state.lock().await;
+            let s = &mut *guard;
+            s.clock.set(m.at);
+            let mut shown = 0;
+            for local in m.phones {
+                let index = s.specs[local].index;
+                let Some(p) = s.phones.get_mut(local).and_then(Option::as_mut) else {
+                    continue;
+                };
+                let mut r = SeededRandom::from_u64(m.seed ^ 0x6775_6964, u64::from(index));
+                let answers = match r.below(6) {
+                    0 | 1 => vec![Yes],
+                    2 => vec![No, Yes],
+                    3 => vec![No, No, Yes],
+                    _ => vec![No, No, No],
+                };
+                let prefecture = (r.below(2) == 0).then(|| 1 + r.below(47) as u8);
+                match p.guidance(&answers, prefecture).await {
+                    Ok(screens) => shown += screens.len() as u64,
+                    Err(e) => crash(s, local, &e),
                 }
-                shown
             }
-            .into_actor(self),
-        ))
+            shown
+        })
     }
 }

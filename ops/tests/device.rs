@@ -81,11 +81,7 @@ fn two_phones_on_the_command_line_against_hotaru_serve() {
         sdir,
     ]));
     let operator = last(run(&["keys", "operator", "add", "ops", "--data-dir", sdir]));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = hotaru_test_support::free_port();
     let mut serve = hotaru()
         .args([
             "serve",
@@ -145,15 +141,7 @@ fn two_phones_on_the_command_line_against_hotaru_serve() {
     }
 
     // The patient's number from the health centre; registration; a batch.
-    let mut up = false;
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            up = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(up, "serve did not start");
+    common::wait_for_port(port);
     let onset = jiff::Timestamp::from_second(((today - 2) * 86_400) as i64)
         .unwrap()
         .strftime("%Y-%m-%d")

@@ -29,13 +29,7 @@ fn sim(args: &[&str]) -> (Option<i32>, Value, String) {
 /// The figures that must repeat (timings and sizes left out).
 fn outcome(v: &Value) -> Value {
     let mut v = v.clone();
-    for k in [
-        "http",
-        "wall_seconds",
-        "store_bytes",
-        "phase_seconds",
-        "floor_derivation_seconds",
-    ] {
+    for k in hotaru_device_sim::figures::VOLATILE {
         v.as_object_mut().unwrap().remove(k);
     }
     v
@@ -152,11 +146,7 @@ fn a_fleet_drives_hotaru_serve_on_nats_and_the_servers_audit_passes() {
         "[gateway]\nwrites_per_minute = 100000\nwrite_burst = 10000\n",
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = hotaru_test_support::free_port();
     let mut serve = hotaru()
         .args([
             "serve",
@@ -172,15 +162,7 @@ fn a_fleet_drives_hotaru_serve_on_nats_and_the_servers_audit_passes() {
         .spawn()
         .unwrap();
     let gateway = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            up = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(up, "serve did not start");
+    common::wait_for_port(port);
     let (code, v, err) = sim(&[
         "--gateway",
         &gateway,

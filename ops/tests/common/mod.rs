@@ -20,6 +20,18 @@ pub(crate) fn run(args: &[&str]) -> Output {
     hotaru().args(args).output().expect("run hotaru")
 }
 
+/// Waits (up to 10 s) until something listens on 127.0.0.1:`port`.
+#[allow(dead_code)]
+pub(crate) fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("nothing listens on 127.0.0.1:{port}");
+}
+
 pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
