@@ -198,6 +198,8 @@ pub struct Figures {
     pub infections_by_day: Vec<u32>,
     pub registrations_by_day: Vec<u32>,
     pub files_by_day: Vec<u32>,
+    /// Keys published per day (without padding).
+    pub keys_by_day: Vec<u64>,
     pub notifications_by_day: Vec<u32>,
     /// Guidance screens the notified phones showed.
     pub guidance_screens: u64,

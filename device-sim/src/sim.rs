@@ -392,16 +392,28 @@ pub async fn run(
         let mut listeners: Vec<u32> = heard.keys().copied().collect();
         listeners.sort_unstable();
         for l in listeners {
-            let h = heard.remove(&l).unwrap_or_default();
-            // Every scan of the day, the empty ones too: the agent counts the time since
-            // the last scan from them.
-            let scans: Vec<Scan> = scan_times[&l]
-                .iter()
-                .map(|t| Scan {
+            let mut h = heard.remove(&l).unwrap_or_default();
+            // The scans that heard something, each after the (empty) scan before it: the
+            // agent counts the time since the last scan from them, as a phone does.
+            let times = &scan_times[&l];
+            let mut scans: Vec<Scan> = Vec::with_capacity(2 * h.len());
+            for (i, t) in times.iter().enumerate() {
+                let Some(sightings) = h.remove(t) else {
+                    continue;
+                };
+                if let Some(prev) = i.checked_sub(1).map(|p| times[p])
+                    && scans.last().is_none_or(|s| s.at.as_secs() != prev)
+                {
+                    scans.push(Scan {
+                        at: UnixMillis(prev * 1000),
+                        sightings: Vec::new(),
+                    });
+                }
+                scans.push(Scan {
                     at: UnixMillis(t * 1000),
-                    sightings: h.get(t).cloned().unwrap_or_default(),
-                })
-                .collect();
+                    sightings,
+                });
+            }
             figures.sightings += scans.iter().map(|s| s.sightings.len() as u64).sum::<u64>();
             let (s, local) = locate(l);
             per_shard[s].push((local, scans));
@@ -419,10 +431,14 @@ pub async fn run(
         progress(d, config.days, "batch");
         set_server(20);
         match authority.publish(d).await {
-            Ok(files) => figures.files_by_day.push(files as u32),
+            Ok((files, keys)) => {
+                figures.files_by_day.push(files as u32);
+                figures.keys_by_day.push(keys);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "the batch could not be published");
                 figures.files_by_day.push(0);
+                figures.keys_by_day.push(0);
                 figures.batches_failed += 1;
             }
         }

@@ -403,8 +403,9 @@ impl Authority {
             .to_owned())
     }
 
-    /// The operator publishes a batch now; how many files it wrote.
-    pub async fn publish(&self, day: u32) -> Result<usize, AuthorityError> {
+    /// The operator publishes a batch now: the files it wrote and the keys it holds
+    /// (padding left out).
+    pub async fn publish(&self, day: u32) -> Result<(usize, u64), AuthorityError> {
         let v = self
             .post(
                 "POST /v1/admin/batches",
@@ -414,13 +415,16 @@ impl Authority {
                 day,
             )
             .await?;
-        Ok(v["batches"]
-            .as_array()
-            .map(|b| {
-                b.iter()
-                    .map(|x| x["files"].as_array().map_or(0, Vec::len))
-                    .sum()
-            })
-            .unwrap_or(0))
+        let batches = v["batches"].as_array().cloned().unwrap_or_default();
+        Ok((
+            batches
+                .iter()
+                .map(|b| b["files"].as_array().map_or(0, Vec::len))
+                .sum(),
+            batches
+                .iter()
+                .map(|b| b["keys"].as_u64().unwrap_or(0))
+                .sum(),
+        ))
     }
 }
