@@ -109,8 +109,20 @@ pub struct Target {
     pub server_clock: Option<ManualClock>,
 }
 
-/// Progress as the run goes: (day done, days, phase).
-pub type Progress<'a> = &'a mut dyn FnMut(u32, u32, &str);
+/// Where a run is.
+#[derive(Clone, Copy, Debug)]
+pub struct Step<'a> {
+    /// Days done, of `days`.
+    pub day: u32,
+    pub days: u32,
+    pub phase: &'a str,
+    /// Phones through today's check, of `phones`.
+    pub phones_checked: u64,
+    pub phones: u64,
+}
+
+/// Progress as the run goes.
+pub type Progress<'a> = &'a mut dyn FnMut(Step<'_>);
 
 /// The models a simulated phone can be (the spec-vector entry is not a phone).
 fn phone_models() -> Vec<u16> {
@@ -256,7 +268,13 @@ pub async fn run(
         };
 
         // 09:00: health centres confirm; some of the confirmed register from their phone.
-        progress(d, config.days, "registrations");
+        progress(Step {
+            day: d,
+            days: config.days,
+            phase: "registrations",
+            phones_checked: 0,
+            phones: phones as u64,
+        });
         set_server(9);
         let phase = Instant::now();
         let mut reg_rng = day_rng(config.seed, 1, day);
@@ -298,7 +316,13 @@ pub async fn run(
         time("registrations", &mut lap);
 
         // The day's advertisements.
-        progress(d, config.days, "advertising");
+        progress(Step {
+            day: d,
+            days: config.days,
+            phase: "advertising",
+            phones_checked: 0,
+            phones: phones as u64,
+        });
         let schedules: Vec<(u32, shard::Schedule)> =
             futures::future::join_all(shards.iter().map(|a| {
                 a.send(shard::Advertise {
@@ -324,7 +348,13 @@ pub async fn run(
         time("advertising", &mut lap);
 
         // Contacts: ground truth, infection, and what the radios heard.
-        progress(d, config.days, "contacts");
+        progress(Step {
+            day: d,
+            days: config.days,
+            phase: "contacts",
+            phones_checked: 0,
+            phones: phones as u64,
+        });
         let weekday = (day + 3) % 7 < 5;
         let mut contact_rng = day_rng(config.seed, 2, day);
         let contacts = population.contacts(&mut contact_rng, t0, weekday);
@@ -428,7 +458,13 @@ pub async fn run(
         time("recording", &mut lap);
 
         // 20:00: the operator publishes; 21:00: every phone checks.
-        progress(d, config.days, "batch");
+        progress(Step {
+            day: d,
+            days: config.days,
+            phase: "batch",
+            phones_checked: 0,
+            phones: phones as u64,
+        });
         set_server(20);
         match authority.publish(d).await {
             Ok((files, keys)) => {
@@ -443,27 +479,50 @@ pub async fn run(
             }
         }
         time("batch", &mut lap);
-        progress(d, config.days, "checks");
+        progress(Step {
+            day: d,
+            days: config.days,
+            phase: "checks",
+            phones_checked: 0,
+            phones: phones as u64,
+        });
         set_server(21);
         let phase = Instant::now();
         if let Err(e) = cache.refresh(d).await {
             tracing::warn!(error = %e, "the fleet could not download today's files");
             figures.downloads_failed += 1;
         }
-        let outcomes = futures::future::join_all(shards.iter().map(|a| {
-            a.send(shard::Check {
-                at: at(21),
-                day: d,
-                cached: cache.clone(),
-                client: client.clone(),
-                stats: stats.clone(),
-                direct_share: config.direct_share,
-                concurrency: config.concurrency,
+        let mut pending: futures::stream::FuturesUnordered<_> = shards
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let sent = a.send(shard::Check {
+                    at: at(21),
+                    day: d,
+                    cached: cache.clone(),
+                    client: client.clone(),
+                    stats: stats.clone(),
+                    direct_share: config.direct_share,
+                    concurrency: config.concurrency,
+                });
+                async move { (i, sent.await) }
             })
-        }))
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
+            .collect();
+        let mut outcomes: Vec<Option<shard::CheckOutcome>> = vec![None; shards_n];
+        let mut checked = 0u64;
+        while let Some((i, r)) = futures::StreamExt::next(&mut pending).await {
+            checked += ((phones + shards_n - 1 - i) / shards_n) as u64;
+            progress(Step {
+                day: d,
+                days: config.days,
+                phase: "checks",
+                phones_checked: checked,
+                phones: phones as u64,
+            });
+            outcomes[i] = Some(r?);
+        }
+        // In shard order, whichever finished first.
+        let outcomes: Vec<shard::CheckOutcome> = outcomes.into_iter().flatten().collect();
         *busy.entry("GET /exports/<file>").or_default() += phase.elapsed();
         *busy.entry("GET /exports/index.txt").or_default() += phase.elapsed();
         *busy.entry("GET /v1/exposure-configuration").or_default() += phase.elapsed();
@@ -496,7 +555,13 @@ pub async fn run(
         figures
             .registrations_by_day
             .push(registered.values().filter(|r| **r == day).count() as u32);
-        progress(d + 1, config.days, "day done");
+        progress(Step {
+            day: d + 1,
+            days: config.days,
+            phase: "day done",
+            phones_checked: 0,
+            phones: phones as u64,
+        });
     }
     for a in &shards {
         for (phone, e) in a.send(shard::TakeCrashed).await? {

@@ -127,7 +127,9 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
 
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("HOTARU_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // actix-web's own start and stop lines repeat what `hotaru serve` says itself.
+    let filter = EnvFilter::try_from_env("HOTARU_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

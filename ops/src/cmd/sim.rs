@@ -187,8 +187,12 @@ pub(crate) async fn sim(a: SimArgs) -> anyhow::Result<ExitCode> {
     if a.check && config.devices < 20 {
         tracing::warn!("a release check on fewer than 20 phones says little");
     }
-    let bars = Bars::new(config.days, !a.json && std::io::stderr().is_terminal());
-    let mut progress = |done: u32, days: u32, phase: &str| bars.update(done, days, phase);
+    let bars = Bars::new(
+        config.days,
+        config.devices,
+        !a.json && std::io::stderr().is_terminal(),
+    );
+    let mut progress = |step: hotaru_device_sim::sim::Step<'_>| bars.update(step);
     let figures = hotaru_device_sim::run(&config, &target, fleet_log, &mut progress).await?;
     bars.finish();
     if let Some(s) = server {
@@ -256,37 +260,50 @@ pub(crate) fn release_check(f: &Figures, min_recall: f64) -> Vec<String> {
     out
 }
 
-/// Progress bars on a terminal: days, and the phase of the day.
-struct Bars {
-    bar: Option<indicatif::ProgressBar>,
+/// Progress bars on a terminal: the days (with the phase of the day), and the phones
+/// through the day's check.
+pub(crate) struct Bars {
+    bars: Option<(
+        indicatif::MultiProgress,
+        indicatif::ProgressBar,
+        indicatif::ProgressBar,
+    )>,
 }
 
 impl Bars {
-    fn new(days: u32, show: bool) -> Self {
-        let bar = show.then(|| {
-            let b = indicatif::ProgressBar::new(u64::from(days));
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} day {pos}/{len} [{bar:30}] {elapsed_precise} {msg}",
-                )
-                .expect("a valid template")
-                .progress_chars("=> "),
-            );
-            b
+    pub(crate) fn new(days: u32, phones: u32, show: bool) -> Self {
+        let bars = show.then(|| {
+            let multi = indicatif::MultiProgress::new();
+            let style = |t: &str| {
+                indicatif::ProgressStyle::with_template(t)
+                    .expect("a valid template")
+                    .progress_chars("=> ")
+            };
+            let days_bar = multi.add(indicatif::ProgressBar::new(u64::from(days)));
+            days_bar.set_style(style(
+                "day    {pos:>7}/{len:7} [{bar:30}] {elapsed_precise} {msg}",
+            ));
+            let phones_bar = multi.add(indicatif::ProgressBar::new(u64::from(phones)));
+            phones_bar.set_style(style("phones {pos:>7}/{len:7} [{bar:30}] checked today"));
+            (multi, days_bar, phones_bar)
         });
-        Self { bar }
+        Self { bars }
     }
 
-    fn update(&self, done: u32, _days: u32, phase: &str) {
-        if let Some(b) = &self.bar {
-            b.set_position(u64::from(done));
-            b.set_message(phase.to_owned());
+    pub(crate) fn update(&self, step: hotaru_device_sim::sim::Step<'_>) {
+        if let Some((_, days, phones)) = &self.bars {
+            days.set_position(u64::from(step.day));
+            days.set_message(step.phase.to_owned());
+            phones.set_length(step.phones);
+            phones.set_position(step.phones_checked);
         }
     }
 
-    fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
+    pub(crate) fn finish(&self) {
+        if let Some((multi, days, phones)) = &self.bars {
+            days.finish_and_clear();
+            phones.finish_and_clear();
+            let _ = multi.clear();
         }
     }
 }
@@ -441,8 +458,8 @@ pub(crate) async fn whole_story(
     )?;
     let server = InProcess::start(log.clone(), config.start_day).await?;
     let target = server.target.clone();
-    let bars = Bars::new(config.days, std::io::stderr().is_terminal());
-    let mut progress = |done: u32, days: u32, phase: &str| bars.update(done, days, phase);
+    let bars = Bars::new(config.days, config.devices, std::io::stderr().is_terminal());
+    let mut progress = |step: hotaru_device_sim::sim::Step<'_>| bars.update(step);
     let figures = hotaru_device_sim::run(&config, &target, fleet_log, &mut progress).await?;
     bars.finish();
     write!(out, "{}", figures.table())?;
