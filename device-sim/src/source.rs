@@ -136,7 +136,7 @@ impl ExportSource for TimedSource<'_> {
             .await
     }
 
-    async fn export_file(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+    async fn export_file(&self, path: &str) -> Result<Arc<Vec<u8>>, ClientError> {
         self.stats
             .time(
                 "GET /exports/<file>",
@@ -144,6 +144,7 @@ impl ExportSource for TimedSource<'_> {
                 self.client.export_file(path),
             )
             .await
+            .map(Arc::new)
     }
 }
 
@@ -195,9 +196,7 @@ impl FleetSource {
             for path in lines {
                 if !lock(&self.cache).files.contains_key(path) {
                     let bytes = timed.export_file(path).await?;
-                    lock(&self.cache)
-                        .files
-                        .insert(path.clone(), Arc::new(bytes));
+                    lock(&self.cache).files.insert(path.clone(), bytes);
                 }
             }
         }
@@ -239,11 +238,11 @@ impl ExportSource for FleetSource {
         }
     }
 
-    async fn export_file(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+    async fn export_file(&self, path: &str) -> Result<Arc<Vec<u8>>, ClientError> {
         lock(&self.cache)
             .files
             .get(path)
-            .map(|b| b.as_ref().clone())
+            .cloned()
             .ok_or_else(|| ClientError::Unavailable(format!("{path} is not cached")))
     }
 

@@ -299,7 +299,11 @@ pub trait ExportSource: Sync {
         &self,
         etag: Option<&str>,
     ) -> impl Future<Output = Result<Option<Index>, ClientError>> + Send;
-    fn export_file(&self, path: &str) -> impl Future<Output = Result<Vec<u8>, ClientError>> + Send;
+    /// One export file's bytes (shared: a fleet hands the same bytes to every phone).
+    fn export_file(
+        &self,
+        path: &str,
+    ) -> impl Future<Output = Result<std::sync::Arc<Vec<u8>>, ClientError>> + Send;
     /// The verdict on a file and its keys, when the source has already established them
     /// for these exact bytes against `public_key` (a fleet shares that work between its
     /// phones); `None`: the phone verifies and reads it itself.
@@ -333,8 +337,10 @@ impl ExportSource for GatewayClient {
         GatewayClient::index(self, etag).await
     }
 
-    async fn export_file(&self, path: &str) -> Result<Vec<u8>, ClientError> {
-        GatewayClient::export_file(self, path).await
+    async fn export_file(&self, path: &str) -> Result<std::sync::Arc<Vec<u8>>, ClientError> {
+        GatewayClient::export_file(self, path)
+            .await
+            .map(std::sync::Arc::new)
     }
 }
 
