@@ -347,7 +347,7 @@ impl Authority {
         let result = match r {
             Err(e) => Err(AuthorityError::Network {
                 route,
-                error: e.to_string(),
+                error: e.without_url().to_string(),
             }),
             Ok(r) if !r.status().is_success() => Err(AuthorityError::Refused {
                 route,
@@ -356,7 +356,7 @@ impl Authority {
             }),
             Ok(r) => r.json().await.map_err(|e| AuthorityError::Network {
                 route,
-                error: e.to_string(),
+                error: e.without_url().to_string(),
             }),
         };
         self.stats

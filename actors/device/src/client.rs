@@ -152,7 +152,7 @@ impl GatewayClient {
         let r = req
             .send()
             .await
-            .map_err(|e| ClientError::Unavailable(e.to_string()))?;
+            .map_err(|e| ClientError::Unavailable(e.without_url().to_string()))?;
         if r.status().is_server_error() {
             return Err(ClientError::Unavailable(format!("status {}", r.status())));
         }
@@ -181,7 +181,7 @@ impl GatewayClient {
         r.bytes()
             .await
             .map(|b| b.to_vec())
-            .map_err(|e| ClientError::Unavailable(e.to_string()))
+            .map_err(|e| ClientError::Unavailable(e.without_url().to_string()))
     }
 
     /// index.txt: `None` when it did not change since `etag` (304), else its lines and
@@ -209,7 +209,7 @@ impl GatewayClient {
         let text = r
             .text()
             .await
-            .map_err(|e| ClientError::Unavailable(e.to_string()))?;
+            .map_err(|e| ClientError::Unavailable(e.without_url().to_string()))?;
         let lines = text
             .lines()
             .map(str::trim)
@@ -231,7 +231,7 @@ impl GatewayClient {
         r.bytes()
             .await
             .map(|b| b.to_vec())
-            .map_err(|e| ClientError::Unavailable(e.to_string()))
+            .map_err(|e| ClientError::Unavailable(e.without_url().to_string()))
     }
 
     /// `PUT /v3/diagnosis` with a body from [`upload_body`] or [`chaff_body`].
@@ -251,7 +251,7 @@ impl GatewayClient {
         let v: serde_json::Value = r
             .json()
             .await
-            .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+            .map_err(|e| ClientError::Unexpected(e.without_url().to_string()))?;
         let accepted = v
             .get("accepted")
             .and_then(|a| a.as_u64())
@@ -277,7 +277,7 @@ impl GatewayClient {
         let v: serde_json::Value = r
             .json()
             .await
-            .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+            .map_err(|e| ClientError::Unexpected(e.without_url().to_string()))?;
         v.get("logId")
             .and_then(|s| s.as_str())
             .and_then(|s| hex::decode(s).ok())
@@ -348,6 +348,24 @@ impl ExportSource for GatewayClient {
 mod tests {
     use super::*;
     use hotaru_protocol::random::SeededRandom;
+
+    /// A failed request's error names no address (it reaches log lines and the screen).
+    #[tokio::test]
+    async fn errors_name_no_address() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = GatewayClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        let e = c.index(None).await.unwrap_err();
+        assert!(matches!(e, ClientError::Unavailable(_)), "{e:?}");
+        let text = format!("{e} {e:?}");
+        assert!(
+            !text.contains("127.0.0.1") && !text.contains(&port.to_string()),
+            "{text}"
+        );
+    }
 
     #[test]
     fn real_and_chaff_bodies_have_the_same_size_whatever_they_hold() {
