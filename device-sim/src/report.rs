@@ -155,6 +155,11 @@ pub fn html(f: &Figures, config: &SimConfig) -> String {
         "registrations",
     );
     s += &bars(
+        "Keys published per day (without padding)",
+        &f.keys_by_day.iter().map(|x| *x as f64).collect::<Vec<_>>(),
+        "keys",
+    );
+    s += &bars(
         "Export files published per day",
         &series(&f.files_by_day),
         "files",
