@@ -376,6 +376,16 @@ fn the_demo_tells_the_whole_story() {
         sim.contains("<svg") && !sim.contains("<script"),
         "self-contained, no JS"
     );
+    for plot in [
+        "New infections per day",
+        "Registrations per day",
+        "Keys published per day",
+        "Phones notified per day",
+        "Notified share by distance",
+        "Recall by setting",
+    ] {
+        assert!(sim.contains(plot), "{plot}");
+    }
     let audit = std::fs::read_to_string(reports.join("demo-audit.html")).unwrap();
     assert!(audit.contains("every check passed"), "{audit}");
     check(&run(&["log", "verify", "--data-dir", data]));
