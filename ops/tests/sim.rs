@@ -217,3 +217,40 @@ fn a_fleet_drives_hotaru_serve_on_nats_and_the_servers_audit_passes() {
         .sum();
     assert_eq!(server_registrations, registrations, "{}", report["days"]);
 }
+
+/// `--risk-config FILE` is what the phones score with: a threshold no day can reach
+/// notifies nobody; a file that is not a configuration is refused with the reason.
+#[test]
+fn a_risk_configuration_file_is_what_the_phones_score_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let strict = dir.path().join("strict.json");
+    let config = hotaru_protocol::risk::RiskConfiguration {
+        daily_score_threshold: 1e12,
+        ..Default::default()
+    };
+    std::fs::write(&strict, serde_json::to_vec(&config).unwrap()).unwrap();
+    let (code, v, err) = sim(&[
+        "--devices",
+        "300",
+        "--days",
+        "14",
+        "--seed",
+        "8",
+        "--registration-share",
+        "1",
+        "--risk-config",
+        strict.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(v["true_contacts"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["notified"], 0, "{v}");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, br#"{"dailyScoreThreshold": "high"}"#).unwrap();
+    let o = run(&["sim", "--risk-config", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is not a risk configuration"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

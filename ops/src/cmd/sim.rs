@@ -442,6 +442,10 @@ pub(crate) async fn whole_story(
         }
         (None, None) => anyhow::bail!("no --data-dir and no default data directory"),
     };
+    anyhow::ensure!(
+        hotaru_log::EventLog::head(&fleet_log, hotaru_events::Context::Device).await? == 0,
+        "the phones' streams on NATS already hold a fleet (an earlier demo): use a fresh server"
+    );
     let today = hotaru_events::SystemClock.now().day();
     let config = SimConfig {
         devices,
