@@ -156,9 +156,13 @@ impl SledLog {
 
     /// Opens (or creates) a log of `scope` in `dir` (a device's store: `LogScope::Device`).
     pub fn open_scoped(dir: &Path, scope: crate::LogScope) -> Result<Self, LogError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(None)
+        let mut config = sled::Config::new().path(dir).flush_every_ms(None);
+        if scope == crate::LogScope::Device {
+            // A phone's log is small; a simulated fleet's is large but read once at the
+            // end: sled's default 1 GiB page cache would only hold memory.
+            config = config.cache_capacity(128 * 1024 * 1024);
+        }
+        let db = config
             .open()
             .map_err(|e| LogError::Backend(format!("cannot open {}: {e}", dir.display())))?;
         let tree = db.open_tree("log").map_err(backend)?;
