@@ -82,18 +82,16 @@ fn two_phones_on_the_command_line_against_hotaru_serve() {
     ]));
     let operator = last(run(&["keys", "operator", "add", "ops", "--data-dir", sdir]));
     let port = hotaru_test_support::free_port();
-    let mut serve = hotaru()
-        .args([
-            "serve",
-            "--data-dir",
-            sdir,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("HOTARU_DIGEST_SECRET", "ab".repeat(32))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cmd = hotaru();
+    cmd.args([
+        "serve",
+        "--data-dir",
+        sdir,
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .env("HOTARU_DIGEST_SECRET", "ab".repeat(32));
+    let (mut serve, serve_lines) = common::spawn_serve(cmd);
     let gateway = format!("http://127.0.0.1:{port}");
     let today = jiff::Timestamp::now().as_second() as u64 / 86_400;
     let yesterday = today - 1;
@@ -141,7 +139,7 @@ fn two_phones_on_the_command_line_against_hotaru_serve() {
     }
 
     // The patient's number from the health centre; registration; a batch.
-    common::wait_for_port(port);
+    common::wait_until_serving(&serve_lines);
     let onset = jiff::Timestamp::from_second(((today - 2) * 86_400) as i64)
         .unwrap()
         .strftime("%Y-%m-%d")

@@ -147,22 +147,20 @@ fn a_fleet_drives_hotaru_serve_on_nats_and_the_servers_audit_passes() {
     )
     .unwrap();
     let port = hotaru_test_support::free_port();
-    let mut serve = hotaru()
-        .args([
-            "serve",
-            "--nats",
-            &url,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--config",
-            config.to_str().unwrap(),
-        ])
-        .env("HOTARU_DIGEST_SECRET", "cd".repeat(32))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cmd = hotaru();
+    cmd.args([
+        "serve",
+        "--nats",
+        &url,
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .env("HOTARU_DIGEST_SECRET", "cd".repeat(32));
+    let (mut serve, lines) = common::spawn_serve(cmd);
     let gateway = format!("http://127.0.0.1:{port}");
-    common::wait_for_port(port);
+    common::wait_until_serving(&lines);
     let (code, v, err) = sim(&[
         "--gateway",
         &gateway,

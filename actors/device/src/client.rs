@@ -159,6 +159,16 @@ impl GatewayClient {
         Ok(r)
     }
 
+    /// A success answer's JSON body, or why there is none.
+    async fn json_answer(r: reqwest::Response) -> Result<serde_json::Value, ClientError> {
+        if !r.status().is_success() {
+            return Err(Self::refused(r).await);
+        }
+        r.json()
+            .await
+            .map_err(|e| ClientError::Unexpected(e.without_url().to_string()))
+    }
+
     async fn refused(r: reqwest::Response) -> ClientError {
         let status = r.status().as_u16();
         let code = r
@@ -245,13 +255,7 @@ impl GatewayClient {
                     .body(body),
             )
             .await?;
-        if !r.status().is_success() {
-            return Err(Self::refused(r).await);
-        }
-        let v: serde_json::Value = r
-            .json()
-            .await
-            .map_err(|e| ClientError::Unexpected(e.without_url().to_string()))?;
+        let v = Self::json_answer(r).await?;
         let accepted = v
             .get("accepted")
             .and_then(|a| a.as_u64())
@@ -271,13 +275,7 @@ impl GatewayClient {
                     .json(&serde_json::json!({ "consent": true, "log": log })),
             )
             .await?;
-        if !r.status().is_success() {
-            return Err(Self::refused(r).await);
-        }
-        let v: serde_json::Value = r
-            .json()
-            .await
-            .map_err(|e| ClientError::Unexpected(e.without_url().to_string()))?;
+        let v = Self::json_answer(r).await?;
         v.get("logId")
             .and_then(|s| s.as_str())
             .and_then(|s| hex::decode(s).ok())

@@ -20,16 +20,42 @@ pub(crate) fn run(args: &[&str]) -> Output {
     hotaru().args(args).output().expect("run hotaru")
 }
 
-/// Waits (up to 10 s) until something listens on 127.0.0.1:`port`.
+/// Starts `hotaru serve` (the `cmd` given) with its diagnostics piped; the lines arrive on
+/// the receiver, read by a thread that keeps draining them.
 #[allow(dead_code)]
-pub(crate) fn wait_for_port(port: u16) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+pub(crate) fn spawn_serve(
+    mut cmd: Command,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .env("HOTARU_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start hotaru serve");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    });
+    (child, rx)
+}
+
+/// Waits (up to 30 s) for serve to say it is running: its listener is bound by then.
+#[allow(dead_code)]
+pub(crate) fn wait_until_serving(lines: &std::sync::mpsc::Receiver<String>) {
+    let mut seen = Vec::new();
+    loop {
+        match lines.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(l) if l.contains("server running") => return,
+            Ok(l) => seen.push(l),
+            Err(e) => panic!("serve did not start ({e}): {seen:?}"),
+        }
     }
-    panic!("nothing listens on 127.0.0.1:{port}");
 }
 
 pub(crate) fn stdout(o: &Output) -> String {
