@@ -29,8 +29,28 @@ pub struct PhoneSpec {
     pub bluetooth_on: bool,
 }
 
-/// What one phone advertised over a span: (from, until, RPI, AEM) in unix seconds.
-pub type Schedule = Vec<(u64, u64, [u8; 16], [u8; 4])>;
+/// What one phone advertised over a span, compactly (a million phones hold one each for
+/// the day): each rotation's start (unix seconds), RPI and AEM; a rotation lasts until the
+/// next one starts, the last until `end`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Schedule {
+    pub rotations: Vec<(u32, [u8; 16], [u8; 4])>,
+    pub end: u32,
+}
+
+impl Schedule {
+    /// The RPI and AEM on the air at `t` (unix seconds), if any.
+    pub fn at(&self, t: u64) -> Option<([u8; 16], [u8; 4])> {
+        let k = self.rotations.partition_point(|r| u64::from(r.0) <= t);
+        let &(_, rpi, aem) = self.rotations.get(k.checked_sub(1)?)?;
+        (t < u64::from(self.end)).then_some((rpi, aem))
+    }
+
+    /// The start and RPI of the first rotation.
+    pub fn first(&self) -> Option<(u64, [u8; 16])> {
+        self.rotations.first().map(|r| (u64::from(r.0), r.1))
+    }
+}
 
 /// What the shard's phones did in a check.
 #[derive(Clone, Debug, Default)]
@@ -187,12 +207,19 @@ impl Handler<Advertise> for Shard {
             let mut out = Vec::new();
             for (local, r) in results.into_iter().enumerate() {
                 match r {
-                    Ok(Some(list)) => out.push((
-                        s.specs[local].index,
-                        list.into_iter()
-                            .map(|(f, u, a)| (f.as_secs(), u.as_secs(), a.rpi, a.aem))
-                            .collect(),
-                    )),
+                    Ok(Some(list)) => {
+                        let secs = |t: UnixMillis| u32::try_from(t.as_secs()).unwrap_or(u32::MAX);
+                        out.push((
+                            s.specs[local].index,
+                            Schedule {
+                                end: list.last().map_or(0, |l| secs(l.1)),
+                                rotations: list
+                                    .into_iter()
+                                    .map(|(f, _, a)| (secs(f), a.rpi, a.aem))
+                                    .collect(),
+                            },
+                        ))
+                    }
                     Ok(None) => {}
                     Err(e) => crash(s, local, &e),
                 }

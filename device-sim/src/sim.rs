@@ -336,9 +336,9 @@ pub async fn run(
             .into_iter()
             .flatten()
             .collect();
-        let mut schedule: Vec<shard::Schedule> = vec![Vec::new(); phones];
+        let mut schedule: Vec<shard::Schedule> = vec![shard::Schedule::default(); phones];
         for (i, s) in schedules {
-            if let Some(&(from, _, rpi, _)) = s.first()
+            if let Some((from, rpi)) = s.first()
                 && from == t0
             {
                 first_rpis.insert(rpi, (i, day));
@@ -360,7 +360,9 @@ pub async fn run(
         let contacts = population.contacts(&mut contact_rng, t0, weekday);
         figures.contacts += contacts.len() as u64;
         let mut radio_rng = day_rng(config.seed, 3, day);
-        let mut scan_times: HashMap<u32, Vec<u64>> = HashMap::new();
+        // Each listener's scan times today, in unix seconds (u32 halves what a million
+        // phones hold for the day).
+        let mut scan_times: HashMap<u32, Vec<u32>> = HashMap::new();
         let mut heard: HashMap<u32, BTreeMap<u64, Vec<Sighting>>> = HashMap::new();
         for c in &contacts {
             let (pa, pb) = (
@@ -383,20 +385,22 @@ pub async fn run(
                 let times = scan_times.entry(listener).or_insert_with(|| {
                     let mut r = day_rng(config.seed, 4 + u64::from(listener), day);
                     world::scan_times(&mut r, t0, t0 + DAY_S)
+                        .into_iter()
+                        .map(|t| u32::try_from(t).expect("unix seconds before 2106"))
+                        .collect()
                 });
-                let from = times.partition_point(|t| *t < c.start);
-                for &t in times[from..].iter().take_while(|t| **t < end) {
+                let from = times.partition_point(|t| u64::from(*t) < c.start);
+                for t in times[from..]
+                    .iter()
+                    .map(|t| u64::from(*t))
+                    .take_while(|t| *t < end)
+                {
                     let Some(att) = world::scan_attenuation(&mut radio_rng, loss) else {
                         continue;
                     };
-                    let sched = &schedule[speaker as usize];
-                    let k = sched.partition_point(|s| s.0 <= t);
-                    let Some(&(_, until, rpi, aem)) = k.checked_sub(1).map(|k| &sched[k]) else {
+                    let Some((rpi, aem)) = schedule[speaker as usize].at(t) else {
                         continue;
                     };
-                    if t >= until {
-                        continue;
-                    }
                     heard
                         .entry(listener)
                         .or_default()
@@ -427,11 +431,11 @@ pub async fn run(
             // agent counts the time since the last scan from them, as a phone does.
             let times = &scan_times[&l];
             let mut scans: Vec<Scan> = Vec::with_capacity(2 * h.len());
-            for (i, t) in times.iter().enumerate() {
-                let Some(sightings) = h.remove(t) else {
+            for (i, t) in times.iter().map(|t| u64::from(*t)).enumerate() {
+                let Some(sightings) = h.remove(&t) else {
                     continue;
                 };
-                if let Some(prev) = i.checked_sub(1).map(|p| times[p])
+                if let Some(prev) = i.checked_sub(1).map(|p| u64::from(times[p]))
                     && scans.last().is_none_or(|s| s.at.as_secs() != prev)
                 {
                     scans.push(Scan {

@@ -285,6 +285,11 @@ impl KeyIndex {
         }
     }
 
+    /// Whether any key of the index derives `rpi`.
+    pub fn contains(&self, rpi: &[u8; 16]) -> bool {
+        self.rpis.contains_key(rpi)
+    }
+
     /// How many keys it was built from.
     pub fn keys(&self) -> usize {
         self.keys

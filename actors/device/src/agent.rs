@@ -336,7 +336,15 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
             self.record(events).await?;
         }
         let vault = self.vault()?.clone();
-        let stored = vault.stored_days(&mut *self.random).await?;
+        // Only the days housekeeping closes are opened and counted.
+        let oldest_kept = today.saturating_sub(RETENTION_DAYS - 1);
+        let closed = &self.state.closed_days;
+        let stored = vault
+            .stored_days_counting(
+                |d| d < today && d >= oldest_kept && !closed.contains_key(&d),
+                &mut *self.random,
+            )
+            .await?;
         let events = rules::decide_housekeeping(&self.state, now, &stored)?;
         let expired: Vec<u32> = events
             .iter()
@@ -545,7 +553,9 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
             risk_configuration: config_json,
             ..CheckResult::default()
         };
-        let mut keys: Vec<DiagnosisKey> = Vec::new();
+        // The keys of each new file, shared with the source where it holds them already
+        // (a fleet's phones then do not copy a batch's keys each).
+        let mut parts: Vec<Arc<Vec<DiagnosisKey>>> = Vec::new();
         let mut complete = true;
         if let Some((lines, new_etag)) = index {
             for path in lines {
@@ -564,13 +574,14 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
                 let zip = self.retrying(|| client.export_file(&path)).await?;
                 let (verdict, n) = match client.verified(&path, &zip, &public_key) {
                     Some((verdict, file_keys)) => {
-                        keys.extend_from_slice(&file_keys);
-                        (verdict, file_keys.len())
+                        let n = file_keys.len();
+                        parts.push(file_keys);
+                        (verdict, n)
                     }
                     None => {
                         let (verdict, file_keys) = verify_export(&zip, &public_key);
                         let n = file_keys.len();
-                        keys.extend(file_keys);
+                        parts.push(Arc::new(file_keys));
                         (verdict, n)
                     }
                 };
@@ -584,6 +595,12 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
                 vault.set_meta("index-etag", e.as_bytes()).await?;
             }
         }
+        parts.retain(|p| !p.is_empty());
+        let keys: Arc<Vec<DiagnosisKey>> = match parts.len() {
+            0 => Arc::default(),
+            1 => parts.pop().expect("one"),
+            _ => Arc::new(parts.iter().flat_map(|p| p.iter().cloned()).collect()),
+        };
         if !keys.is_empty() {
             let verified: Vec<[u8; 32]> = result
                 .files
@@ -633,6 +650,11 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
         let mut observations = Vec::new();
         for day in today.saturating_sub(RETENTION_DAYS - 1)..=today {
             for r in vault.records(day, &mut *self.random).await? {
+                // What is not in the index cannot match; leaving it out changes no match
+                // (the matcher keeps the observations' order).
+                if index.is_some_and(|ix| !ix.contains(&r.rpi)) {
+                    continue;
+                }
                 observations.push(Observation {
                     rpi: hotaru_protocol::Rpi(r.rpi),
                     aem: hotaru_protocol::Aem(r.aem),

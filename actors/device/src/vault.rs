@@ -58,6 +58,98 @@ pub enum VaultError {
 pub struct Vault<S> {
     store: S,
     device: String,
+    /// The device key once read (the OS keystore hands it to the app while it runs).
+    master: std::sync::Arc<std::sync::OnceLock<[u8; 32]>>,
+}
+
+/// The header of a value sealed in the current format: `0xFF` cannot begin the bincode
+/// encoding of the earlier format (a varint tag), so both are read.
+const FORMAT: [u8; 2] = [0xFF, 1];
+
+/// One stored scan in the current format: seconds into its day (4) ‖ rpi (16) ‖ aem (4) ‖
+/// rssi ‖ peak ‖ seconds since the last scan (2), little-endian.
+const SCAN_BYTES: usize = 28;
+const DAY_S: u64 = 86_400;
+
+impl StoredScan {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&((self.at % DAY_S) as u32).to_le_bytes());
+        out.extend_from_slice(&self.rpi);
+        out.extend_from_slice(&self.aem);
+        out.push(self.rssi_dbm as u8);
+        out.push(self.peak_rssi_dbm as u8);
+        out.extend_from_slice(&self.seconds_since_last_scan.to_le_bytes());
+    }
+
+    fn decode(day: u32, b: &[u8; SCAN_BYTES]) -> Self {
+        let mut rpi = [0u8; 16];
+        rpi.copy_from_slice(&b[4..20]);
+        let mut aem = [0u8; 4];
+        aem.copy_from_slice(&b[20..24]);
+        Self {
+            at: u64::from(day) * DAY_S + u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            rpi,
+            aem,
+            rssi_dbm: b[24] as i8,
+            peak_rssi_dbm: b[25] as i8,
+            seconds_since_last_scan: u16::from_le_bytes([b[26], b[27]]),
+        }
+    }
+}
+
+/// A sealed value as stored: [`FORMAT`] ‖ nonce ‖ ciphertext (the day is in its name).
+fn encode_sealed(s: &Sealed) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FORMAT.len() + 12 + s.ciphertext.len());
+    out.extend_from_slice(&FORMAT);
+    out.extend_from_slice(&s.nonce);
+    out.extend_from_slice(&s.ciphertext);
+    out
+}
+
+/// Reads a sealed value of `day` in either format; `None` when it is neither.
+fn decode_sealed(bytes: &[u8], day: u32) -> Option<(Sealed, bool)> {
+    if let Some(rest) = bytes.strip_prefix(&FORMAT) {
+        let nonce: [u8; 12] = rest.get(..12)?.try_into().ok()?;
+        return Some((
+            Sealed {
+                day: Day(day),
+                nonce,
+                ciphertext: rest[12..].to_vec(),
+            },
+            true,
+        ));
+    }
+    let sealed: Sealed = bincode::serde::decode_from_slice(bytes, bincode_cfg())
+        .ok()?
+        .0;
+    (sealed.day.0 == day).then_some((sealed, false))
+}
+
+/// The scans of one day, all of which lie in it.
+fn encode_scans(scans: &[StoredScan]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(scans.len() * SCAN_BYTES);
+    for s in scans {
+        s.encode_into(&mut out);
+    }
+    out
+}
+
+/// The scans of one day (each is stored as its offset into the day).
+fn decode_scans(day: u32, plain: &[u8], current: bool) -> Option<Vec<StoredScan>> {
+    if !current {
+        return bincode::serde::decode_from_slice(plain, bincode_cfg())
+            .ok()
+            .map(|d| d.0);
+    }
+    let chunks = plain.chunks_exact(SCAN_BYTES);
+    if !chunks.remainder().is_empty() {
+        return None;
+    }
+    Some(
+        chunks
+            .map(|c| StoredScan::decode(day, c.try_into().expect("a whole scan")))
+            .collect(),
+    )
 }
 
 fn bincode_cfg() -> bincode::config::Configuration {
@@ -69,6 +161,7 @@ impl<S: SideStore> Vault<S> {
         Self {
             store,
             device: hex::encode(device_id.0),
+            master: Default::default(),
         }
     }
 
@@ -81,8 +174,12 @@ impl<S: SideStore> Vault<S> {
     }
 
     async fn master(&self, random: &mut dyn Random) -> Result<[u8; 32], VaultError> {
+        if let Some(k) = self.master.get() {
+            return Ok(*k);
+        }
         if let Some(k) = self.store.side_get(MASTER, &self.device).await? {
-            return k.try_into().map_err(|_| VaultError::Damaged(0));
+            let k: [u8; 32] = k.try_into().map_err(|_| VaultError::Damaged(0))?;
+            return Ok(*self.master.get_or_init(|| k));
         }
         let mut k = [0u8; 32];
         random.fill(&mut k);
@@ -103,9 +200,7 @@ impl<S: SideStore> Vault<S> {
         let master = self.master(random).await?;
         let name = self.day_name(day);
         if let Some(wrapped) = self.store.side_get(DAY_KEYS, &name).await? {
-            let sealed: Sealed = bincode::serde::decode_from_slice(&wrapped, bincode_cfg())
-                .map_err(|_| VaultError::Damaged(day))?
-                .0;
+            let (sealed, _) = decode_sealed(&wrapped, day).ok_or(VaultError::Damaged(day))?;
             let key = open(&master, &sealed, b"day-key").ok_or(VaultError::Damaged(day))?;
             return key
                 .try_into()
@@ -118,8 +213,9 @@ impl<S: SideStore> Vault<S> {
         let mut key = [0u8; 32];
         random.fill(&mut key);
         let wrapped = seal(&master, Day(day), &key, b"day-key", random);
-        let bytes = bincode::serde::encode_to_vec(&wrapped, bincode_cfg()).expect("encodes");
-        self.store.side_put(DAY_KEYS, &name, &bytes).await?;
+        self.store
+            .side_put(DAY_KEYS, &name, &encode_sealed(&wrapped))
+            .await?;
         Ok(Some(key))
     }
 
@@ -161,13 +257,9 @@ impl<S: SideStore> Vault<S> {
         let Some(key) = self.day_key(day, false, random).await? else {
             return Ok(Vec::new());
         };
-        let sealed: Sealed = bincode::serde::decode_from_slice(&bytes, bincode_cfg())
-            .map_err(|_| VaultError::Damaged(day))?
-            .0;
+        let (sealed, current) = decode_sealed(&bytes, day).ok_or(VaultError::Damaged(day))?;
         let plain = open(&key, &sealed, b"records").ok_or(VaultError::Damaged(day))?;
-        Ok(bincode::serde::decode_from_slice(&plain, bincode_cfg())
-            .map_err(|_| VaultError::Damaged(day))?
-            .0)
+        decode_scans(day, &plain, current).ok_or(VaultError::Damaged(day))
     }
 
     /// Adds scans to their days' records (re-sealed under a fresh nonce).
@@ -184,11 +276,9 @@ impl<S: SideStore> Vault<S> {
             let mut all = self.records(day, random).await?;
             all.extend(new);
             let key = self.day_key(day, true, random).await?.expect("created");
-            let plain = bincode::serde::encode_to_vec(&all, bincode_cfg()).expect("encodes");
-            let sealed = seal(&key, Day(day), &plain, b"records", random);
-            let bytes = bincode::serde::encode_to_vec(&sealed, bincode_cfg()).expect("encodes");
+            let sealed = seal(&key, Day(day), &encode_scans(&all), b"records", random);
             self.store
-                .side_put(RECORDS, &self.day_name(day), &bytes)
+                .side_put(RECORDS, &self.day_name(day), &encode_sealed(&sealed))
                 .await?;
         }
         Ok(())
@@ -199,12 +289,27 @@ impl<S: SideStore> Vault<S> {
         &self,
         random: &mut dyn Random,
     ) -> Result<BTreeMap<u32, (u32, u32)>, VaultError> {
+        self.stored_days_counting(|_| true, random).await
+    }
+
+    /// Days with records; only the days `count` names are opened and counted (the others
+    /// show (0, 0)): housekeeping counts the days it closes and needs only the names of
+    /// the rest.
+    pub async fn stored_days_counting(
+        &self,
+        count: impl Fn(u32) -> bool,
+        random: &mut dyn Random,
+    ) -> Result<BTreeMap<u32, (u32, u32)>, VaultError> {
         let prefix = format!("{}-", self.device);
         let mut out = BTreeMap::new();
         for k in self.store.side_keys_prefixed(RECORDS, &prefix).await? {
             let Some(day) = k.strip_prefix(&prefix).and_then(|d| d.parse::<u32>().ok()) else {
                 continue;
             };
+            if !count(day) {
+                out.insert(day, (0, 0));
+                continue;
+            }
             let records = self.records(day, random).await?;
             let scans: std::collections::BTreeSet<u64> = records.iter().map(|r| r.at).collect();
             out.insert(day, (scans.len() as u32, records.len() as u32));
@@ -291,4 +396,132 @@ fn aad(day: Day, purpose: &[u8]) -> Vec<u8> {
     a.extend_from_slice(purpose);
     a.extend_from_slice(&day.0.to_be_bytes());
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hotaru_log::MemoryStore;
+    use hotaru_protocol::random::SeededRandom;
+
+    const DAY: u32 = 20_000;
+
+    fn scan(day: u32, second: u64, rpi: u8) -> StoredScan {
+        StoredScan {
+            at: u64::from(day) * DAY_S + second,
+            rpi: [rpi; 16],
+            aem: [rpi ^ 0x55; 4],
+            rssi_dbm: -70,
+            peak_rssi_dbm: -61,
+            seconds_since_last_scan: 277,
+        }
+    }
+
+    fn vault() -> (Vault<MemoryStore>, SeededRandom) {
+        (
+            Vault::new(MemoryStore::default(), DeviceId([7; 16])),
+            SeededRandom::from_u64(1, 2),
+        )
+    }
+
+    #[tokio::test]
+    async fn records_come_back_as_they_went_in_by_day() {
+        let (v, mut r) = vault();
+        let first = [scan(DAY, 0, 1), scan(DAY, 86_399, 2), scan(DAY + 1, 300, 3)];
+        v.add_records(&first, &mut r).await.unwrap();
+        v.add_records(&[scan(DAY, 600, 4)], &mut r).await.unwrap();
+        assert_eq!(
+            v.records(DAY, &mut r).await.unwrap(),
+            vec![first[0], first[1], scan(DAY, 600, 4)]
+        );
+        assert_eq!(v.records(DAY + 1, &mut r).await.unwrap(), vec![first[2]]);
+        assert_eq!(v.records(DAY + 2, &mut r).await.unwrap(), vec![]);
+        // What is at rest is sealed: no RPI in the clear.
+        let stored = v
+            .store()
+            .side_get(RECORDS, &v.day_name(DAY))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stored.starts_with(&FORMAT));
+        assert!(!stored.windows(16).any(|w| w == [1u8; 16]));
+    }
+
+    /// Stores written before the compact format (bincode throughout) still open, and a
+    /// day added to is rewritten in the current format with its old records kept.
+    #[tokio::test]
+    async fn records_of_the_earlier_format_still_open() {
+        let (v, mut r) = vault();
+        let master = v.master(&mut r).await.unwrap();
+        let mut key = [0u8; 32];
+        r.fill(&mut key);
+        let old = |s: &Sealed| bincode::serde::encode_to_vec(s, bincode_cfg()).unwrap();
+        let wrapped = seal(&master, Day(DAY), &key, b"day-key", &mut r);
+        let old_scans = vec![scan(DAY, 10, 9), scan(DAY, 310, 8)];
+        let plain = bincode::serde::encode_to_vec(&old_scans, bincode_cfg()).unwrap();
+        let records = seal(&key, Day(DAY), &plain, b"records", &mut r);
+        let s = v.store();
+        s.side_put(DAY_KEYS, &v.day_name(DAY), &old(&wrapped))
+            .await
+            .unwrap();
+        s.side_put(RECORDS, &v.day_name(DAY), &old(&records))
+            .await
+            .unwrap();
+        assert_eq!(v.records(DAY, &mut r).await.unwrap(), old_scans);
+        v.add_records(&[scan(DAY, 610, 7)], &mut r).await.unwrap();
+        let now = s
+            .side_get(RECORDS, &v.day_name(DAY))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(now.starts_with(&FORMAT));
+        assert_eq!(
+            v.records(DAY, &mut r).await.unwrap(),
+            vec![old_scans[0], old_scans[1], scan(DAY, 610, 7)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_or_misplaced_record_is_refused() {
+        let (v, mut r) = vault();
+        v.add_records(&[scan(DAY, 0, 1), scan(DAY + 1, 0, 2)], &mut r)
+            .await
+            .unwrap();
+        let s = v.store();
+        let mut bytes = s
+            .side_get(RECORDS, &v.day_name(DAY))
+            .await
+            .unwrap()
+            .unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        s.side_put(RECORDS, &v.day_name(DAY), &bytes).await.unwrap();
+        assert_eq!(v.records(DAY, &mut r).await, Err(VaultError::Damaged(DAY)));
+        // Another day's sealed records under this day's name do not open either (the day
+        // is bound into the seal).
+        let other = s
+            .side_get(RECORDS, &v.day_name(DAY + 1))
+            .await
+            .unwrap()
+            .unwrap();
+        s.side_put(RECORDS, &v.day_name(DAY), &other).await.unwrap();
+        assert_eq!(v.records(DAY, &mut r).await, Err(VaultError::Damaged(DAY)));
+    }
+
+    #[tokio::test]
+    async fn only_the_days_asked_for_are_counted() {
+        let (v, mut r) = vault();
+        v.add_records(
+            &[scan(DAY, 0, 1), scan(DAY, 0, 2), scan(DAY + 1, 5, 3)],
+            &mut r,
+        )
+        .await
+        .unwrap();
+        let all = v.stored_days(&mut r).await.unwrap();
+        assert_eq!(all, BTreeMap::from([(DAY, (1, 2)), (DAY + 1, (1, 1))]));
+        let some = v
+            .stored_days_counting(|d| d == DAY + 1, &mut r)
+            .await
+            .unwrap();
+        assert_eq!(some, BTreeMap::from([(DAY, (0, 0)), (DAY + 1, (1, 1))]));
+    }
 }
