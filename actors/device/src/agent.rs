@@ -337,13 +337,9 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
         }
         let vault = self.vault()?.clone();
         // Only the days housekeeping closes are opened and counted.
-        let oldest_kept = today.saturating_sub(RETENTION_DAYS - 1);
-        let closed = &self.state.closed_days;
+        let state = &self.state;
         let stored = vault
-            .stored_days_counting(
-                |d| d < today && d >= oldest_kept && !closed.contains_key(&d),
-                &mut *self.random,
-            )
+            .stored_days_counting(|d| rules::closes(state, today, d), &mut *self.random)
             .await?;
         let events = rules::decide_housekeeping(&self.state, now, &stored)?;
         let expired: Vec<u32> = events

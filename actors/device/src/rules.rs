@@ -316,6 +316,14 @@ pub fn decide_roll(
 /// Days to close and to expire at `now`, given the days the record store holds.
 /// Closing: every past day with records and no summary yet. Expiry: every day 14 days or
 /// more before today that still has a key or records (recorded before deletion).
+/// Whether housekeeping on `today` closes `day` (a past day within retention, not closed
+/// yet): the only days whose records it needs to count.
+pub fn closes(state: &DeviceState, today: u32, day: u32) -> bool {
+    day < today
+        && day >= today.saturating_sub(RETENTION_DAYS - 1)
+        && !state.closed_days.contains_key(&day)
+}
+
 pub fn decide_housekeeping(
     state: &DeviceState,
     now: UnixMillis,
@@ -326,7 +334,7 @@ pub fn decide_housekeeping(
     let oldest_kept = today.saturating_sub(RETENTION_DAYS - 1);
     let mut out = Vec::new();
     for (&day, &(scans, sightings)) in stored {
-        if day < today && day >= oldest_kept && !state.closed_days.contains_key(&day) {
+        if closes(state, today, day) {
             out.push(DomainEvent::ProximityRecorded(ProximityRecorded {
                 device_id,
                 day: Day(day),

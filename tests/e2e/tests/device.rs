@@ -344,6 +344,8 @@ async fn story(nats: bool) {
     // b is notified once, with one contact on day D.
     let r = b.check(&client).await.unwrap();
     assert!(r.notified, "{r:?}");
+    // Day D was closed with what b recorded on it: 20 minutes, a scan every 4, one RPI.
+    assert_eq!(b.state().closed_days.get(&contact_day), Some(&(5, 5)));
     assert_eq!(r.refused_files, 0);
     assert_eq!(r.exposures.len(), 1);
     assert_eq!(r.exposures[0].day, contact_day);
