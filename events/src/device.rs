@@ -201,7 +201,8 @@ pub struct ExposureChecked {
     /// Scans of the device's records that matched a key.
     pub matches: u32,
     /// The exposure configuration the check scored with, as the server served it (JSON):
-    /// the exposure screen is re-derived from it on replay.
+    /// the exposure screen is re-derived from it on replay. Empty when it is the one the
+    /// previous check recorded (a fleet's phones then do not log the same kilobyte daily).
     pub risk_configuration: Vec<u8>,
 }
 

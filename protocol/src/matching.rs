@@ -158,7 +158,7 @@ impl Matcher {
                     if heard.0.abs_diff(interval.0) > self.tolerance {
                         continue;
                     }
-                    let aemk = *aemk.get_or_insert_with(|| key.tek.aemk());
+                    let aemk = aemk.get_or_insert_with(|| key.tek.aemk());
                     out.push(self.matched(offset + k, oi as usize, interval, o, aemk));
                 }
             }
@@ -327,15 +327,11 @@ impl Matcher {
             if heard.0.abs_diff(interval.0) > self.tolerance {
                 continue;
             }
-            let aemk = match &aemk {
-                Some((kk, a)) if *kk == k => *a,
-                _ => {
-                    let a = key.tek.aemk();
-                    aemk = Some((k, a));
-                    a
-                }
-            };
-            out.push(self.matched(k as usize, oi as usize, interval, o, aemk));
+            if aemk.as_ref().is_none_or(|(kk, _)| *kk != k) {
+                aemk = Some((k, key.tek.aemk()));
+            }
+            let (_, a) = aemk.as_ref().expect("set above");
+            out.push(self.matched(k as usize, oi as usize, interval, o, a));
         }
         out
     }
@@ -346,7 +342,7 @@ impl Matcher {
         observation: usize,
         interval: EnIntervalNumber,
         o: &Observation,
-        aemk: crate::crypto::Aemk,
+        aemk: &crate::crypto::Aemk,
     ) -> Match {
         let metadata = aemk.decrypt(&o.rpi, &o.aem);
         let tx = i16::from(metadata.tx_power_dbm());

@@ -386,7 +386,9 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
         let mut t = self.clock.now();
         let midnight = UnixMillis(u64::from(t.day() + 1) * 86_400_000);
         let until = until.min(midnight);
-        let mut out = Vec::new();
+        // Rotations last at least 10 minutes.
+        let span = until.0.saturating_sub(t.0) / 600_000 + 1;
+        let mut out = Vec::with_capacity(usize::try_from(span).unwrap_or(0));
         while t < until {
             let Some(adv) = self.advertisement_at(t).await? else {
                 break;
@@ -394,6 +396,11 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
             let end = self.rotation.map_or(until, |r| r.until.min(until));
             out.push((t, end, adv));
             t = end;
+        }
+        if t >= midnight {
+            // The day's rotations are all out: its keys are no longer in use (a fleet's
+            // million phones would otherwise hold two expanded AES keys each overnight).
+            self.day_keys = None;
         }
         Ok(out)
     }
@@ -414,22 +421,18 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
         }
         self.housekeeping().await?;
         let day = now.day();
-        let keys = match &self.day_keys {
-            Some((d, rpik, aemk)) if *d == day => (rpik.clone(), *aemk),
-            _ => {
-                let Some(tek) = self.tek_of(day).await? else {
-                    return Ok(None);
-                };
-                // Today's keys stay in memory while in use, as the OS keeps them.
-                let keys = (tek.rpik(), tek.aemk());
-                self.day_keys = Some((day, keys.0.clone(), keys.1));
-                keys
-            }
-        };
+        if self.day_keys.as_ref().is_none_or(|(d, _, _)| *d != day) {
+            let Some(tek) = self.tek_of(day).await? else {
+                return Ok(None);
+            };
+            // Today's keys stay in memory while in use, as the OS keeps them.
+            self.day_keys = Some((day, tek.rpik(), tek.aemk()));
+        }
+        let (_, rpik, aemk) = self.day_keys.as_ref().expect("set above");
         let interval = EnIntervalNumber::from_unix_seconds(now.as_secs());
-        let rpi = keys.0.rpi(interval);
+        let rpi = rpik.rpi(interval);
         let tx = reference::model(self.state.model).tx_power_dbm;
-        let aem = keys.1.encrypt(&rpi, Metadata::v1_0(tx));
+        let aem = aemk.encrypt(&rpi, Metadata::v1_0(tx));
         let mut address: [u8; 6] = self.random.array();
         address[0] &= 0x3f; // non-resolvable private address
         let minutes = 10 + self.random.below(11);

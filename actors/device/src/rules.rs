@@ -412,7 +412,12 @@ pub fn decide_check(
         refused,
         keys,
         matches: result.matches,
-        risk_configuration: result.risk_configuration,
+        // Recorded when it changed; replay keeps the last one recorded.
+        risk_configuration: if result.risk_configuration == state.risk_configuration {
+            Vec::new()
+        } else {
+            result.risk_configuration
+        },
     }));
     for day in verdict.exposures() {
         if !state.notified.contains(&day.day) {
@@ -571,6 +576,7 @@ mod tests {
     use super::*;
     use hotaru_events::device::{MatchedWindow, ScanRecord};
     use hotaru_events::{EventId, StreamId, StreamKind};
+    use hotaru_protocol::risk::RiskConfiguration;
 
     const DAY_MS: u64 = 86_400_000;
     const T0: UnixMillis = UnixMillis(20_000 * DAY_MS + 9 * 3_600_000);
@@ -734,6 +740,51 @@ mod tests {
             fold(&mut s3, ev, T0);
             assert!(s3.exposure_screen(T0).is_empty());
         }
+    }
+
+    #[test]
+    fn a_check_records_the_configuration_only_when_it_changed_and_replay_keeps_it() {
+        let recorded = |ev: &[DomainEvent]| {
+            ev.iter()
+                .find_map(|e| match e {
+                    DomainEvent::ExposureChecked(c) => Some(c.risk_configuration.clone()),
+                    _ => None,
+                })
+                .expect("a check is recorded")
+        };
+        let strict = serde_json::to_vec(&Scoring::default()).unwrap();
+        let loose = serde_json::to_vec(&Scoring::Windows(RiskConfiguration {
+            daily_score_threshold: 900.0,
+            ..RiskConfiguration::default()
+        }))
+        .unwrap();
+        let check = |s: &DeviceState, json: &[u8]| {
+            decide_check(
+                s,
+                T0,
+                CheckResult {
+                    risk_configuration: json.to_vec(),
+                    ..CheckResult::default()
+                },
+            )
+            .unwrap()
+        };
+        let mut s = consented();
+        let first = check(&s, &strict);
+        assert_eq!(recorded(&first), strict);
+        fold(&mut s, first, T0);
+        let same = check(&s, &strict);
+        assert!(recorded(&same).is_empty(), "unchanged: not logged again");
+        fold(&mut s, same, T0);
+        assert_eq!(
+            s.risk_configuration, strict,
+            "replay keeps the last recorded"
+        );
+        assert_eq!(s.configuration(), Scoring::default());
+        let changed = check(&s, &loose);
+        assert_eq!(recorded(&changed), loose);
+        fold(&mut s, changed, T0);
+        assert_eq!(s.configuration(), serde_json::from_slice(&loose).unwrap());
     }
 
     #[test]

@@ -152,6 +152,13 @@ fn decode_scans(day: u32, plain: &[u8], current: bool) -> Option<Vec<StoredScan>
     )
 }
 
+/// The scans of `day` from their stored bytes, opened under the day's key.
+fn opened_records(day: u32, key: &[u8; 32], bytes: &[u8]) -> Result<Vec<StoredScan>, VaultError> {
+    let (sealed, current) = decode_sealed(bytes, day).ok_or(VaultError::Damaged(day))?;
+    let plain = open(key, &sealed, b"records").ok_or(VaultError::Damaged(day))?;
+    decode_scans(day, &plain, current).ok_or(VaultError::Damaged(day))
+}
+
 fn bincode_cfg() -> bincode::config::Configuration {
     bincode::config::standard()
 }
@@ -257,9 +264,7 @@ impl<S: SideStore> Vault<S> {
         let Some(key) = self.day_key(day, false, random).await? else {
             return Ok(Vec::new());
         };
-        let (sealed, current) = decode_sealed(&bytes, day).ok_or(VaultError::Damaged(day))?;
-        let plain = open(&key, &sealed, b"records").ok_or(VaultError::Damaged(day))?;
-        decode_scans(day, &plain, current).ok_or(VaultError::Damaged(day))
+        opened_records(day, &key, &bytes)
     }
 
     /// Adds scans to their days' records (re-sealed under a fresh nonce).
@@ -273,9 +278,13 @@ impl<S: SideStore> Vault<S> {
             by_day.entry((s.at / 86_400) as u32).or_default().push(*s);
         }
         for (day, new) in by_day {
-            let mut all = self.records(day, random).await?;
-            all.extend(new);
+            // One unwrap of the day's key serves the read and the re-seal.
             let key = self.day_key(day, true, random).await?.expect("created");
+            let mut all = match self.store.side_get(RECORDS, &self.day_name(day)).await? {
+                Some(bytes) => opened_records(day, &key, &bytes)?,
+                None => Vec::new(),
+            };
+            all.extend(new);
             let sealed = seal(&key, Day(day), &encode_scans(&all), b"records", random);
             self.store
                 .side_put(RECORDS, &self.day_name(day), &encode_sealed(&sealed))
