@@ -73,6 +73,10 @@ impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // What the process said after starting: shown with a failing test's output.
+        for line in self.lines.try_iter() {
+            eprintln!("[serve {}] {line}", self.child.id());
+        }
     }
 }
 

@@ -94,12 +94,26 @@ fn backend(e: impl std::fmt::Display) -> LogError {
     LogError::Backend(e.to_string())
 }
 
+/// Makes the tree's writes durable. Not sled's `flush_async`: its flush runs on sled's own
+/// thread pool and waits there for a buffer write that is queued on the same pool, so a
+/// few concurrent flushes occupy every pool thread and wait for each other forever (sled
+/// 0.34, spacejam/sled#1241; seen here as a hang of two nodes issuing at once). A blocking
+/// flush on tokio's blocking pool leaves sled's pool free to write.
+pub(crate) async fn durable(tree: &sled::Tree) -> Result<(), LogError> {
+    let tree = tree.clone();
+    tokio::task::spawn_blocking(move || tree.flush())
+        .await
+        .map_err(backend)?
+        .map_err(backend)?;
+    Ok(())
+}
+
 impl SideStore for SledLog {
     async fn side_put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), LogError> {
         check(ns, key)?;
         let tree = self.side_tree(ns)?;
         tree.insert(key, value).map_err(backend)?;
-        tree.flush_async().await.map_err(backend)?;
+        durable(&tree).await?;
         Ok(())
     }
 
@@ -119,7 +133,7 @@ impl SideStore for SledLog {
             .compare_and_swap(key, None::<&[u8]>, Some(value))
             .map_err(backend)?
             .is_ok();
-        tree.flush_async().await.map_err(backend)?;
+        durable(&tree).await?;
         Ok(created)
     }
 
@@ -127,7 +141,7 @@ impl SideStore for SledLog {
         check(ns, key)?;
         let tree = self.side_tree(ns)?;
         tree.remove(key).map_err(backend)?;
-        tree.flush_async().await.map_err(backend)?;
+        durable(&tree).await?;
         Ok(())
     }
 
