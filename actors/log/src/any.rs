@@ -57,6 +57,10 @@ impl EventLog for AnyLog {
         both!(self, l => l.read_stream(stream).await)
     }
 
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, LogError> {
+        both!(self, l => l.stream_version(stream).await)
+    }
+
     async fn read_all(
         &self,
         context: Context,

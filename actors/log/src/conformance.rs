@@ -228,6 +228,8 @@ pub async fn concurrency_conflicts<L: EventLog>(open: impl AsyncFn() -> L) {
     }
     assert_eq!(wins, 1);
     assert_eq!(log.read_stream(&s).await.unwrap().len(), 2);
+    assert_eq!(log.stream_version(&s).await.unwrap(), 2);
+    assert_eq!(log.stream_version(&demo_stream("none")).await.unwrap(), 0);
     verify_chain(&log, Context::Demo).await;
 }
 

@@ -191,6 +191,13 @@ pub trait EventLog: Clone + Send + Sync + 'static {
         stream: &StreamId,
     ) -> impl Future<Output = Result<Vec<RecordedCommit>, LogError>> + Send;
 
+    /// The version of `stream` (0 when it has no event): one read of its last commit,
+    /// however long the stream is.
+    fn stream_version(
+        &self,
+        stream: &StreamId,
+    ) -> impl Future<Output = Result<u64, LogError>> + Send;
+
     /// Up to `max` commits of `context` from position `from` (inclusive), in order.
     fn read_all(
         &self,

@@ -471,8 +471,20 @@ impl Writer {
 
     async fn plan(&mut self, req: &Request) -> Result<Plan, LogError> {
         let ctx = req.stream.context();
-        let head = self.head(ctx).await?;
-        let version = self.version(&req.stream).await?;
+        let mut head = self.head(ctx).await?;
+        let mut version = self.version(&req.stream).await?;
+        if let ExpectedVersion::Exact(v) = req.expected
+            && v > version
+        {
+            // The caller read a version newer than the one held here: another writer
+            // appended to the stream since, so what this writer holds of the context is
+            // stale. Read both again (head first: a version is valid under its head).
+            // Without this, a node that kept a stream's version would refuse every append
+            // to a stream the other node wrote, however often the caller re-read it.
+            self.forget(ctx);
+            head = self.head(ctx).await?;
+            version = self.version(&req.stream).await?;
+        }
         if let ExpectedVersion::Exact(v) = req.expected
             && v != version
         {
@@ -697,6 +709,16 @@ impl EventLog for NatsLog {
                 .await?,
         );
         Ok(out)
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, LogError> {
+        let ctx = stream.context();
+        let s = self.stream_of(ctx)?;
+        match s.direct_get_last_for_subject(subject(stream)).await {
+            Ok(m) => Ok(recorded(ctx, m.sequence, m.payload)?.commit.last_version()),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(0),
+            Err(e) => Err(backend(e)),
+        }
     }
 
     async fn read_all(

@@ -618,6 +618,20 @@ impl EventLog for SledLog {
             .collect()
     }
 
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, LogError> {
+        let last = self
+            .inner
+            .streams
+            .read()
+            .expect("index lock")
+            .get(stream)
+            .and_then(|c| c.last().map(|p| p.0));
+        match last {
+            Some(pos) => Ok(self.read_one(stream.context(), pos)?.commit.last_version()),
+            None => Ok(0),
+        }
+    }
+
     async fn read_all(
         &self,
         context: Context,
@@ -689,7 +703,7 @@ impl EventLog for SledLog {
             .tree
             .insert(checkpoint_key(consumer), encode_checkpoint(checkpoint))
             .map_err(backend)?;
-        self.inner.db.flush_async().await.map_err(backend)?;
+        crate::side::durable(&self.inner.db).await?;
         Ok(())
     }
 }

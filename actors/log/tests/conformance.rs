@@ -118,3 +118,34 @@ async fn nats_two_writers_share_one_chain() {
         assert_eq!(versions, (1..=commits.len() as u64).collect::<Vec<_>>());
     }
 }
+
+/// Two writers take turns on one stream, each appending at the version it just read: every
+/// append lands at once. (A writer that trusted the version it remembered from its own
+/// last append refused the other's successors with a conflict forever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_a_writer_follows_a_stream_the_other_writer_appended_to() {
+    use hotaru_log::conformance::{demo_event, demo_stream};
+    use hotaru_log::{EventLog, ExpectedVersion, NatsConfig, NatsLog};
+
+    let server = hotaru_test_support::NatsServer::start();
+    let config = NatsConfig::new(server.url());
+    let writers = [
+        NatsLog::connect(&config).await.unwrap(),
+        NatsLog::connect(&config).await.unwrap(),
+    ];
+    let s = demo_stream("turns");
+    for i in 0..10u64 {
+        let log = &writers[i as usize % 2];
+        let version = log.stream_version(&s).await.unwrap();
+        assert_eq!(version, i);
+        let a = log
+            .append(
+                s.clone(),
+                ExpectedVersion::Exact(version),
+                vec![demo_event(i)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("append {i} at version {version}: {e}"));
+        assert_eq!(a.first_version, i + 1);
+    }
+}
