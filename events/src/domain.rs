@@ -144,6 +144,42 @@ pub struct ProcessingNumberRedeemed {
     pub digest: NumberDigest,
 }
 
+/// The case's number, recorded on the case's stream after the number's own stream
+/// has it: appended at the version the issuer read, so two nodes racing to issue for one
+/// case cannot both succeed (the loser's number is never shown and cannot be redeemed,
+/// since the case names another).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumberAssigned {
+    pub case_id: CaseId,
+    pub digest: NumberDigest,
+}
+
+/// One of a centre's numbers for one day, taken on the stream `quota.<centre>-<day>`
+/// before the number is drawn: the stream's version is the count, and appends are fenced
+/// on it, so the daily quota holds across every node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaTaken {
+    pub centre_id: CentreId,
+    pub day: Day,
+    pub case_id: CaseId,
+}
+
+/// One redemption about to be evaluated, on the stream `guesses.<window>`: the append
+/// is a ticket (its version counts the window's evaluations so far, on every node) and the
+/// guess is evaluated only while the tickets not given back stay within the global budget.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuessReserved {
+    /// The fixed window (`now / window_ms`).
+    pub window: u64,
+}
+
+/// A ticket given back (`guesses.<window>-back`): its redemption succeeded, or it was
+/// refused without being evaluated. What stays out is a failure or still in flight.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuessReleased {
+    pub window: u64,
+}
+
 /// Schema version 2: version 1 (see [`legacy::ProcessingNumberRejectedV1`]) carried only
 /// the reason, so an auditor could not tell repeated failures on one number apart.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -417,6 +453,10 @@ domain_events! {
     ExportVerified = 24, 1;
     RegistrationAttempted = 25, 1;
     OperationLogSent = 26, 1;
+    NumberAssigned = 27, 1;
+    QuotaTaken = 28, 1;
+    GuessReserved = 29, 1;
+    GuessReleased = 30, 1;
 }
 
 /// Earlier schema versions, kept so that stored bytes stay decodable. Never edited.

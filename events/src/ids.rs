@@ -173,10 +173,15 @@ pub enum StreamKind {
     /// The day's failed redemptions (`redemptions.<day>`): what the attempt limiter is
     /// rebuilt from.
     Redemptions,
+    /// A centre's numbers of one day (`quota.<centre>-<day>`): the fence of its quota.
+    Quota,
+    /// The redemptions evaluated in one window (`guesses.<window>`) and those given back
+    /// (`guesses.<window>-back`): the global attempt budget, shared by every node.
+    Guesses,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 10] = [
+    pub const ALL: [StreamKind; 12] = [
         StreamKind::Case,
         StreamKind::ProcessingNumber,
         StreamKind::Batch,
@@ -187,13 +192,17 @@ impl StreamKind {
         StreamKind::Device,
         StreamKind::Demo,
         StreamKind::Redemptions,
+        StreamKind::Quota,
+        StreamKind::Guesses,
     ];
 
     pub const fn context(self) -> Context {
         match self {
-            StreamKind::Case | StreamKind::ProcessingNumber | StreamKind::Redemptions => {
-                Context::Registration
-            }
+            StreamKind::Case
+            | StreamKind::ProcessingNumber
+            | StreamKind::Redemptions
+            | StreamKind::Quota
+            | StreamKind::Guesses => Context::Registration,
             StreamKind::Batch | StreamKind::Signer | StreamKind::SigningKey => {
                 Context::Distribution
             }
@@ -216,6 +225,8 @@ impl StreamKind {
             StreamKind::Device => "device",
             StreamKind::Demo => "demo",
             StreamKind::Redemptions => "redemptions",
+            StreamKind::Quota => "quota",
+            StreamKind::Guesses => "guesses",
         }
     }
 

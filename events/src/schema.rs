@@ -98,7 +98,8 @@ pub fn fields(t: EventType) -> &'static [Field] {
                 kind: Time,
             },
         ],
-        EventType::ProcessingNumberRedeemed => &[
+        // The same two fields: the case and its number's digest.
+        EventType::ProcessingNumberRedeemed | EventType::NumberAssigned => &[
             Field {
                 name: "case_id",
                 kind: Id,
@@ -106,6 +107,24 @@ pub fn fields(t: EventType) -> &'static [Field] {
             Field {
                 name: "digest",
                 kind: Digest,
+            },
+        ],
+        EventType::GuessReserved | EventType::GuessReleased => &[Field {
+            name: "window",
+            kind: Count,
+        }],
+        EventType::QuotaTaken => &[
+            Field {
+                name: "centre_id",
+                kind: Id,
+            },
+            Field {
+                name: "day",
+                kind: Time,
+            },
+            Field {
+                name: "case_id",
+                kind: Id,
             },
         ],
         EventType::ProcessingNumberRejected => &[
@@ -332,6 +351,14 @@ pub fn samples() -> Vec<DomainEvent> {
             centre_id: CentreId(7),
             digest,
             expires_at: at,
+        }),
+        DomainEvent::NumberAssigned(NumberAssigned { case_id, digest }),
+        DomainEvent::GuessReserved(GuessReserved { window: 445_000 }),
+        DomainEvent::GuessReleased(GuessReleased { window: 445_000 }),
+        DomainEvent::QuotaTaken(QuotaTaken {
+            centre_id: CentreId(7),
+            day: Day(18_500),
+            case_id,
         }),
         DomainEvent::ProcessingNumberRedeemed(ProcessingNumberRedeemed { case_id, digest }),
         DomainEvent::ProcessingNumberRejected(ProcessingNumberRejected {

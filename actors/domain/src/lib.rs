@@ -10,6 +10,7 @@
 
 use hotaru_events::DomainEvent;
 
+pub mod case;
 pub mod limiter;
 pub mod number;
 pub mod policy;

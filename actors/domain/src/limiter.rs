@@ -8,13 +8,19 @@
 //!   holds in memory only; never an IP). A source gets `source_failures` failures per
 //!   window, then an exponential back-off.
 //!
-//! Both are in memory. The global window is rebuilt at start from the day's
+//! Both are in memory, per node. The global window is rebuilt at start from the day's
 //! `ProcessingNumberRejected` events; the per-source state is lost on restart by design.
-//! The arithmetic is in docs/adr/0004-redemption-limits.md.
+//!
+//! Across nodes ([`ticket_verdict`]): before a guess is evaluated it takes a ticket on the
+//! log's `guesses.<window>` stream (fixed windows of `window_ms`), and it is evaluated
+//! only while the tickets not given back (successes and refusals give theirs back) stay
+//! within `global_failures`. Failures and guesses still in flight hold their tickets, so
+//! however many nodes evaluate at once, a window never evaluates more than the budget of
+//! wrong guesses. The arithmetic is in docs/adr/0004-redemption-limits.md.
 
 use std::collections::{HashMap, VecDeque};
 
-use hotaru_events::UnixMillis;
+use hotaru_events::{StreamId, StreamKind, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 /// The limits (`[limits]` in the server's configuration).
@@ -144,11 +150,64 @@ impl AttemptLimiter {
     }
 }
 
+/// The fixed window of the shared budget that `now` falls in.
+pub fn guess_window(now: UnixMillis, p: &LimiterPolicy) -> u64 {
+    now.0 / p.window_ms.max(1)
+}
+
+/// The window's tickets: `guesses.<window>`.
+pub fn guesses_stream(window: u64) -> StreamId {
+    StreamId::new(StreamKind::Guesses, window.to_string()).expect("digits are a valid id")
+}
+
+/// The window's tickets given back: `guesses.<window>-back`.
+pub fn guesses_back_stream(window: u64) -> StreamId {
+    StreamId::new(StreamKind::Guesses, format!("{window}-back")).expect("a valid id")
+}
+
+/// May the guess holding ticket `ticket` (the version its reservation got) be evaluated,
+/// given `given_back` tickets of the window given back before the reservation? The ticket
+/// counts every reservation before it on every node; those given back were decided as
+/// successes or refused unevaluated; the rest are failures or in flight.
+pub fn ticket_verdict(
+    ticket: u64,
+    given_back: u64,
+    window: u64,
+    p: &LimiterPolicy,
+) -> Result<(), RetryAfter> {
+    if ticket.saturating_sub(given_back) > p.global_failures as u64 {
+        Err(RetryAfter(UnixMillis(
+            (window + 1).saturating_mul(p.window_ms),
+        )))
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const MIN: u64 = 60_000;
+
+    #[test]
+    fn a_window_evaluates_no_more_than_the_budget_of_tickets_held() {
+        let p = LimiterPolicy::default(); // 60 an hour
+        let w = guess_window(UnixMillis(5 * 3_600_000 + 17), &p);
+        assert_eq!(w, 5);
+        // 60 tickets in flight or failed: the 60th is evaluated, the 61st is not.
+        assert!(ticket_verdict(60, 0, w, &p).is_ok());
+        assert_eq!(
+            ticket_verdict(61, 0, w, &p),
+            Err(RetryAfter(UnixMillis(6 * 3_600_000)))
+        );
+        // Tickets given back (successes, refusals) free their slots.
+        assert!(ticket_verdict(61, 1, w, &p).is_ok());
+        assert!(ticket_verdict(1_000, 940, w, &p).is_ok());
+        assert!(ticket_verdict(1_000, 939, w, &p).is_err());
+        assert_eq!(guesses_stream(5).to_string(), "guesses.5");
+        assert_eq!(guesses_back_stream(5).to_string(), "guesses.5-back");
+    }
 
     #[test]
     fn the_global_budget_locks_everyone_out_with_doubling_lockouts() {

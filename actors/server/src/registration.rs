@@ -5,12 +5,18 @@
 //! streams, draws randomness, reads the clock, seals keys and appends with the expected
 //! version, retrying when another node got in first.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use hotaru_actors::IdSource;
 use hotaru_domain::Aggregate;
-use hotaru_domain::limiter::{AttemptLimiter, LimiterPolicy, RetryAfter, SourceKey};
+use hotaru_domain::case::{
+    CaseCommand, CaseError, CaseState, QuotaExceeded, QuotaState, TakeQuota, case_stream,
+    quota_stream,
+};
+use hotaru_domain::limiter::{
+    AttemptLimiter, LimiterPolicy, RetryAfter, SourceKey, guess_window, guesses_back_stream,
+    guesses_stream, ticket_verdict,
+};
 use hotaru_domain::number::{
     NumberCommand, NumberError, NumberState, ProcessingNumber, RedemptionAnswer, RevisionRefusal,
     number_stream,
@@ -18,8 +24,8 @@ use hotaru_domain::number::{
 use hotaru_domain::policy::{DAY_MS, RegistrationPolicy};
 use hotaru_domain::upload::{SubmittedKey, validate_keys};
 use hotaru_events::domain::{
-    CaseBasis, CaseConfirmed, CaseId, CentreId, Day, ProcessingNumberRejected, RejectionReason,
-    UploadedKeys,
+    CaseBasis, CaseId, CentreId, Day, GuessReleased, GuessReserved, ProcessingNumberRejected,
+    RejectionReason, UploadedKeys,
 };
 use hotaru_events::{
     Clock, DomainEvent, EventId, NewEvent, NumberDigest, StreamId, StreamKind, UnixMillis,
@@ -33,6 +39,10 @@ use crate::revision::{RevisableKey, RevisionKeys, TokenData};
 
 /// How often a command is decided again after another node changed its stream.
 const MAX_CONFLICTS: usize = 5;
+
+/// How often a centre's quota is taken again after another issue got in first: every
+/// issue of a centre's day appends to one stream, so a burst of them conflicts often.
+const MAX_QUOTA_CONFLICTS: usize = 64;
 
 /// Why a registration command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -65,6 +75,20 @@ pub enum RegistrationError {
         #[serde(with = "crate::commands::log_error_text")]
         LogError,
     ),
+}
+
+impl From<CaseError> for RegistrationError {
+    fn from(e: CaseError) -> Self {
+        match e {
+            CaseError::Unknown => RegistrationError::UnknownCase,
+            CaseError::NotYourCase => RegistrationError::NotYourCase,
+            CaseError::AlreadyIssued => RegistrationError::AlreadyIssued,
+            // A fresh random id that exists already: only a broken random source does that.
+            CaseError::AlreadyConfirmed => {
+                LogError::Backend("a fresh case id is in use".into()).into()
+            }
+        }
+    }
 }
 
 impl RegistrationError {
@@ -115,22 +139,22 @@ struct Inner<L: SideStore> {
     ids: Arc<dyn IdSource>,
     policy: RegistrationPolicy,
     limiter: Mutex<AttemptLimiter>,
-    /// Numbers issued per (centre, day), counted in this process.
-    issued: Mutex<HashMap<(CentreId, u32), u32>>,
-    /// Cases that have their number (one per case).
-    cases_with_number: Mutex<std::collections::HashSet<CaseId>>,
+    limits: LimiterPolicy,
     random: SystemRandom,
     revision_keys: RevisionKeys<L>,
 }
+
+/// A redemption's answer, with the number's digest and the keys it accepted (none on a
+/// retry that got the first answer again).
+type Redeemed = (
+    RedemptionAnswer,
+    Option<(NumberDigest, Vec<hotaru_events::domain::UploadedKey>)>,
+);
 
 /// The registration service. Cheap to clone; safe to call concurrently.
 #[derive(Clone)]
 pub struct Registration<L: SideStore> {
     inner: Arc<Inner<L>>,
-}
-
-fn case_stream(id: CaseId) -> StreamId {
-    StreamId::new(StreamKind::Case, hex::encode(id.0)).expect("hex is a valid id")
 }
 
 fn redemptions_stream(day: u32) -> StreamId {
@@ -152,9 +176,8 @@ impl<L: EventLog + SideStore> Registration<L> {
                 clock,
                 ids,
                 policy,
-                limiter: Mutex::new(AttemptLimiter::new(limits)),
-                issued: Mutex::default(),
-                cases_with_number: Mutex::default(),
+                limiter: Mutex::new(AttemptLimiter::new(limits.clone())),
+                limits,
                 random: SystemRandom::new(),
                 revision_keys: RevisionKeys::new(log.clone()),
                 log,
@@ -162,11 +185,10 @@ impl<L: EventLog + SideStore> Registration<L> {
         }
     }
 
-    /// Rebuilds the in-memory counts (today's issuance per centre, the failure window)
-    /// from the log. Call once at start.
+    /// Rebuilds the attempt limiter's failure window from the log. Call once at start.
+    /// (One number per case and the centres' quotas are fenced in the log itself.)
     pub async fn warm_up(&self) -> Result<(), LogError> {
         let i = &self.inner;
-        let today = i.clock.now().day();
         let mut from = 1;
         loop {
             let batch = i
@@ -178,19 +200,6 @@ impl<L: EventLog + SideStore> Registration<L> {
             for c in &batch {
                 for env in c.commit.envelopes().flatten() {
                     match &env.event {
-                        DomainEvent::ProcessingNumberIssued(e) => {
-                            i.cases_with_number
-                                .lock()
-                                .expect("not poisoned")
-                                .insert(e.case_id);
-                            if env.occurred_at.day() == today {
-                                *i.issued
-                                    .lock()
-                                    .expect("not poisoned")
-                                    .entry((e.centre_id, today))
-                                    .or_default() += 1;
-                            }
-                        }
                         DomainEvent::ProcessingNumberRejected(e)
                             if matches!(
                                 e.reason,
@@ -224,6 +233,14 @@ impl<L: EventLog + SideStore> Registration<L> {
         }
     }
 
+    /// Events decided together, stamped at `now` (none caused by another).
+    fn new_events(&self, now: UnixMillis, events: Vec<DomainEvent>) -> Vec<NewEvent> {
+        events
+            .into_iter()
+            .map(|e| self.new_event(now, e, None))
+            .collect()
+    }
+
     /// A health centre confirms a case: CaseConfirmed with a fresh random case id.
     pub async fn confirm_case(
         &self,
@@ -243,32 +260,29 @@ impl<L: EventLog + SideStore> Registration<L> {
             .fill(&mut id)
             .map_err(|_| LogError::Backend("random source failed".into()))?;
         let case_id = CaseId(id);
-        let ev = self.new_event(
-            now,
-            DomainEvent::CaseConfirmed(CaseConfirmed {
+        let events = CaseState::Unconfirmed
+            .decide(&CaseCommand::Confirm {
                 case_id,
                 centre_id: centre,
                 basis,
-            }),
-            None,
-        );
+            })
+            .map_err(RegistrationError::from)?;
+        let evs = self.new_events(now, events);
         self.inner
             .log
-            .append(case_stream(case_id), ExpectedVersion::Exact(0), vec![ev])
+            .append(case_stream(case_id), ExpectedVersion::Exact(0), evs)
             .await?;
         Ok(case_id)
     }
 
-    async fn case(&self, case_id: CaseId) -> Result<Option<CaseConfirmed>, LogError> {
-        let commits = self.inner.log.read_stream(&case_stream(case_id)).await?;
-        Ok(commits
-            .iter()
-            .flat_map(|c| c.commit.envelopes())
-            .filter_map(Result::ok)
-            .find_map(|e| match e.event {
-                DomainEvent::CaseConfirmed(c) => Some(c),
-                _ => None,
-            }))
+    /// An aggregate's state and its stream's version, folded from the stream.
+    async fn load<A: Aggregate>(&self, stream: &StreamId) -> Result<(A, u64), LogError> {
+        let commits = self.inner.log.read_stream(stream).await?;
+        fold(&commits, |_, _| {})
+    }
+
+    async fn case(&self, case_id: CaseId) -> Result<(CaseState, u64), LogError> {
+        self.load(&case_stream(case_id)).await
     }
 
     async fn number_state(&self, digest: &NumberDigest) -> Result<(NumberState, u64), LogError> {
@@ -284,21 +298,8 @@ impl<L: EventLog + SideStore> Registration<L> {
         digest: &NumberDigest,
     ) -> Result<(NumberState, u64, Vec<(u64, hotaru_events::Envelope)>), LogError> {
         let commits = self.inner.log.read_stream(&number_stream(digest)).await?;
-        let mut state = NumberState::default();
-        let mut version = 0;
         let mut events = Vec::new();
-        for c in &commits {
-            for env in c.commit.envelopes() {
-                let env = env.map_err(|e| LogError::Corrupt {
-                    context: c.commit.context,
-                    position: c.position,
-                    reason: e.to_string(),
-                })?;
-                state.apply(&env.event);
-                events.push((c.position, env));
-            }
-            version = c.commit.last_version();
-        }
+        let (state, version) = fold(&commits, |position, env| events.push((position, env)))?;
         Ok((state, version, events))
     }
 
@@ -331,65 +332,82 @@ impl<L: EventLog + SideStore> Registration<L> {
         Ok(ProcessingNumber::from_digits(digits))
     }
 
-    /// Issues a processing number for the centre's case (ProcessingNumberIssued).
+    /// Issues a processing number for the centre's case: one of the centre's numbers for
+    /// the day is taken, the number is issued on its own stream, and the case records it,
+    /// each append fenced on the version its decision read (see `hotaru_domain::case`).
     pub async fn issue_number(
         &self,
         centre: CentreId,
         case_id: CaseId,
     ) -> Result<IssuedNumber, RegistrationError> {
         let i = &self.inner;
-        let case = self
-            .case(case_id)
-            .await?
-            .ok_or(RegistrationError::UnknownCase)?;
-        if case.centre_id != centre {
-            return Err(RegistrationError::NotYourCase);
-        }
-        // One number per case: the number is shown once, to the centre that asked.
-        if !i
-            .cases_with_number
-            .lock()
-            .expect("not poisoned")
-            .insert(case_id)
+        let (case, case_version) = self.case(case_id).await?;
+        case.may_issue(centre)?;
+        let now = i.clock.now();
+        self.take_quota(centre, Day(now.day()), case_id, now)
+            .await?;
+        let (issued, digest) = self.issue_unique(centre, case_id, now).await?;
+        let events = case.decide(&CaseCommand::AssignNumber {
+            case_id,
+            centre_id: centre,
+            digest,
+        })?;
+        let evs = self.new_events(now, events);
+        match i
+            .log
+            .append(
+                case_stream(case_id),
+                ExpectedVersion::Exact(case_version),
+                evs,
+            )
+            .await
         {
-            return Err(RegistrationError::AlreadyIssued);
+            Ok(_) => Ok(issued),
+            // Another node assigned the case its number first: ours is never shown, and
+            // cannot be redeemed since the case names the other.
+            Err(LogError::Conflict { .. }) => Err(RegistrationError::AlreadyIssued),
+            Err(e) => Err(e.into()),
         }
-        let result = self.issue_counted(centre, case_id).await;
-        if result.is_err() {
-            i.cases_with_number
-                .lock()
-                .expect("not poisoned")
-                .remove(&case_id);
-        }
-        result
     }
 
-    async fn issue_counted(
+    /// Takes one of the centre's numbers for `day`, or refuses when they are used up.
+    async fn take_quota(
         &self,
         centre: CentreId,
+        day: Day,
         case_id: CaseId,
-    ) -> Result<IssuedNumber, RegistrationError> {
+        now: UnixMillis,
+    ) -> Result<(), RegistrationError> {
         let i = &self.inner;
-        let now = i.clock.now();
-        let today = now.day();
-        {
-            let mut issued = i.issued.lock().expect("not poisoned");
-            let n = issued.entry((centre, today)).or_default();
-            if *n >= i.policy.daily_quota_per_centre {
-                return Err(RegistrationError::QuotaExceeded(
-                    i.policy.daily_quota_per_centre,
-                ));
+        let stream = quota_stream(centre, day);
+        let take = TakeQuota {
+            centre_id: centre,
+            day,
+            case_id,
+            quota: i.policy.daily_quota_per_centre,
+        };
+        for _ in 0..MAX_QUOTA_CONFLICTS {
+            let (quota, version) = self.load::<QuotaState>(&stream).await?;
+            let evs = self.new_events(
+                now,
+                quota
+                    .decide(&take)
+                    .map_err(|QuotaExceeded(n)| RegistrationError::QuotaExceeded(n))?,
+            );
+            if evs.is_empty() {
+                return Ok(()); // the case's slot, taken by an earlier try
             }
-            *n += 1; // reserved; given back below if issuing fails
-        }
-        let result = self.issue_unique(centre, case_id, now).await;
-        if result.is_err() {
-            let mut issued = i.issued.lock().expect("not poisoned");
-            if let Some(n) = issued.get_mut(&(centre, today)) {
-                *n = n.saturating_sub(1);
+            match i
+                .log
+                .append(stream.clone(), ExpectedVersion::Exact(version), evs)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(LogError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
-        result
+        Err(LogError::Contention(hotaru_events::Context::Registration).into())
     }
 
     async fn issue_unique(
@@ -397,7 +415,7 @@ impl<L: EventLog + SideStore> Registration<L> {
         centre: CentreId,
         case_id: CaseId,
         now: UnixMillis,
-    ) -> Result<IssuedNumber, RegistrationError> {
+    ) -> Result<(IssuedNumber, NumberDigest), RegistrationError> {
         let i = &self.inner;
         let expires_at = now.plus_millis(i.policy.number_validity_ms);
         let today_keys = i.keys.get_or_create(Day(now.day())).await?;
@@ -421,21 +439,19 @@ impl<L: EventLog + SideStore> Registration<L> {
                 Err(NumberError::Rejected(r)) => return Err(RegistrationError::Rejected(r)),
                 Err(NumberError::Revision(_)) => unreachable!("issuing never answers that"),
             };
-            let evs = events
-                .into_iter()
-                .map(|e| self.new_event(now, e, None))
-                .collect();
+            let evs = self.new_events(now, events);
             match i
                 .log
                 .append(number_stream(&digest), ExpectedVersion::Exact(version), evs)
                 .await
             {
                 Ok(_) => {
-                    return Ok(IssuedNumber {
+                    let issued = IssuedNumber {
                         number,
                         case_id,
                         expires_at,
-                    });
+                    };
+                    return Ok((issued, digest));
                 }
                 Err(LogError::Conflict { .. }) => continue 'draw,
                 Err(e) => return Err(e.into()),
@@ -568,7 +584,8 @@ impl<L: EventLog + SideStore> Registration<L> {
         let basis = self
             .case(token.case_id)
             .await?
-            .map(|c| c.basis)
+            .0
+            .basis()
             .ok_or(RegistrationError::InvalidRevisionToken)?;
         let stream = number_stream(&token.digest);
         for _ in 0..MAX_CONFLICTS {
@@ -625,10 +642,7 @@ impl<L: EventLog + SideStore> Registration<L> {
                 Err(_) => return Err(RegistrationError::InvalidRevisionToken),
             };
             if !events.is_empty() {
-                let evs = events
-                    .into_iter()
-                    .map(|e| self.new_event(now, e, None))
-                    .collect();
+                let evs = self.new_events(now, events);
                 match i
                     .log
                     .append(stream.clone(), ExpectedVersion::Exact(version), evs)
@@ -658,16 +672,7 @@ impl<L: EventLog + SideStore> Registration<L> {
     }
 
     /// [`Self::redeem`], also giving the number's digest and the keys it accepted.
-    async fn redeem_keys(
-        &self,
-        r: Redemption,
-    ) -> Result<
-        (
-            RedemptionAnswer,
-            Option<(NumberDigest, Vec<hotaru_events::domain::UploadedKey>)>,
-        ),
-        RegistrationError,
-    > {
+    async fn redeem_keys(&self, r: Redemption) -> Result<Redeemed, RegistrationError> {
         let i = &self.inner;
         let now = i.clock.now();
         let source = r.source.map(SourceKey);
@@ -688,6 +693,67 @@ impl<L: EventLog + SideStore> Registration<L> {
                 .reject(now, None, RejectionReason::NothingToSubmit)
                 .await);
         }
+        // C across nodes: a ticket of the window's shared budget, held until decided.
+        let window = self.take_ticket(now).await?;
+        let result = self.evaluate(&number, &r, now, source).await;
+        if result.is_ok() {
+            // A success gives its ticket back. Should that append fail, the ticket stays
+            // counted as a failure: the budget errs on the side of fewer evaluations.
+            if let Err(e) = self.give_back(window, now).await {
+                tracing::warn!(error = %e, "a redemption's ticket was not given back");
+            }
+        }
+        result
+    }
+
+    /// Takes a ticket of the shared budget's window, or refuses (C) without evaluating
+    /// (see `hotaru_domain::limiter::ticket_verdict`).
+    async fn take_ticket(&self, now: UnixMillis) -> Result<u64, RegistrationError> {
+        let i = &self.inner;
+        let window = guess_window(now, &i.limits);
+        // Read before the reservation: every ticket given back by then is one before ours.
+        let given_back = i.log.stream_version(&guesses_back_stream(window)).await?;
+        let ev = self.new_event(
+            now,
+            DomainEvent::GuessReserved(GuessReserved { window }),
+            None,
+        );
+        let ticket = i
+            .log
+            .append(guesses_stream(window), ExpectedVersion::Any, vec![ev])
+            .await?
+            .last_version;
+        if let Err(RetryAfter(t)) = ticket_verdict(ticket, given_back, window, &i.limits) {
+            self.give_back(window, now).await?;
+            self.record_rejection(now, None, RejectionReason::AttemptLimit)
+                .await?;
+            return Err(RegistrationError::AttemptLimit(t));
+        }
+        Ok(window)
+    }
+
+    async fn give_back(&self, window: u64, now: UnixMillis) -> Result<(), LogError> {
+        let ev = self.new_event(
+            now,
+            DomainEvent::GuessReleased(GuessReleased { window }),
+            None,
+        );
+        self.inner
+            .log
+            .append(guesses_back_stream(window), ExpectedVersion::Any, vec![ev])
+            .await
+            .map(|_| ())
+    }
+
+    /// Evaluates a well-formed number with keys (B, or the upload), holding a ticket.
+    async fn evaluate(
+        &self,
+        number: &ProcessingNumber,
+        r: &Redemption,
+        now: UnixMillis,
+        source: Option<SourceKey>,
+    ) -> Result<Redeemed, RegistrationError> {
+        let i = &self.inner;
         let idempotency = r
             .idempotency_key
             .as_deref()
@@ -721,12 +787,24 @@ impl<L: EventLog + SideStore> Registration<L> {
             if let Some(answer) = state.replayed_answer(idempotency) {
                 return Ok((answer.clone(), None));
             }
-            let basis = match &state {
+            let case = match &state {
                 NumberState::Issued { case_id, .. } | NumberState::Redeemed { case_id, .. } => {
-                    self.case(*case_id).await?.map(|c| c.basis)
+                    self.case(*case_id).await?.0
                 }
-                NumberState::Unissued => None,
+                NumberState::Unissued => CaseState::Unconfirmed,
             };
+            // A number its case does not name (a lost race's, or one a crash left behind
+            // before the case recorded another) is no number at all: B, and a failure.
+            if matches!(state, NumberState::Issued { .. }) && !case.admits(&digest) {
+                i.limiter
+                    .lock()
+                    .expect("not poisoned")
+                    .record_failure(now, source);
+                return Err(self
+                    .reject(now, Some(digest), RejectionReason::Unknown)
+                    .await);
+            }
+            let basis = case.basis();
             let validated = match basis {
                 Some(b) => validate_keys(&i.policy, b, now, &r.keys),
                 None => Default::default(),
@@ -804,6 +882,29 @@ impl<L: EventLog + SideStore> Registration<L> {
         }
         Err(LogError::Contention(hotaru_events::Context::Registration).into())
     }
+}
+
+/// Folds a stream's commits into an aggregate: its state and the stream's version; `each`
+/// sees every event with its commit's position.
+fn fold<A: Aggregate>(
+    commits: &[hotaru_log::RecordedCommit],
+    mut each: impl FnMut(u64, hotaru_events::Envelope),
+) -> Result<(A, u64), LogError> {
+    let mut state = A::default();
+    let mut version = 0;
+    for c in commits {
+        for env in c.commit.envelopes() {
+            let env = env.map_err(|e| LogError::Corrupt {
+                context: c.commit.context,
+                position: c.position,
+                reason: e.to_string(),
+            })?;
+            state.apply(&env.event);
+            each(c.position, env);
+        }
+        version = c.commit.last_version();
+    }
+    Ok((state, version))
 }
 
 fn revisable(k: &hotaru_events::domain::UploadedKey) -> RevisableKey {

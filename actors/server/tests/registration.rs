@@ -21,6 +21,9 @@ const SECRET: &[u8] = b"a test secret of at least thirty-two bytes";
 struct World {
     reg: Registration<AnyLog>,
     log: AnyLog,
+    /// The log as a second node sees it: its own connection on NATS; on sled, which one
+    /// process owns, the same log (a second service on it is a second node's state).
+    second: AnyLog,
     clock: ManualClock,
     _keep: Box<dyn std::any::Any + Send>,
 }
@@ -39,20 +42,24 @@ fn service(log: AnyLog, clock: &ManualClock, policy: RegistrationPolicy) -> Regi
 
 async fn world(nats: bool, policy: RegistrationPolicy) -> World {
     let clock = ManualClock::at(UnixMillis(u64::from(TODAY) * DAY_MS + 10 * 3_600_000));
-    let (log, keep): (AnyLog, Box<dyn std::any::Any + Send>) = if nats {
+    let (log, second, keep): (AnyLog, AnyLog, Box<dyn std::any::Any + Send>) = if nats {
         let server = NatsServer::start();
         let log = NatsLog::connect(&NatsConfig::new(server.url()))
             .await
             .unwrap();
-        (AnyLog::Nats(log), Box::new(server))
+        let second = NatsLog::connect(&NatsConfig::new(server.url()))
+            .await
+            .unwrap();
+        (AnyLog::Nats(log), AnyLog::Nats(second), Box::new(server))
     } else {
         let dir = tempfile::tempdir().unwrap();
         let log = SledLog::open(dir.path()).unwrap();
-        (AnyLog::Sled(log), Box::new(dir))
+        (AnyLog::Sled(log.clone()), AnyLog::Sled(log), Box::new(dir))
     };
     World {
         reg: service(log.clone(), &clock, policy),
         log,
+        second,
         clock,
         _keep: keep,
     }
@@ -133,6 +140,8 @@ on_both_backends!(
     idempotent_retry,
     concurrent_redemptions_have_one_winner,
     daily_quota,
+    two_nodes_issue_one_number_per_case_and_hold_the_quota,
+    a_burst_of_wrong_guesses_through_two_nodes_evaluates_no_more_than_the_budget,
 );
 
 async fn confirm_issue_redeem(nats: bool) {
@@ -177,16 +186,31 @@ async fn confirm_issue_redeem(nats: bool) {
         types,
         [
             EventType::CaseConfirmed,
+            EventType::QuotaTaken,
             EventType::ProcessingNumberIssued,
+            EventType::NumberAssigned,
             EventType::CaseConfirmed,
+            EventType::QuotaTaken,
             EventType::ProcessingNumberIssued,
+            EventType::NumberAssigned,
+            // The redemption's ticket of the shared attempt budget, given back on success.
+            EventType::GuessReserved,
             EventType::ProcessingNumberRedeemed,
-            EventType::DiagnosisKeysUploaded
+            EventType::DiagnosisKeysUploaded,
+            EventType::GuessReleased
         ]
     );
     // Redeemed and uploaded are one commit: one atomic append.
     let commits = w.log.read_all(Context::Registration, 1, 100).await.unwrap();
-    assert_eq!(commits.last().unwrap().commit.events.len(), 2);
+    let redeemed = commits
+        .iter()
+        .find(|c| {
+            c.commit
+                .envelopes()
+                .any(|e| e.unwrap().event.event_type() == EventType::ProcessingNumberRedeemed)
+        })
+        .unwrap();
+    assert_eq!(redeemed.commit.events.len(), 2);
     // The number never appears anywhere in the log's bytes.
     for c in &commits {
         assert!(!c.frame.windows(8).any(|w| w == number.as_bytes()));
@@ -285,13 +309,18 @@ async fn error_c_attempt_limit(nats: bool) {
         "the 61st failure in an hour is refused"
     );
     // While locked out even the right number is refused, unevaluated: nothing consumed.
-    let e = w
-        .reg
-        .redeem(upload(&good, vec![key(1, TODAY - 1)]))
-        .await
-        .unwrap_err();
-    assert!(matches!(e, RegistrationError::AttemptLimit(_)), "{e:?}");
-    w.clock.advance_millis(5 * 60_000);
+    // The node's lockout ends after 5 minutes, but the window's shared budget (every
+    // node's) is spent until the window ends: the right number waits for the next hour.
+    for wait in [0, 5 * 60_000] {
+        w.clock.advance_millis(wait);
+        let e = w
+            .reg
+            .redeem(upload(&good, vec![key(1, TODAY - 1)]))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RegistrationError::AttemptLimit(_)), "{e:?}");
+    }
+    w.clock.advance_millis(55 * 60_000);
     assert!(
         w.reg
             .redeem(upload(&good, vec![key(1, TODAY - 1)]))
@@ -354,6 +383,7 @@ async fn cocoa_1_1_1_and_1_1_2(nats: bool) {
             )
         },
         log: w.log.clone(),
+        second: w.second.clone(),
         clock: w.clock.clone(),
         _keep: Box::new(()),
     };
@@ -378,17 +408,31 @@ async fn cocoa_1_1_1_and_1_1_2(nats: bool) {
     }
 }
 
+/// The registration events, without the attempt budget's tickets.
+async fn recorded(log: &AnyLog) -> Vec<DomainEvent> {
+    events(log)
+        .await
+        .into_iter()
+        .filter(|e| {
+            !matches!(
+                e.event_type(),
+                EventType::GuessReserved | EventType::GuessReleased
+            )
+        })
+        .collect()
+}
+
 async fn idempotent_retry(nats: bool) {
     let w = world(nats, RegistrationPolicy::default()).await;
     let number = issued(&w).await;
     let mut req = upload(&number, vec![key(1, TODAY - 1), key(2, TODAY - 20)]);
     req.idempotency_key = Some("retry-123".into());
     let first = w.reg.redeem(req.clone()).await.unwrap();
-    let count = events(&w.log).await.len();
+    let count = recorded(&w.log).await.len();
     let again = w.reg.redeem(req.clone()).await.unwrap();
     assert_eq!(again, first, "the first answer");
     assert_eq!(
-        events(&w.log).await.len(),
+        recorded(&w.log).await.len(),
         count,
         "nothing more recorded or consumed"
     );
@@ -462,4 +506,141 @@ async fn daily_quota(nats: bool) {
     );
     w.clock.advance_millis(DAY_MS);
     assert!(w.reg.issue_number(CENTRE, case).await.is_ok());
+}
+
+/// Two nodes (two services, each with its own memory; on NATS each with its own
+/// connection) race: 8 issues for one case give one number, and it is the one that
+/// redeems; 12 issues of distinct cases against a quota of 5 give exactly 5.
+async fn two_nodes_issue_one_number_per_case_and_hold_the_quota(nats: bool) {
+    let policy = RegistrationPolicy {
+        daily_quota_per_centre: 5,
+        ..RegistrationPolicy::default()
+    };
+    let w = world(nats, policy.clone()).await;
+    let nodes = [
+        w.reg.clone(),
+        service(w.second.clone(), &w.clock, policy.clone()),
+    ];
+    let case = w
+        .reg
+        .confirm_case(CENTRE, CaseBasis::SymptomOnset(Day(TODAY - 2)))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let node = nodes[i % 2].clone();
+            tokio::spawn(async move { node.issue_number(CENTRE, case).await })
+        })
+        .collect();
+    let mut shown = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(n) => shown.push(n.number.as_str().to_owned()),
+            Err(e) => assert_eq!(e, RegistrationError::AlreadyIssued),
+        }
+    }
+    assert_eq!(
+        shown.len(),
+        1,
+        "one number for the case, whichever node won"
+    );
+    let assigned = events(&w.log)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type() == EventType::NumberAssigned)
+        .count();
+    assert_eq!(assigned, 1);
+    // The number shown redeems; the case names no other.
+    nodes[1]
+        .redeem(upload(&shown[0], vec![key(1, TODAY - 1)]))
+        .await
+        .unwrap();
+
+    // The quota: 12 cases of another centre, issued at once through both nodes.
+    let centre = CentreId(21);
+    let mut cases = Vec::new();
+    for _ in 0..12 {
+        cases.push(
+            w.reg
+                .confirm_case(centre, CaseBasis::Sample(Day(TODAY)))
+                .await
+                .unwrap(),
+        );
+    }
+    let tasks: Vec<_> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, case)| {
+            let node = nodes[i % 2].clone();
+            let case = *case;
+            tokio::spawn(async move { node.issue_number(centre, case).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(e, RegistrationError::QuotaExceeded(5)),
+        }
+    }
+    assert_eq!(ok, 5, "the centre's quota holds across nodes");
+}
+
+/// 40 wrong guesses at once, from 40 sources, through two nodes, against a global budget
+/// of 10: exactly 10 are evaluated (B), the rest refused unevaluated (C). Each node's own
+/// limiter would have let 10 through on each.
+async fn a_burst_of_wrong_guesses_through_two_nodes_evaluates_no_more_than_the_budget(nats: bool) {
+    let w = world(nats, RegistrationPolicy::default()).await;
+    let good = issued(&w).await;
+    let limits = LimiterPolicy {
+        global_failures: 10,
+        ..LimiterPolicy::default()
+    };
+    let node = |log: &AnyLog| {
+        Registration::new(
+            log.clone(),
+            DayKeys::new(log.clone(), SECRET).unwrap(),
+            Arc::new(w.clock.clone()),
+            Arc::new(RandomIds::default()),
+            RegistrationPolicy::default(),
+            limits.clone(),
+        )
+    };
+    let nodes = [node(&w.log), node(&w.second)];
+    let tasks: Vec<_> = (0..40u32)
+        .map(|i| {
+            let node = nodes[i as usize % 2].clone();
+            let mut guess = format!("{:08}", 20_000_000 + i);
+            if guess == good {
+                guess = format!("{:08}", 30_000_000 + i);
+            }
+            tokio::spawn(async move {
+                let mut r = upload(&guess, vec![key(1, TODAY - 1)]);
+                r.source = Some(u64::from(i));
+                node.redeem(r).await
+            })
+        })
+        .collect();
+    let (mut evaluated, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(RegistrationError::AttemptLimit(_)) => refused += 1,
+            Err(e) => {
+                assert_eq!(e.public_reason(), Some(RejectionReason::Unknown), "{e:?}");
+                evaluated += 1;
+            }
+            Ok(_) => panic!("a guess hit"),
+        }
+    }
+    assert_eq!(
+        evaluated, 10,
+        "the budget is the cluster's, not each node's"
+    );
+    assert_eq!(refused, 30);
+    let b = rejections(&w.log)
+        .await
+        .into_iter()
+        .filter(|r| *r == RejectionReason::Unknown)
+        .count();
+    assert_eq!(b, 10, "the log shows 10 evaluated failures");
 }
