@@ -57,6 +57,30 @@ impl Default for BatchPolicy {
     }
 }
 
+impl BatchPolicy {
+    /// The region must be what an export file holds: exactly three bytes (an MCC such as
+    /// "440"). Refused here rather than replaced when the batch is cut.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.region.len() != 3 || !self.region.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "batch.region must be three ASCII letters or digits (Japan's is \"440\"), not {:?}",
+                self.region
+            ));
+        }
+        if self.max_keys_per_file == 0 {
+            return Err("batch.max_keys_per_file must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn region_code(&self) -> Result<RegionCode, BatchError> {
+        self.validate().map_err(BatchError::InvalidPolicy)?;
+        Ok(RegionCode(
+            self.region.as_bytes().try_into().expect("validated"),
+        ))
+    }
+}
+
 /// What a batch published.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BatchOutcome {
@@ -73,6 +97,8 @@ pub enum BatchError {
     NoSigningKey(String),
     #[error("another signer published this batch first")]
     Fenced,
+    #[error("{0}")]
+    InvalidPolicy(String),
     #[error(transparent)]
     Log(
         #[from]
@@ -289,6 +315,8 @@ impl<L: EventLog + SideStore> Distribution<L> {
     /// Cuts a batch now. `Ok(None)`: nothing became releasable since the last batch.
     pub async fn sign_batch(&self) -> Result<Option<BatchOutcome>, BatchError> {
         let p = &self.policy;
+        // Before anything is read or named after it: refused, never replaced.
+        let region = p.region_code()?;
         let now = self.clock.now();
         let (done, version) = batches(&self.log, &p.region).await?;
         let prev = done.last().map_or((0, UnixMillis(0)), |b| {
@@ -338,7 +366,6 @@ impl<L: EventLog + SideStore> Distribution<L> {
             blobs.push(zip_sha);
             paths.push(file_path(&p.region, batch_id, f.batch_num));
         }
-        let region = RegionCode(p.region.as_bytes().try_into().unwrap_or(*b"440"));
         let signed = BatchSigned {
             batch_id: BatchId(batch_id),
             region,

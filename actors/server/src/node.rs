@@ -87,6 +87,7 @@ impl ServerConfig {
 
     pub fn validate(&self) -> Result<(), String> {
         self.registration.validate()?;
+        self.batch.validate()?;
         self.secret()?;
         if self.retention_days == 0 {
             return Err("retention_days must be at least 1".into());

@@ -12,7 +12,7 @@ use hotaru_domain::policy::{DAY_MS, RegistrationPolicy};
 use hotaru_domain::upload::SubmittedKey;
 use hotaru_events::domain::{CaseBasis, CentreId, Day};
 use hotaru_events::{Clock, EventId, UnixMillis};
-use hotaru_log::{AnyLog, NatsConfig, NatsLog, SledLog};
+use hotaru_log::{AnyLog, EventLog, NatsConfig, NatsLog, SledLog};
 use hotaru_protocol::export::{ReadLimits, read_zip};
 use hotaru_server::batch::BatchPolicy;
 use hotaru_server::signing::{add_signing_key, verification_keys};
@@ -117,8 +117,42 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     batches_publish_exactly_the_releasable_keys,
-    two_signers_publish_every_key_once
+    two_signers_publish_every_key_once,
+    a_region_code_that_is_not_three_bytes_is_refused,
 );
+
+/// A region that an export cannot hold is refused with its reason, before anything is
+/// signed or stored (it used to become "440" silently).
+async fn a_region_code_that_is_not_three_bytes_is_refused(nats: bool) {
+    let (log, _keep, _) = open(nats).await;
+    let clock = ManualClock::at(UnixMillis(u64::from(TODAY) * DAY_MS + 10 * 3_600_000));
+    for bad in ["4400", "44", "", "4 0"] {
+        let policy = BatchPolicy {
+            region: bad.into(),
+            ..BatchPolicy::default()
+        };
+        let e = policy.validate().unwrap_err();
+        assert!(e.contains("three"), "{e}");
+        let dist = Distribution::new(
+            log.clone(),
+            DayKeys::new(log.clone(), SECRET).unwrap(),
+            Arc::new(clock.clone()),
+            Arc::new(RandomIds::default()),
+            policy,
+            4,
+        );
+        assert!(matches!(
+            dist.sign_batch().await,
+            Err(BatchError::InvalidPolicy(_))
+        ));
+    }
+    assert!(BatchPolicy::default().validate().is_ok());
+    let head = log
+        .head(hotaru_events::Context::Distribution)
+        .await
+        .unwrap();
+    assert_eq!(head, 0, "nothing was recorded");
+}
 
 async fn batches_publish_exactly_the_releasable_keys(nats: bool) {
     let (log, _keep, _) = open(nats).await;
