@@ -500,6 +500,23 @@ pub(crate) async fn server_bench(b: ServerBench) -> anyhow::Result<ExitCode> {
 
 /// Uploads/s through the registration actor, and appends/s of commits of the same size
 /// written straight to the log (the floor the actor path is measured against).
+/// The server a benchmark runs: no quota, and an attempt budget that covers the uploads
+/// in flight (they hold tickets of it, ADR 0004; the excess would be refused with C).
+fn bench_config(concurrency: usize) -> hotaru_server::ServerConfig {
+    hotaru_server::ServerConfig {
+        digest_secret: Some("ab".repeat(32)),
+        registration: hotaru_domain::policy::RegistrationPolicy {
+            daily_quota_per_centre: u32::MAX,
+            ..Default::default()
+        },
+        limits: hotaru_domain::limiter::LimiterPolicy {
+            global_failures: concurrency + 60,
+            ..Default::default()
+        },
+        ..hotaru_server::ServerConfig::default()
+    }
+}
+
 async fn uploads_through_actors(
     log: &hotaru_log::AnyLog,
     n: usize,
@@ -507,15 +524,8 @@ async fn uploads_through_actors(
 ) -> anyhow::Result<(f64, f64)> {
     use hotaru_domain::upload::SubmittedKey;
     use hotaru_server::actors::Redeem;
-    use hotaru_server::{Node, Redemption, ServerConfig};
-    let config = ServerConfig {
-        digest_secret: Some("ab".repeat(32)),
-        registration: hotaru_domain::policy::RegistrationPolicy {
-            daily_quota_per_centre: u32::MAX,
-            ..Default::default()
-        },
-        ..ServerConfig::default()
-    };
+    use hotaru_server::{Node, Redemption};
+    let config = bench_config(concurrency);
     let arbiters = hotaru_actors::Arbiters::per_core();
     let clock: Arc<dyn hotaru_events::Clock> = Arc::new(SystemClock);
     let ids: Arc<dyn hotaru_actors::IdSource> = Arc::new(RandomIds::default());
@@ -724,15 +734,8 @@ async fn gateway_round(
     with_downloads: bool,
 ) -> anyhow::Result<GatewayRound> {
     use base64::Engine as _;
-    use hotaru_server::{Node, ServerConfig};
-    let config = ServerConfig {
-        digest_secret: Some("ab".repeat(32)),
-        registration: hotaru_domain::policy::RegistrationPolicy {
-            daily_quota_per_centre: u32::MAX,
-            ..Default::default()
-        },
-        ..ServerConfig::default()
-    };
+    use hotaru_server::Node;
+    let config = bench_config(b.concurrency);
     let arbiters = hotaru_actors::Arbiters::per_core();
     let clock: Arc<dyn hotaru_events::Clock> = Arc::new(SystemClock);
     let ids: Arc<dyn hotaru_actors::IdSource> = Arc::new(RandomIds::default());
