@@ -48,6 +48,9 @@ const WINDOW: usize = 4096;
 /// (Two writers at full speed on one context can make a commit lose many races in a row
 /// on a loaded machine; after this many the caller gets `Contention` and may retry.)
 const MAX_ATTEMPTS: u32 = 64;
+/// How often (50 ms apart) a publish answered "no stream found" is tried again: a stream
+/// just created can take a moment before it accepts publishes.
+const STREAM_NOT_READY_RETRIES: u32 = 20;
 /// A read that sees no message for this long gives up.
 const READ_IDLE: Duration = Duration::from_secs(30);
 const CHECKPOINT_STREAM: &str = "HOTARU_CHECKPOINTS";
@@ -607,6 +610,17 @@ impl Writer {
                 } else {
                     return Some(req);
                 }
+            }
+            // A stream created a moment ago may not take publishes yet (2.9 answers "no
+            // stream found" until it has a leader): wait a little and try again, briefly.
+            Err(e)
+                if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound
+                    && req.attempts < STREAM_NOT_READY_RETRIES =>
+            {
+                self.forget(ctx);
+                req.attempts += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return Some(req);
             }
             Err(e) => {
                 self.forget(ctx);
