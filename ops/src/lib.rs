@@ -53,6 +53,9 @@ enum Command {
     Device(cmd::device::DeviceCommand),
     /// The committee's audit: replay a log or an archive, rebuild and check everything.
     Audit(cmd::audit::AuditArgs),
+    /// Run retention once now, as the node does every hour: shred the day keys and delete
+    /// the operation logs past their retention, and finish what a crash left half done.
+    Retention(cmd::server::RetentionArgs),
     /// A simulated fleet in a BLE world: precision and recall against ground truth, the
     /// release check, or a load test against a running server.
     Sim(cmd::sim::SimArgs),
@@ -179,6 +182,7 @@ pub fn main() -> ExitCode {
             Command::Gaen(c) => cmd::gaen::run(c),
             Command::Keys(c) => cmd::keys::run(c).await,
             Command::Audit(a) => cmd::audit::run(a).await,
+            Command::Retention(a) => cmd::server::retention(a).await,
             Command::Device(c) => cmd::device::run(c).await,
             Command::Serve(_) | Command::Demo(_) | Command::Sim(_) => {
                 unreachable!("run in an actix System above")

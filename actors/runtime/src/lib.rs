@@ -14,11 +14,13 @@
 mod aggregate;
 mod arbiters;
 mod clock;
+mod crash;
 mod projection;
 
 pub use aggregate::{AggregateActor, CommandMeta, Execute, ExecuteError};
 pub use arbiters::Arbiters;
 pub use clock::{IdSource, ManualClock, RandomIds, SystemClock};
+pub use crash::crash_point;
 pub use projection::{GetProjection, Projection, ProjectionActor, ProjectionSnapshot};
 
 /// A handler panicked while processing the message; the actor was restarted.

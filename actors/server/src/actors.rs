@@ -225,13 +225,17 @@ impl<L: EventLog + SideStore + Unpin> Actor for RetentionActor<L> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(Duration::from_secs(3600), |act, ctx| {
+        // Once at start (finishing whatever a crash left recorded but not done), then
+        // every hour.
+        let tick = |act: &mut Self, ctx: &mut Context<Self>| {
             ctx.wait(act.run().into_actor(act).map(|r, _, _| match r {
                 Ok(days) if !days.is_empty() => tracing::info!(?days, "days shredded"),
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "retention failed"),
             }));
-        });
+        };
+        tick(self, ctx);
+        ctx.run_interval(Duration::from_secs(3600), tick);
     }
 }
 

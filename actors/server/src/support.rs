@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use hotaru_actors::IdSource;
+use hotaru_actors::{IdSource, crash_point};
 use hotaru_events::domain::{Day, LogId, OperationLogDeleted, OperationLogReceived, Sealed};
 use hotaru_events::{Clock, DomainEvent, NewEvent, StreamId, StreamKind};
 use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
@@ -98,6 +98,10 @@ pub async fn read<L: EventLog + SideStore>(
 
 /// Support closed the investigation: the log's key is destroyed (OperationLogDeleted).
 /// Returns false when there is no such open log.
+///
+/// Record, then act: OperationLogDeleted is appended first (fenced on the log's stream),
+/// then the key is destroyed. A log whose deletion is recorded while its key still exists
+/// (a crash came between the two) is finished by the next call, or by [`expire`].
 pub async fn close<L: EventLog + SideStore>(
     log: &L,
     clock: &Arc<dyn Clock>,
@@ -109,25 +113,37 @@ pub async fn close<L: EventLog + SideStore>(
     if commits.is_empty() || log.side_get(NS, &hex::encode(id.0)).await?.is_none() {
         return Ok(false);
     }
-    log.side_delete(NS, &hex::encode(id.0)).await?;
-    let now = clock.now();
-    let ev = NewEvent::new(
-        ids.next_id(now),
-        now,
-        DomainEvent::OperationLogDeleted(OperationLogDeleted { log_id: id }),
-    );
-    let version = commits.last().map_or(0, |c| c.commit.last_version());
-    match log
-        .append(stream, ExpectedVersion::Exact(version), vec![ev])
-        .await
-    {
-        Ok(_) | Err(LogError::Conflict { .. }) => Ok(true),
-        Err(e) => Err(e),
+    let recorded = commits.iter().any(|c| {
+        c.commit
+            .envelopes()
+            .flatten()
+            .any(|e| matches!(e.event, DomainEvent::OperationLogDeleted(_)))
+    });
+    if !recorded {
+        let now = clock.now();
+        let ev = NewEvent::new(
+            ids.next_id(now),
+            now,
+            DomainEvent::OperationLogDeleted(OperationLogDeleted { log_id: id }),
+        );
+        let version = commits.last().map_or(0, |c| c.commit.last_version());
+        match log
+            .append(stream, ExpectedVersion::Exact(version), vec![ev])
+            .await
+        {
+            // Conflict: only a deletion follows a receipt; another node recorded it.
+            Ok(_) | Err(LogError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
     }
+    crash_point("oplog.recorded");
+    log.side_delete(NS, &hex::encode(id.0)).await?;
+    Ok(true)
 }
 
 /// Closes every operation log received more than `retention_days` ago whose investigation
-/// is still open: nothing is kept past its retention. Returns the logs closed now.
+/// is still open, and finishes every deletion recorded whose key survived a crash: nothing
+/// is kept past its retention. Returns the logs closed now.
 pub async fn expire<L: EventLog + SideStore>(
     log: &L,
     clock: &Arc<dyn Clock>,
@@ -160,8 +176,17 @@ pub async fn expire<L: EventLog + SideStore>(
             }
         }
     }
+    // Keys still held: an open log, or a deletion recorded and not yet done.
+    let held: std::collections::HashSet<String> = log.side_keys(NS).await?.into_iter().collect();
+    let mut unfinished: Vec<LogId> = deleted
+        .iter()
+        .copied()
+        .filter(|id| held.contains(&hex::encode(id.0)))
+        .collect();
+    unfinished.sort_by_key(|id| id.0);
+    let due = received.into_iter().filter(|id| !deleted.contains(id));
     let mut closed = Vec::new();
-    for id in received.into_iter().filter(|id| !deleted.contains(id)) {
+    for id in unfinished.into_iter().chain(due).collect::<Vec<_>>() {
         if close(log, clock, ids, id).await? {
             closed.push(id);
         }

@@ -70,6 +70,61 @@ pub(crate) struct DemoArgs {
     reports: PathBuf,
 }
 
+#[derive(Args, Debug)]
+pub(crate) struct RetentionArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// A TOML configuration file (see docs/configuration.md); HOTARU_* variables override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Days of retention [default: the configuration's retention_days, 14].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    retention_days: Option<u32>,
+    /// Run as if it were this time (RFC 3339) [default: now].
+    #[arg(long, value_name = "TIME")]
+    at: Option<jiff::Timestamp>,
+}
+
+/// `hotaru retention`: one run of what the node's retention actor does every hour.
+pub(crate) async fn retention(a: RetentionArgs) -> anyhow::Result<ExitCode> {
+    let log = a.store.open().await?;
+    let mut config = load_config(a.config.as_ref(), &log).await?;
+    if let Some(d) = a.retention_days {
+        config.retention_days = d;
+    }
+    let clock: Arc<dyn Clock> = match a.at {
+        Some(t) => {
+            let ms = u64::try_from(t.as_millisecond())
+                .map_err(|_| anyhow::anyhow!("--at must be after 1970"))?;
+            Arc::new(hotaru_actors::ManualClock::at(hotaru_events::UnixMillis(
+                ms,
+            )))
+        }
+        None => Arc::new(SystemClock),
+    };
+    let ids: Arc<dyn IdSource> = Arc::new(RandomIds::default());
+    let keys = hotaru_server::daykeys::DayKeys::new(
+        log.clone(),
+        &config.secret().map_err(anyhow::Error::msg)?,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let days =
+        hotaru_server::retention::expire(&log, &keys, &clock, &ids, config.retention_days).await?;
+    let shown: Vec<String> = days
+        .iter()
+        .map(|d| crate::cmd::log::rfc3339(u64::from(d.0) * 86_400_000)[..10].to_owned())
+        .collect();
+    writeln!(
+        std::io::stdout().lock(),
+        "retention {} days: {} day(s) shredded{}{}",
+        config.retention_days,
+        days.len(),
+        if shown.is_empty() { "" } else { ": " },
+        shown.join(", ")
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The configuration: the file if given, then HOTARU_* overrides, then the digest secret
 /// (from the configuration, or kept in the side store beside the data when none is given).
 pub(crate) async fn load_config(
