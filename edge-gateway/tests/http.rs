@@ -4,13 +4,14 @@
 //! conditional downloads, the OpenAPI check, and malformed input that must only ever get
 //! 4xx answers.
 
+use hotaru_protocol::random::OsRandom;
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::{App, HttpServer, web};
 use hotaru_actors::{Arbiters, IdSource, RandomIds, SystemClock};
 use hotaru_edge_gateway::{Gateway, OPENAPI, ROUTES, configure};
-use hotaru_events::{Clock, EventId};
+use hotaru_events::Clock;
 use hotaru_log::{AnyLog, NatsConfig, NatsLog, SledLog};
 use hotaru_protocol::export::{ReadLimits, read_zip};
 use hotaru_server::credentials::{self, Role};
@@ -64,13 +65,15 @@ async fn env_with(nats: bool, per_minute: u32, burst: u32) -> Env {
         .await
         .unwrap();
     let now = clock.now();
-    add_signing_key(&log, "440", 440, now, EventId::new(now, [1; 10]))
+    add_signing_key(&log, "440", 440, now, &RandomIds::default())
         .await
         .unwrap();
-    let (_, centre) = credentials::add(&log, Role::Centre, "test centre")
+    let (_, centre) = credentials::add(&log, Role::Centre, "test centre", &OsRandom::new())
         .await
         .unwrap();
-    let (_, operator) = credentials::add(&log, Role::Operator, "ops").await.unwrap();
+    let (_, operator) = credentials::add(&log, Role::Operator, "ops", &OsRandom::new())
+        .await
+        .unwrap();
     let limits = hotaru_edge_gateway::limits::EdgeLimits::new(per_minute, burst);
     let gateway = match &log {
         // On NATS every command crosses request/reply to the node's actors, as between

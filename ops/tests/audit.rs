@@ -4,6 +4,7 @@
 
 mod common;
 
+use hotaru_protocol::random::OsRandom;
 use std::path::Path;
 
 use common::{hotaru, run, stdout};
@@ -305,17 +306,14 @@ fn tampering_with_an_archive_is_found_and_pinpointed() {
         .map(|(n, z)| (n.clone(), z.clone()))
         .unwrap();
     let e = hotaru_protocol::export::read_zip(&zip, Default::default()).unwrap();
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = hotaru_protocol::export::Signer::generate_pkcs8(&rng);
+    let pkcs8 = hotaru_protocol::export::Signer::generate_pkcs8(&mut OsRandom::new());
     let foreign =
-        hotaru_protocol::export::Signer::from_pkcs8(e.signatures[0].info.clone(), &pkcs8, &rng)
-            .unwrap();
+        hotaru_protocol::export::Signer::from_pkcs8(e.signatures[0].info.clone(), &pkcs8).unwrap();
     let sig = hotaru_protocol::export::sign_export(
         &e.export_bin,
         e.file.batch_num,
         e.file.batch_size,
         &[&foreign],
-        &rng,
     );
     a.blobs.insert(
         name,
@@ -352,7 +350,7 @@ fn tampering_with_an_archive_is_found_and_pinpointed() {
         days_since_onset: Some(0),
     });
     let bin = e.file.encode();
-    let sig = hotaru_protocol::export::sign_export(&bin, 1, 1, &[&foreign], &rng);
+    let sig = hotaru_protocol::export::sign_export(&bin, 1, 1, &[&foreign]);
     a.blobs
         .insert(name, hotaru_protocol::export::write_zip(&bin, &sig));
     write_archive(&a, &bad);
@@ -543,7 +541,8 @@ fn a_shredded_batch_is_checked_by_its_hashes_and_signatures() {
             .unwrap()
             .unwrap();
         let secret = hex::decode(secret).unwrap();
-        let keys = hotaru_server::DayKeys::new(log.clone(), &secret).unwrap();
+        let keys =
+            hotaru_server::DayKeys::new(log.clone(), &secret, Arc::new(OsRandom::new())).unwrap();
         let clock: Arc<dyn Clock> = Arc::new(hotaru_actors::ManualClock::at(
             hotaru_events::UnixMillis(later),
         ));

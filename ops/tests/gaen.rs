@@ -5,8 +5,8 @@ mod common;
 
 use common::{run, stdout};
 use hotaru_protocol::export::{SignatureInfo, Signer, build_zip, split_batch};
+use hotaru_protocol::random::OsRandom;
 use hotaru_protocol::{DiagnosisKey, EnIntervalNumber, Tek};
-use ring::rand::SystemRandom;
 
 #[test]
 fn rpi_prints_the_specification_vectors() {
@@ -89,12 +89,10 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let rng = SystemRandom::new();
     let signer = |v: &str| {
         Signer::from_pkcs8(
             SignatureInfo::new("440", v),
-            &Signer::generate_pkcs8(&rng),
-            &rng,
+            &Signer::generate_pkcs8(&mut OsRandom::new()),
         )
         .unwrap()
     };
@@ -117,7 +115,7 @@ fn fixture() -> Fixture {
     )
     .pop()
     .unwrap();
-    let zip = build_zip(&file, &[&s], &rng);
+    let zip = build_zip(&file, &[&s]);
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
     std::fs::write(p("export.zip"), &zip).unwrap();

@@ -28,7 +28,7 @@ async fn seed<L: EventLog + SideStore + Clone>(log: &L) -> LogId {
         u64::from(DAY) * 86_400_000 + 3_600_000,
     )));
     let ids: Arc<dyn IdSource> = Arc::new(RandomIds::default());
-    let keys = DayKeys::new(log.clone(), &hex::decode(SECRET).unwrap()).unwrap();
+    let keys = DayKeys::new(log.clone(), &hex::decode(SECRET).unwrap(), ids.random()).unwrap();
     keys.get_or_create(Day(DAY)).await.unwrap();
     support::receive(log, &clock, &ids, b"12:00 exposure check ok")
         .await

@@ -10,12 +10,12 @@
 use std::io::{Cursor, Read, Write};
 
 use prost::Message;
-use ring::rand::SecureRandom;
-use ring::signature::{self, EcdsaKeyPair, KeyPair};
+use ring::signature;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{EnIntervalNumber, ROLLING_PERIOD, Tek};
 use crate::keys::{DiagnosisKey, ReportType};
+use crate::random::Random;
 
 /// The protobuf messages, generated from `proto/export.proto` at build time.
 pub mod pb {
@@ -322,9 +322,14 @@ pub fn split_batch(
 }
 
 /// A signing key with the info phones use to find its public half.
+///
+/// Signatures are deterministic (RFC 6979): the nonce is derived from the key and the
+/// message, so signing needs no random source, the same file signs to the same bytes
+/// (a seeded run is reproducible, a rebuilt zip has the same address), and a weak or
+/// repeated random source cannot leak the key.
 pub struct Signer {
     pub info: SignatureInfo,
-    key: EcdsaKeyPair,
+    key: p256::ecdsa::SigningKey,
 }
 
 impl std::fmt::Debug for Signer {
@@ -336,36 +341,47 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    /// A P-256 key from PKCS#8 DER (what `ring` generates and `openssl pkcs8` writes).
-    pub fn from_pkcs8(
-        info: SignatureInfo,
-        pkcs8: &[u8],
-        random: &dyn SecureRandom,
-    ) -> Result<Self, ExportError> {
-        let key =
-            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8, random)
-                .map_err(|e| ExportError::BadPrivateKey(e.to_string()))?;
+    /// A P-256 key from PKCS#8 DER (what ring, `openssl pkcs8` and [`Self::generate_pkcs8`]
+    /// write).
+    pub fn from_pkcs8(info: SignatureInfo, pkcs8: &[u8]) -> Result<Self, ExportError> {
+        use p256::pkcs8::DecodePrivateKey;
+        let key = p256::ecdsa::SigningKey::from_pkcs8_der(pkcs8)
+            .map_err(|e| ExportError::BadPrivateKey(e.to_string()))?;
         Ok(Self { info, key })
     }
 
-    /// A new P-256 key as PKCS#8 DER.
-    pub fn generate_pkcs8(random: &dyn SecureRandom) -> Vec<u8> {
-        EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, random)
-            .expect("the system random source works")
-            .as_ref()
-            .to_vec()
+    /// A new P-256 key as PKCS#8 DER, its scalar drawn from `random`.
+    pub fn generate_pkcs8(random: &mut dyn Random) -> Vec<u8> {
+        use p256::pkcs8::EncodePrivateKey;
+        loop {
+            let mut scalar = [0u8; 32];
+            random.fill(&mut scalar);
+            // Zero or not below the group order (about 2^-32 of draws): draw again.
+            if let Ok(key) = p256::ecdsa::SigningKey::from_slice(&scalar) {
+                return key
+                    .to_pkcs8_der()
+                    .expect("a valid key encodes")
+                    .as_bytes()
+                    .to_vec();
+            }
+        }
     }
 
     pub fn public_key(&self) -> PublicKey {
-        PublicKey(self.key.public_key().as_ref().to_vec())
+        PublicKey(
+            self.key
+                .verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
+        )
     }
 
-    fn sign(&self, message: &[u8], random: &dyn SecureRandom) -> Vec<u8> {
-        self.key
-            .sign(random, message)
-            .expect("signing with a valid key and a working random source")
-            .as_ref()
-            .to_vec()
+    /// The ASN.1 DER ECDSA P-256 / SHA-256 signature of `message` (RFC 6979 nonce).
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        use p256::ecdsa::signature::Signer as _;
+        let sig: p256::ecdsa::Signature = self.key.sign(message);
+        sig.to_der().as_bytes().to_vec()
     }
 }
 
@@ -440,7 +456,6 @@ pub fn sign_export(
     batch_num: u32,
     batch_size: u32,
     signers: &[&Signer],
-    random: &dyn SecureRandom,
 ) -> Vec<u8> {
     pb::TekSignatureList {
         signatures: signers
@@ -449,7 +464,7 @@ pub fn sign_export(
                 signature_info: Some(s.info.to_pb()),
                 batch_num: Some(batch_num as i32),
                 batch_size: Some(batch_size as i32),
-                signature: Some(s.sign(export_bin, random)),
+                signature: Some(s.sign(export_bin)),
             })
             .collect(),
     }
@@ -498,9 +513,9 @@ pub fn write_zip(export_bin: &[u8], export_sig: &[u8]) -> Vec<u8> {
 }
 
 /// Encodes, signs and zips one export file.
-pub fn build_zip(file: &ExportFile, signers: &[&Signer], random: &dyn SecureRandom) -> Vec<u8> {
+pub fn build_zip(file: &ExportFile, signers: &[&Signer]) -> Vec<u8> {
     let bin = file.encode();
-    let sig = sign_export(&bin, file.batch_num, file.batch_size, signers, random);
+    let sig = sign_export(&bin, file.batch_num, file.batch_size, signers);
     write_zip(&bin, &sig)
 }
 

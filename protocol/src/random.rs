@@ -4,8 +4,13 @@
 //! ring's `SecureRandom` is a sealed trait: nothing seeded can be passed where it is asked
 //! for. Everything that draws key material in Hotaru takes a [`Random`] instead: the
 //! operating system's CSPRNG in production ([`OsRandom`]), a ChaCha20 stream from a seed in
-//! tests and simulations ([`SeededRandom`]). ECDSA signing of export files still takes
-//! ring's generator (ring draws its nonces itself); the server's signer moves later.
+//! tests and simulations ([`SeededRandom`]). Export files are signed with deterministic
+//! ECDSA (RFC 6979), which draws nothing.
+//!
+//! A device owns its generator ([`Random`], `&mut self`). A server node's actors share one
+//! source, injected like the clock ([`RandomSource`], `&self`): the OS CSPRNG in production
+//! (stateless), a seeded stream behind a lock in tests ([`SeededSource`]), so that a seeded
+//! node run step by step writes the same bytes twice.
 
 /// A source of random bytes.
 pub trait Random: Send {
@@ -91,6 +96,53 @@ impl Random for Box<dyn Random> {
     }
 }
 
+/// A source of random bytes shared by a node's actors, injected like the clock.
+pub trait RandomSource: Send + Sync + 'static {
+    /// Fills `dest` with random bytes.
+    fn draw(&self, dest: &mut [u8]);
+}
+
+impl dyn RandomSource {
+    /// `N` random bytes.
+    pub fn array<const N: usize>(&self) -> [u8; N] {
+        let mut b = [0u8; N];
+        self.draw(&mut b);
+        b
+    }
+}
+
+impl RandomSource for OsRandom {
+    fn draw(&self, dest: &mut [u8]) {
+        ring::rand::SecureRandom::fill(&self.0, dest).expect("the OS random source works");
+    }
+}
+
+/// A shared source as a generator, for what takes `&mut dyn Random` (key generation).
+impl Random for &dyn RandomSource {
+    fn fill(&mut self, dest: &mut [u8]) {
+        self.draw(dest);
+    }
+}
+
+/// A seeded ChaCha20 stream shared by a node's actors (tests, simulations). Bytes go to
+/// whoever draws next: a run is reproducible when its steps are (one request at a time).
+pub struct SeededSource(std::sync::Mutex<SeededRandom>);
+
+impl SeededSource {
+    pub fn from_u64(seed: u64) -> Self {
+        Self(std::sync::Mutex::new(SeededRandom::from_u64(
+            seed,
+            u64::MAX,
+        )))
+    }
+}
+
+impl RandomSource for SeededSource {
+    fn draw(&self, dest: &mut [u8]) {
+        self.0.lock().expect("not poisoned").fill(dest);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +173,18 @@ mod tests {
         assert!(seen.iter().all(|s| *s));
         let mut os = OsRandom::new();
         assert_ne!(os.array::<16>(), [0u8; 16]);
+    }
+
+    #[test]
+    fn a_seeded_source_repeats_and_the_os_source_does_not() {
+        let a: &dyn RandomSource = &SeededSource::from_u64(3);
+        let b: &dyn RandomSource = &SeededSource::from_u64(3);
+        let c: &dyn RandomSource = &SeededSource::from_u64(4);
+        let first = a.array::<32>();
+        assert_eq!(first, b.array::<32>());
+        assert_ne!(first, c.array::<32>());
+        assert_ne!(first, a.array::<32>());
+        let os: &dyn RandomSource = &OsRandom::new();
+        assert_ne!(os.array::<32>(), os.array::<32>());
     }
 }

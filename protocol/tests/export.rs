@@ -6,14 +6,13 @@ use hotaru_protocol::export::{
     self, EXPORT_HEADER, ExportError, ExportFile, PublicKey, ReadLimits, SignatureInfo, Signer,
     VerificationKey, build_zip, read_zip, split_batch, write_zip,
 };
+use hotaru_protocol::random::OsRandom;
 use hotaru_protocol::{DiagnosisKey, EnIntervalNumber, ReportType, Tek};
 use proptest::prelude::*;
-use ring::rand::SystemRandom;
 
 fn signer(id: &str, version: &str) -> Signer {
-    let rng = SystemRandom::new();
-    let pkcs8 = Signer::generate_pkcs8(&rng);
-    Signer::from_pkcs8(SignatureInfo::new(id, version), &pkcs8, &rng).unwrap()
+    let pkcs8 = Signer::generate_pkcs8(&mut OsRandom::new());
+    Signer::from_pkcs8(SignatureInfo::new(id, version), &pkcs8).unwrap()
 }
 
 fn vkey(s: &Signer) -> VerificationKey {
@@ -93,7 +92,7 @@ fn a_signed_zip_round_trips_and_verifies() {
         .map(|i| key(i, 2_800_000 + u32::from(i) * 144))
         .collect();
     let f = file(keys.clone(), &s);
-    let zip = build_zip(&f, &[&s], &SystemRandom::new());
+    let zip = build_zip(&f, &[&s]);
     let got = read_zip(&zip, ReadLimits::default()).unwrap();
     assert_eq!(
         got.file,
@@ -122,7 +121,7 @@ fn several_signatures_during_a_key_rotation() {
     let old = signer("440", "v1");
     let new = signer("440", "v2");
     let f = file(vec![key(1, 2_800_000)], &old);
-    let zip = build_zip(&f, &[&old, &new], &SystemRandom::new());
+    let zip = build_zip(&f, &[&old, &new]);
     let got = read_zip(&zip, ReadLimits::default()).unwrap();
     assert_eq!(got.signatures.len(), 2);
     // A phone that knows only the old key, or only the new one, accepts the file.
@@ -135,11 +134,7 @@ fn several_signatures_during_a_key_rotation() {
 fn a_wrong_key_or_a_relabelled_key_does_not_verify() {
     let s = signer("440", "v1");
     let other = signer("440", "v1");
-    let zip = build_zip(
-        &file(vec![key(1, 2_800_000)], &s),
-        &[&s],
-        &SystemRandom::new(),
-    );
+    let zip = build_zip(&file(vec![key(1, 2_800_000)], &s), &[&s]);
     let got = read_zip(&zip, ReadLimits::default()).unwrap();
     assert_eq!(got.verify(&[vkey(&other)]), Err(ExportError::BadSignature));
     // The right key under another version is not the key the phone was told about.
@@ -152,7 +147,7 @@ fn a_wrong_key_or_a_relabelled_key_does_not_verify() {
 fn a_missing_signature_is_refused() {
     let s = signer("440", "v1");
     let bin = file(vec![key(1, 2_800_000)], &s).encode();
-    let empty_sig = export::sign_export(&bin, 1, 1, &[], &SystemRandom::new());
+    let empty_sig = export::sign_export(&bin, 1, 1, &[]);
     let got = read_zip(&write_zip(&bin, &empty_sig), ReadLimits::default()).unwrap();
     assert_eq!(got.verify(&[vkey(&s)]), Err(ExportError::NoSignature));
     // And an archive without export.sig at all.
@@ -172,7 +167,7 @@ fn a_signature_for_another_batch_position_is_refused() {
     let s = signer("440", "v1");
     let f = file(vec![key(1, 2_800_000)], &s);
     let bin = f.encode();
-    let sig = export::sign_export(&bin, 2, 3, &[&s], &SystemRandom::new());
+    let sig = export::sign_export(&bin, 2, 3, &[&s]);
     let got = read_zip(&write_zip(&bin, &sig), ReadLimits::default()).unwrap();
     assert_eq!(got.verify(&[vkey(&s)]), Err(ExportError::BadSignature));
 }
@@ -182,7 +177,7 @@ fn a_wrong_header_is_refused() {
     let s = signer("440", "v1");
     let mut bin = file(vec![key(1, 2_800_000)], &s).encode();
     bin[11] = b'2';
-    let sig = export::sign_export(&bin, 1, 1, &[&s], &SystemRandom::new());
+    let sig = export::sign_export(&bin, 1, 1, &[&s]);
     assert_eq!(
         read_zip(&write_zip(&bin, &sig), ReadLimits::default()).unwrap_err(),
         ExportError::BadHeader
@@ -192,10 +187,9 @@ fn a_wrong_header_is_refused() {
 #[test]
 fn bad_protobuf_and_bad_keys_are_refused() {
     let s = signer("440", "v1");
-    let rng = SystemRandom::new();
     let mut bin = EXPORT_HEADER.to_vec();
     bin.extend_from_slice(&[0x3a, 0xff, 0xff]); // field 7, length that runs off the end
-    let sig = export::sign_export(&bin, 1, 1, &[&s], &rng);
+    let sig = export::sign_export(&bin, 1, 1, &[&s]);
     assert!(matches!(
         read_zip(&write_zip(&bin, &sig), ReadLimits::default()),
         Err(ExportError::BadProtobuf {
@@ -216,7 +210,7 @@ fn bad_protobuf_and_bad_keys_are_refused() {
     };
     let mut bin = EXPORT_HEADER.to_vec();
     bin.extend(msg.encode_to_vec());
-    let sig = export::sign_export(&bin, 1, 1, &[&s], &rng);
+    let sig = export::sign_export(&bin, 1, 1, &[&s]);
     assert!(matches!(
         read_zip(&write_zip(&bin, &sig), ReadLimits::default()),
         Err(ExportError::BadKey { index: 0, .. })
@@ -236,7 +230,7 @@ fn bad_protobuf_and_bad_keys_are_refused() {
 fn oversized_input_and_zip_bombs_are_refused() {
     let s = signer("440", "v1");
     let f = file((0..100).map(|i| key(i, 2_800_000)).collect(), &s);
-    let zip = build_zip(&f, &[&s], &SystemRandom::new());
+    let zip = build_zip(&f, &[&s]);
     let small = ReadLimits {
         max_zip_bytes: zip.len() as u64 - 1,
         ..ReadLimits::default()
@@ -365,7 +359,7 @@ proptest! {
     fn no_flipped_byte_is_accepted_as_other_content(pos in any::<prop::sample::Index>(), mask in 1u8..=255) {
         let s = signer("440", "v1");
         let f = file((0..5).map(|i| key(i, 2_800_000)).collect(), &s);
-        let zip = build_zip(&f, &[&s], &SystemRandom::new());
+        let zip = build_zip(&f, &[&s]);
         let mut bad = zip.clone();
         let i = pos.index(bad.len());
         bad[i] ^= mask;
@@ -380,7 +374,7 @@ proptest! {
     #[test]
     fn truncations_are_refused(cut in any::<prop::sample::Index>()) {
         let s = signer("440", "v1");
-        let zip = build_zip(&file(vec![key(1, 2_800_000)], &s), &[&s], &SystemRandom::new());
+        let zip = build_zip(&file(vec![key(1, 2_800_000)], &s), &[&s]);
         let n = cut.index(zip.len());
         prop_assert!(read_zip(&zip[..n], ReadLimits::default()).is_err());
     }
@@ -420,4 +414,48 @@ fn export_bin_is_the_plain_protobuf_encoding() {
     let mut again = EXPORT_HEADER.to_vec();
     msg.encode(&mut again).unwrap();
     assert_eq!(bin, again);
+}
+
+#[test]
+fn signatures_are_deterministic_and_keys_made_by_ring_still_sign() {
+    // RFC 6979: the same key and file give the same signature, hence the same zip.
+    let s = signer("440", "v1");
+    let f = file(vec![key(1, 2_800_000), key(2, 2_800_144)], &s);
+    let zip = build_zip(&f, &[&s]);
+    assert_eq!(zip, build_zip(&f, &[&s]));
+    // Another key signs differently, and a seeded generator makes the same key twice.
+    let seeded = |seed| {
+        let pkcs8 = Signer::generate_pkcs8(&mut hotaru_protocol::random::SeededRandom::from_u64(
+            seed, 0,
+        ));
+        Signer::from_pkcs8(SignatureInfo::new("440", "v1"), &pkcs8).unwrap()
+    };
+    assert_eq!(seeded(1).public_key(), seeded(1).public_key());
+    assert_ne!(seeded(1).public_key(), seeded(2).public_key());
+    assert_ne!(build_zip(&f, &[&seeded(1)]), build_zip(&f, &[&seeded(2)]));
+    // Keys stored before (ring wrote their PKCS#8) load, sign, and ring verifies them.
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &rng,
+    )
+    .unwrap();
+    let ring_key = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        pkcs8.as_ref(),
+        &rng,
+    )
+    .unwrap();
+    let old = Signer::from_pkcs8(SignatureInfo::new("440", "v0"), pkcs8.as_ref()).unwrap();
+    use ring::signature::KeyPair;
+    assert_eq!(
+        old.public_key().to_spki_der()[26..],
+        *ring_key.public_key().as_ref()
+    );
+    let got = read_zip(
+        &build_zip(&file(vec![key(3, 2_800_000)], &old), &[&old]),
+        ReadLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(got.verify(&[vkey(&old)]).unwrap(), vec![old.info.clone()]);
 }

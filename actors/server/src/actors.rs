@@ -60,7 +60,8 @@ impl<L: EventLog + SideStore + Unpin> Actor for RegistrationActor<L> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // The revision-token key rotates on its schedule (checked hourly, and at start).
+        // The revision-token key rotates on its schedule, checked hourly (and at start by
+        // `Node::start`, before any command is taken: a seeded node draws in one order).
         let rotate = |act: &mut Self, ctx: &mut Context<Self>| {
             let s = act.service.clone();
             ctx.spawn(
@@ -74,7 +75,6 @@ impl<L: EventLog + SideStore + Unpin> Actor for RegistrationActor<L> {
                 .into_actor(act),
             );
         };
-        rotate(self, ctx);
         ctx.run_interval(Duration::from_secs(3600), rotate);
     }
 }

@@ -21,7 +21,6 @@ use hotaru_events::{Clock, Context, DomainEvent, NewEvent, StreamId, StreamKind,
 use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
 use hotaru_protocol::export::{self, ExportFile, split_batch};
 use hotaru_protocol::{EnIntervalNumber, ReportType, Tek};
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use crate::daykeys::DayKeys;
@@ -336,10 +335,7 @@ impl<L: EventLog + SideStore> Distribution<L> {
         if signers.is_empty() {
             return Err(BatchError::NoSigningKey(p.region.clone()));
         }
-        let mut seed = [0u8; 32];
-        SystemRandom::new()
-            .fill(&mut seed)
-            .map_err(|_| LogError::Backend("random source failed".into()))?;
+        let seed: [u8; 32] = self.ids.random().array();
         let padding = p.min_keys.saturating_sub(fresh.len());
         let mut all = fresh.clone();
         all.extend(padding_keys(&seed, padding, now, self.transmission_risk));
@@ -347,14 +343,13 @@ impl<L: EventLog + SideStore> Distribution<L> {
             signers.iter().map(|(i, _)| export_info(i)).collect();
         let files = build_files(&p.region, prev.1, now, &infos, &all, p.max_keys_per_file);
         let batch_id = done.last().map_or(1, |b| b.signed.batch_id.0 + 1);
-        let rng = SystemRandom::new();
         let signer_refs: Vec<&export::Signer> = signers.iter().map(|(_, s)| s).collect();
         let mut digests = Vec::new();
         let mut blobs = Vec::new();
         let mut paths = Vec::new();
         for f in &files {
             let bin = f.encode();
-            let sig = export::sign_export(&bin, f.batch_num, f.batch_size, &signer_refs, &rng);
+            let sig = export::sign_export(&bin, f.batch_num, f.batch_size, &signer_refs);
             let zip = export::write_zip(&bin, &sig);
             let zip_sha: [u8; 32] = sha256(&zip);
             self.log.blob_put(&hex::encode(zip_sha), &zip).await?;

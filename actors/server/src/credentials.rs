@@ -3,7 +3,7 @@
 //! clear key is shown once, when it is made.
 
 use hotaru_log::{LogError, SideStore};
-use ring::rand::{SecureRandom, SystemRandom};
+use hotaru_protocol::random::RandomSource;
 use serde::{Deserialize, Serialize};
 
 /// Whose key it is.
@@ -63,14 +63,12 @@ pub async fn add<S: SideStore>(
     store: &S,
     role: Role,
     label: &str,
+    random: &dyn RandomSource,
 ) -> Result<(Account, String), LogError> {
     if label.trim().is_empty() || label.len() > 100 {
         return Err(backend("the label must be 1 to 100 characters"));
     }
-    let mut secret = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut secret)
-        .map_err(|_| backend("random source failed"))?;
+    let secret: [u8; 32] = random.array();
     for _ in 0..16 {
         let id = list(store, role).await?.last().map_or(1, |a| a.id + 1);
         let key = format!("htr_{}{id}_{}", role.letter(), hex::encode(secret));

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use hotaru_events::domain::{Day, Sealed};
 use hotaru_events::{DigestKey, NumberDigest};
 use hotaru_log::{LogError, SideStore};
+use hotaru_protocol::random::RandomSource;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
 
 /// The side-store namespace of the day keys.
 pub const NS: &str = "daykeys";
@@ -26,10 +26,16 @@ pub struct DayMaterial {
     day: Day,
     digest: DigestKey,
     data: LessSafeKey,
+    random: Arc<dyn RandomSource>,
 }
 
 impl DayMaterial {
-    fn from_bytes(secret: &[u8], day: Day, bytes: &[u8]) -> Option<Self> {
+    fn from_bytes(
+        secret: &[u8],
+        day: Day,
+        bytes: &[u8],
+        random: Arc<dyn RandomSource>,
+    ) -> Option<Self> {
         if bytes.len() != 64 {
             return None;
         }
@@ -41,6 +47,7 @@ impl DayMaterial {
             day,
             digest: DigestKey::new(k.as_ref())?,
             data: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &bytes[32..]).ok()?),
+            random,
         })
     }
 
@@ -54,10 +61,7 @@ impl DayMaterial {
 
     /// Encrypts `plain` under the day's data key; the day is bound as associated data.
     pub fn seal(&self, plain: &[u8]) -> Sealed {
-        let mut nonce = [0u8; 12];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .expect("the OS random source works");
+        let nonce: [u8; 12] = self.random.array();
         let mut buf = plain.to_vec();
         self.data
             .seal_in_place_append_tag(
@@ -95,6 +99,7 @@ impl DayMaterial {
 pub struct DayKeys<S> {
     store: S,
     secret: Arc<[u8]>,
+    random: Arc<dyn RandomSource>,
     cache: Arc<Mutex<HashMap<u32, Arc<DayMaterial>>>>,
 }
 
@@ -122,14 +127,16 @@ pub fn open_with_stored(stored: &[u8], sealed: &Sealed) -> Option<Vec<u8>> {
 }
 
 impl<S: SideStore> DayKeys<S> {
-    /// `secret`: the configured digest secret, at least 32 bytes.
-    pub fn new(store: S, secret: &[u8]) -> Result<Self, String> {
+    /// `secret`: the configured digest secret, at least 32 bytes. `random`: the node's
+    /// source, for new days' keys and sealing nonces.
+    pub fn new(store: S, secret: &[u8], random: Arc<dyn RandomSource>) -> Result<Self, String> {
         if secret.len() < 32 {
             return Err("the digest secret must be at least 32 bytes".into());
         }
         Ok(Self {
             store,
             secret: secret.into(),
+            random,
             cache: Arc::default(),
         })
     }
@@ -147,10 +154,7 @@ impl<S: SideStore> DayKeys<S> {
         if let Some(m) = self.cached(day) {
             return Ok(m);
         }
-        let mut fresh = [0u8; 64];
-        SystemRandom::new()
-            .fill(&mut fresh)
-            .map_err(|_| LogError::Backend("the OS random source failed".into()))?;
+        let fresh: [u8; 64] = self.random.array();
         self.store.side_create(NS, &name(day), &fresh).await?;
         self.get(day)
             .await?
@@ -165,7 +169,7 @@ impl<S: SideStore> DayKeys<S> {
         let Some(bytes) = self.store.side_get(NS, &name(day)).await? else {
             return Ok(None);
         };
-        let m = DayMaterial::from_bytes(&self.secret, day, &bytes)
+        let m = DayMaterial::from_bytes(&self.secret, day, &bytes, self.random.clone())
             .ok_or_else(|| LogError::Backend(format!("day key {} is malformed", day.0)))?;
         let m = Arc::new(m);
         self.cache

@@ -125,7 +125,8 @@ impl<L: EventLog + SideStore + Unpin> Node<L> {
         arbiters: &Arbiters,
     ) -> Result<Self, LogError> {
         let secret = config.secret().map_err(LogError::Backend)?;
-        let day_keys = DayKeys::new(log.clone(), &secret).map_err(LogError::Backend)?;
+        let day_keys =
+            DayKeys::new(log.clone(), &secret, ids.random()).map_err(LogError::Backend)?;
         let registration = Registration::new(
             log.clone(),
             day_keys.clone(),
@@ -135,6 +136,9 @@ impl<L: EventLog + SideStore + Unpin> Node<L> {
             config.limits.clone(),
         );
         registration.warm_up().await?;
+        if let Some(id) = registration.rotate_revision_key_if_due().await? {
+            tracing::info!(key = id, "revision key rotated");
+        }
         let distribution = Distribution::new(
             log.clone(),
             day_keys.clone(),

@@ -31,7 +31,7 @@ use hotaru_events::{
     Clock, DomainEvent, EventId, NewEvent, NumberDigest, StreamId, StreamKind, UnixMillis,
 };
 use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
-use ring::rand::{SecureRandom, SystemRandom};
+use hotaru_protocol::random::RandomSource;
 
 use crate::batch::open_keys;
 use crate::daykeys::DayKeys;
@@ -140,7 +140,7 @@ struct Inner<L: SideStore> {
     policy: RegistrationPolicy,
     limiter: Mutex<AttemptLimiter>,
     limits: LimiterPolicy,
-    random: SystemRandom,
+    random: Arc<dyn RandomSource>,
     revision_keys: RevisionKeys<L>,
 }
 
@@ -170,6 +170,7 @@ impl<L: EventLog + SideStore> Registration<L> {
         policy: RegistrationPolicy,
         limits: LimiterPolicy,
     ) -> Self {
+        let random = ids.random();
         Self {
             inner: Arc::new(Inner {
                 keys,
@@ -178,8 +179,8 @@ impl<L: EventLog + SideStore> Registration<L> {
                 policy,
                 limiter: Mutex::new(AttemptLimiter::new(limits.clone())),
                 limits,
-                random: SystemRandom::new(),
-                revision_keys: RevisionKeys::new(log.clone()),
+                revision_keys: RevisionKeys::new(log.clone(), random.clone()),
+                random,
                 log,
             }),
         }
@@ -254,12 +255,7 @@ impl<L: EventLog + SideStore> Registration<L> {
         if day.0 > now.day() || day.0 + 60 < now.day() {
             return Err(RegistrationError::InvalidDate);
         }
-        let mut id = [0u8; 16];
-        self.inner
-            .random
-            .fill(&mut id)
-            .map_err(|_| LogError::Backend("random source failed".into()))?;
-        let case_id = CaseId(id);
+        let case_id = CaseId(self.inner.random.array());
         let events = CaseState::Unconfirmed
             .decide(&CaseCommand::Confirm {
                 case_id,
@@ -318,10 +314,7 @@ impl<L: EventLog + SideStore> Registration<L> {
         let mut digits = String::with_capacity(len);
         let mut buf = [0u8; 32];
         while digits.len() < len {
-            self.inner
-                .random
-                .fill(&mut buf)
-                .map_err(|_| LogError::Backend("random source failed".into()))?;
+            self.inner.random.draw(&mut buf);
             // Rejection sampling: bytes >= 250 would bias the digits.
             for b in buf.iter().filter(|b| **b < 250) {
                 if digits.len() < len {

@@ -20,8 +20,8 @@ use base64::Engine as _;
 use hotaru_events::domain::CaseId;
 use hotaru_events::{NumberDigest, UnixMillis};
 use hotaru_log::{LogError, SideStore};
+use hotaru_protocol::random::RandomSource;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
 
 const NS: &str = "revision-keys";
 const VERSION: u8 = 1;
@@ -131,6 +131,7 @@ pub struct RevisionKeyInfo {
 #[derive(Clone)]
 pub struct RevisionKeys<S: SideStore> {
     store: S,
+    random: Arc<dyn RandomSource>,
     cache: Arc<Mutex<BTreeMap<u32, KeyRecord>>>,
     /// When the cache was read from the store: another node's rotation (and retirement)
     /// is seen within [`CACHE_FOR`].
@@ -145,9 +146,10 @@ fn key_name(id: u32) -> String {
 }
 
 impl<S: SideStore> RevisionKeys<S> {
-    pub fn new(store: S) -> Self {
+    pub fn new(store: S, random: Arc<dyn RandomSource>) -> Self {
         Self {
             store,
+            random,
             cache: Arc::default(),
             loaded: Arc::default(),
         }
@@ -193,10 +195,7 @@ impl<S: SideStore> RevisionKeys<S> {
 
     /// Creates key `id` unless another node did; either way the store holds it after.
     async fn create(&self, id: u32, now: UnixMillis) -> Result<(), LogError> {
-        let mut secret = [0u8; 32];
-        SystemRandom::new()
-            .fill(&mut secret)
-            .map_err(|_| LogError::Backend("random source failed".into()))?;
+        let secret: [u8; 32] = self.random.array();
         let rec = KeyRecord {
             created: now,
             secret,
@@ -275,10 +274,7 @@ impl<S: SideStore> RevisionKeys<S> {
     /// Seals a token under the effective key.
     pub async fn seal(&self, data: &TokenData, now: UnixMillis) -> Result<String, LogError> {
         let (id, key) = self.effective(now).await?;
-        let mut nonce = [0u8; 12];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| LogError::Backend("random source failed".into()))?;
+        let nonce: [u8; 12] = self.random.array();
         let mut buf = data.encode();
         key.aead()
             .seal_in_place_append_tag(
@@ -333,6 +329,10 @@ mod tests {
     use super::*;
     use hotaru_log::SledLog;
 
+    fn os() -> Arc<dyn RandomSource> {
+        Arc::new(hotaru_protocol::random::OsRandom::new())
+    }
+
     fn data(n: usize) -> TokenData {
         TokenData {
             digest: NumberDigest([3; 32]),
@@ -352,7 +352,7 @@ mod tests {
     #[tokio::test]
     async fn tokens_round_trip_and_have_one_size() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = RevisionKeys::new(SledLog::open(dir.path()).unwrap());
+        let keys = RevisionKeys::new(SledLog::open(dir.path()).unwrap(), os());
         let a = keys.seal(&data(1), UnixMillis(DAY)).await.unwrap();
         let b = keys.seal(&data(30), UnixMillis(DAY)).await.unwrap();
         assert_eq!(a.len(), b.len(), "the size says nothing of the count");
@@ -368,7 +368,7 @@ mod tests {
     #[tokio::test]
     async fn a_forged_or_damaged_token_does_not_open() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = RevisionKeys::new(SledLog::open(dir.path()).unwrap());
+        let keys = RevisionKeys::new(SledLog::open(dir.path()).unwrap(), os());
         let t = keys.seal(&data(2), UnixMillis(DAY)).await.unwrap();
         let raw = base64::engine::general_purpose::STANDARD
             .decode(&t)
@@ -388,13 +388,13 @@ mod tests {
     async fn rotation_keeps_old_tokens_until_their_key_retires() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledLog::open(dir.path()).unwrap();
-        let keys = RevisionKeys::new(store.clone());
+        let keys = RevisionKeys::new(store.clone(), os());
         let old = keys.seal(&data(2), UnixMillis(DAY)).await.unwrap();
         assert_eq!(keys.rotate(UnixMillis(2 * DAY), 3 * DAY).await.unwrap(), 2);
         let new = keys.seal(&data(2), UnixMillis(2 * DAY)).await.unwrap();
         assert_ne!(old[..6], new[..6], "sealed under the new key id");
         // Another node (a fresh cache over the same store) opens both.
-        let other = RevisionKeys::new(store);
+        let other = RevisionKeys::new(store, os());
         assert!(other.open(&old).await.unwrap().is_some());
         assert!(other.open(&new).await.unwrap().is_some());
         // Not due yet; then due.
@@ -413,7 +413,7 @@ mod tests {
         // Key 1 was superseded at day 2, three days ago: retired, its tokens dead (on
         // another node once its cache is older than a minute: a fresh one here).
         assert_eq!(keys.open(&old).await.unwrap(), None);
-        let fresh = RevisionKeys::new(other.store.clone());
+        let fresh = RevisionKeys::new(other.store.clone(), os());
         assert_eq!(fresh.open(&old).await.unwrap(), None);
         assert!(fresh.open(&new).await.unwrap().is_some());
         let listed = keys.list().await.unwrap();

@@ -2,11 +2,11 @@
 //! public halves in the log (SigningKeyRotated on `signingkey.<region>`), so that devices
 //! and auditors can verify every batch from the events alone.
 
+use hotaru_actors::IdSource;
 use hotaru_events::domain::{SignatureInfo, SigningKeyRotated};
 use hotaru_events::{DomainEvent, NewEvent, StreamId, StreamKind, UnixMillis};
 use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
 use hotaru_protocol::export::{self, PublicKey, Signer};
-use ring::rand::SystemRandom;
 
 const NS: &str = "signing";
 
@@ -76,17 +76,17 @@ pub async fn add_signing_key<L: EventLog + SideStore>(
     region: &str,
     region_id: u32,
     now: UnixMillis,
-    event_id: hotaru_events::EventId,
+    ids: &dyn IdSource,
 ) -> Result<PublicKey, LogError> {
-    let rng = SystemRandom::new();
+    let event_id = ids.next_id(now);
     let existing = published_keys(log, region).await?;
     let version = existing.last().map_or(1, |k| k.info.key_version + 1);
-    let pkcs8 = Signer::generate_pkcs8(&rng);
+    let pkcs8 = Signer::generate_pkcs8(&mut &*ids.random());
     let info = SignatureInfo {
         key_version: version,
         key_id: region_id,
     };
-    let signer = Signer::from_pkcs8(export_info(&info), &pkcs8, &rng)
+    let signer = Signer::from_pkcs8(export_info(&info), &pkcs8)
         .map_err(|e| LogError::Backend(e.to_string()))?;
     // The private half first: a key in the log is always usable.
     log.side_put(NS, &format!("{region}-v{version}"), &pkcs8)
@@ -135,7 +135,7 @@ pub async fn active_signers<L: EventLog + SideStore>(
                         k.info.key_version
                     ))
                 })?;
-            let signer = Signer::from_pkcs8(export_info(&k.info), &pkcs8, &SystemRandom::new())
+            let signer = Signer::from_pkcs8(export_info(&k.info), &pkcs8)
                 .map_err(|e| LogError::Backend(e.to_string()))?;
             active.push((k.info.clone(), signer));
         }

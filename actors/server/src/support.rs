@@ -9,7 +9,6 @@ use hotaru_events::domain::{Day, LogId, OperationLogDeleted, OperationLogReceive
 use hotaru_events::{Clock, DomainEvent, NewEvent, StreamId, StreamKind};
 use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
 
 /// The side-store namespace of the operation logs' keys.
 pub const NS: &str = "oplogkeys";
@@ -35,11 +34,9 @@ pub async fn receive<L: EventLog + SideStore>(
     ids: &Arc<dyn IdSource>,
     content: &[u8],
 ) -> Result<LogId, LogError> {
-    let rng = SystemRandom::new();
-    let (mut id, mut k, mut nonce) = ([0u8; 16], [0u8; 32], [0u8; 12]);
-    for buf in [&mut id[..], &mut k[..], &mut nonce[..]] {
-        rng.fill(buf).map_err(|_| backend("random source failed"))?;
-    }
+    let random = ids.random();
+    let (id, k, nonce): ([u8; 16], [u8; 32], [u8; 12]) =
+        (random.array(), random.array(), random.array());
     let log_id = LogId(id);
     let now = clock.now();
     log.side_put(NS, &hex::encode(id), &k).await?;

@@ -3,6 +3,7 @@
 //! (infectious-period filter and 2-hour hold applied), padding included; key rotation;
 //! two signers at once publish every key exactly once.
 
+use hotaru_protocol::random::OsRandom;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use hotaru_domain::limiter::LimiterPolicy;
 use hotaru_domain::policy::{DAY_MS, RegistrationPolicy};
 use hotaru_domain::upload::SubmittedKey;
 use hotaru_events::domain::{CaseBasis, CentreId, Day};
-use hotaru_events::{Clock, EventId, UnixMillis};
+use hotaru_events::{Clock, UnixMillis};
 use hotaru_log::{AnyLog, EventLog, NatsConfig, NatsLog, SledLog};
 use hotaru_protocol::export::{ReadLimits, read_zip};
 use hotaru_server::batch::BatchPolicy;
@@ -28,7 +29,7 @@ struct Node {
 }
 
 fn node(log: &AnyLog, clock: &ManualClock) -> Node {
-    let keys = DayKeys::new(log.clone(), SECRET).unwrap();
+    let keys = DayKeys::new(log.clone(), SECRET, Arc::new(OsRandom::new())).unwrap();
     let ids = Arc::new(RandomIds::default());
     Node {
         reg: Registration::new(
@@ -135,7 +136,7 @@ async fn a_region_code_that_is_not_three_bytes_is_refused(nats: bool) {
         assert!(e.contains("three"), "{e}");
         let dist = Distribution::new(
             log.clone(),
-            DayKeys::new(log.clone(), SECRET).unwrap(),
+            DayKeys::new(log.clone(), SECRET, Arc::new(OsRandom::new())).unwrap(),
             Arc::new(clock.clone()),
             Arc::new(RandomIds::default()),
             policy,
@@ -179,7 +180,7 @@ async fn batches_publish_exactly_the_releasable_keys(nats: bool) {
         BatchError::NoSigningKey("440".into())
     );
     let now = clock.now();
-    add_signing_key(&log, "440", 440, now, EventId::new(now, [1; 10]))
+    add_signing_key(&log, "440", 440, now, &RandomIds::default())
         .await
         .unwrap();
 
@@ -207,7 +208,7 @@ async fn batches_publish_exactly_the_releasable_keys(nats: bool) {
     clock.advance_millis(1);
     // A rotation: the old key keeps signing beside the new one.
     let now = clock.now();
-    add_signing_key(&log, "440", 440, now, EventId::new(now, [2; 10]))
+    add_signing_key(&log, "440", 440, now, &RandomIds::default())
         .await
         .unwrap();
     let b2 = n.dist.sign_batch().await.unwrap().unwrap();
@@ -240,7 +241,7 @@ async fn two_signers_publish_every_key_once(nats: bool) {
     };
     let b = node(&log_b, &clock);
     let now = clock.now();
-    add_signing_key(&log, "440", 440, now, EventId::new(now, [1; 10]))
+    add_signing_key(&log, "440", 440, now, &RandomIds::default())
         .await
         .unwrap();
     let mut expected = Vec::new();
@@ -295,11 +296,11 @@ async fn retention_shreds_old_days_and_the_chain_still_verifies(nats: bool) {
     let n = node(&log, &clock);
     register(&n, vec![key(1, TODAY - 1)]).await;
     let now = clock.now();
-    add_signing_key(&log, "440", 440, now, EventId::new(now, [1; 10]))
+    add_signing_key(&log, "440", 440, now, &RandomIds::default())
         .await
         .unwrap();
     assert!(n.dist.sign_batch().await.unwrap().is_some());
-    let keys = DayKeys::new(log.clone(), SECRET).unwrap();
+    let keys = DayKeys::new(log.clone(), SECRET, Arc::new(OsRandom::new())).unwrap();
     let clock_dyn: Arc<dyn hotaru_events::Clock> = Arc::new(clock.clone());
     let ids: Arc<dyn hotaru_actors::IdSource> = Arc::new(RandomIds::default());
     // Day 13 after: still kept.
@@ -323,7 +324,7 @@ async fn retention_shreds_old_days_and_the_chain_still_verifies(nats: bool) {
     assert_eq!(shredded, [Day(TODAY)]);
     assert!(keys.get(Day(TODAY)).await.unwrap().is_none());
     // A fresh process (no cache) cannot read the uploaded keys any more ...
-    let fresh = DayKeys::new(log.clone(), SECRET).unwrap();
+    let fresh = DayKeys::new(log.clone(), SECRET, Arc::new(OsRandom::new())).unwrap();
     assert!(
         hotaru_server::batch::uploaded_keys(&log, &fresh, u64::MAX)
             .await

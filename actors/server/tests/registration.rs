@@ -2,6 +2,7 @@
 //! nats-server: confirm → issue → redeem with keys, errors A, B, C and G, COCOA 1.1.1 and
 //! 1.1.2, idempotent retries, one winner among concurrent redemptions, the quota.
 
+use hotaru_protocol::random::OsRandom;
 use std::sync::Arc;
 
 use hotaru_actors::{ManualClock, RandomIds};
@@ -29,7 +30,7 @@ struct World {
 }
 
 fn service(log: AnyLog, clock: &ManualClock, policy: RegistrationPolicy) -> Registration<AnyLog> {
-    let keys = DayKeys::new(log.clone(), SECRET).unwrap();
+    let keys = DayKeys::new(log.clone(), SECRET, Arc::new(OsRandom::new())).unwrap();
     Registration::new(
         log,
         keys,
@@ -369,7 +370,7 @@ async fn cocoa_1_1_1_and_1_1_2(nats: bool) {
     }
     let w2 = World {
         reg: {
-            let keys = DayKeys::new(w.log.clone(), SECRET).unwrap();
+            let keys = DayKeys::new(w.log.clone(), SECRET, Arc::new(OsRandom::new())).unwrap();
             Registration::new(
                 w.log.clone(),
                 keys,
@@ -599,7 +600,7 @@ async fn a_burst_of_wrong_guesses_through_two_nodes_evaluates_no_more_than_the_b
     let node = |log: &AnyLog| {
         Registration::new(
             log.clone(),
-            DayKeys::new(log.clone(), SECRET).unwrap(),
+            DayKeys::new(log.clone(), SECRET, Arc::new(OsRandom::new())).unwrap(),
             Arc::new(w.clock.clone()),
             Arc::new(RandomIds::default()),
             RegistrationPolicy::default(),

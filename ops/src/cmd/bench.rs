@@ -1,6 +1,7 @@
 //! `hotaru bench`: figures against a baseline measured in the same run, as ratios, since
 //! the machine is shared and noisy.
 
+use hotaru_protocol::random::OsRandom;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -603,11 +604,9 @@ fn export_bench(n: usize) -> (f64, String) {
     use hotaru_protocol::export::{self, SignatureInfo, Signer};
     use hotaru_protocol::{DiagnosisKey, EnIntervalNumber, Tek};
     use rand::RngCore;
-    let rng = ring::rand::SystemRandom::new();
     let signer = Signer::from_pkcs8(
         SignatureInfo::new("440", "v1"),
-        &Signer::generate_pkcs8(&rng),
-        &rng,
+        &Signer::generate_pkcs8(&mut OsRandom::new()),
     )
     .expect("a fresh key");
     let mut r = rand::rng();
@@ -636,7 +635,7 @@ fn export_bench(n: usize) -> (f64, String) {
     let sigs: Vec<Vec<u8>> = files
         .iter()
         .zip(&bins)
-        .map(|(f, b)| export::sign_export(b, f.batch_num, f.batch_size, &[&signer], &rng))
+        .map(|(f, b)| export::sign_export(b, f.batch_num, f.batch_size, &[&signer]))
         .collect();
     let t3 = Instant::now();
     let zips: Vec<Vec<u8>> = bins
@@ -741,10 +740,14 @@ async fn gateway_round(
     let ids: Arc<dyn hotaru_actors::IdSource> = Arc::new(RandomIds::default());
     let node = Node::start(log.clone(), &config, clock.clone(), ids.clone(), &arbiters).await?;
     let now = clock.now();
-    hotaru_server::signing::add_signing_key(log, "440", 440, now, ids.next_id(now)).await?;
-    let (_, operator) =
-        hotaru_server::credentials::add(log, hotaru_server::credentials::Role::Operator, "bench")
-            .await?;
+    hotaru_server::signing::add_signing_key(log, "440", 440, now, &*ids).await?;
+    let (_, operator) = hotaru_server::credentials::add(
+        log,
+        hotaru_server::credentials::Role::Operator,
+        "bench",
+        &OsRandom::new(),
+    )
+    .await?;
     let today = now.day();
     let numbers = issue_numbers(&node, b.uploads, today).await?;
     let gateway = actix_web::web::Data::new(hotaru_edge_gateway::Gateway::for_node(

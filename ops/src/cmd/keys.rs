@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use hotaru_actors::{IdSource, RandomIds, SystemClock};
+use hotaru_actors::{RandomIds, SystemClock};
 use hotaru_events::Clock;
 use hotaru_server::credentials::{self, Role};
 use hotaru_server::signing::{add_signing_key, published_keys};
@@ -104,8 +104,7 @@ pub(crate) async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
 /// Adds a signing key now; returns its public key as PEM.
 async fn new_key(log: &hotaru_log::AnyLog, region: &str) -> anyhow::Result<String> {
     let now = SystemClock.now();
-    let id = RandomIds::default().next_id(now);
-    let pk = add_signing_key(log, region, region_id(region)?, now, id).await?;
+    let pk = add_signing_key(log, region, region_id(region)?, now, &RandomIds::default()).await?;
     Ok(pk.to_pem())
 }
 
@@ -113,7 +112,13 @@ async fn account(out: &mut impl Write, role: Role, cmd: AccountCommand) -> anyho
     match cmd {
         AccountCommand::Add { label, store } => {
             let log = store.open().await?;
-            let (a, key) = credentials::add(&log, role, &label).await?;
+            let (a, key) = credentials::add(
+                &log,
+                role,
+                &label,
+                &hotaru_protocol::random::OsRandom::new(),
+            )
+            .await?;
             writeln!(
                 out,
                 "created account {} ({}); its API key, shown only now: {key}",

@@ -1,5 +1,6 @@
 //! `hotaru serve` and `hotaru demo`: the server node, and a guided run of the whole flow.
 
+use hotaru_protocol::random::OsRandom;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,6 +107,7 @@ pub(crate) async fn retention(a: RetentionArgs) -> anyhow::Result<ExitCode> {
     let keys = hotaru_server::daykeys::DayKeys::new(
         log.clone(),
         &config.secret().map_err(anyhow::Error::msg)?,
+        ids.random(),
     )
     .map_err(anyhow::Error::msg)?;
     let days =
@@ -249,7 +251,8 @@ pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             // go to the actor nodes.
             let secret = config.secret().map_err(anyhow::Error::msg)?;
             let day_keys =
-                hotaru_server::DayKeys::new(log.clone(), &secret).map_err(anyhow::Error::msg)?;
+                hotaru_server::DayKeys::new(log.clone(), &secret, Arc::new(OsRandom::new()))
+                    .map_err(anyhow::Error::msg)?;
             let distribution = hotaru_server::Distribution::new(
                 log.clone(),
                 day_keys,
@@ -387,14 +390,8 @@ async fn server_demo(store: StoreArgs, cases: u32) -> anyhow::Result<ExitCode> {
     let region = config.batch.region.clone();
     if published_keys(&log, &region).await?.is_empty() {
         let now = SystemClock.now();
-        add_signing_key(
-            &log,
-            &region,
-            region.parse().unwrap_or(440),
-            now,
-            RandomIds::default().next_id(now),
-        )
-        .await?;
+        let ids = RandomIds::default();
+        add_signing_key(&log, &region, region.parse().unwrap_or(440), now, &ids).await?;
         writeln!(out, "created the export signing key of region {region}")?;
     }
     let (node, arbiters) = start(&log, &config).await?;

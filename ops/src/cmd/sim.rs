@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Args;
 use hotaru_actors::{Arbiters, IdSource, RandomIds};
 use hotaru_device_sim::{Figures, SimConfig, Target};
-use hotaru_events::{Clock, EventId, ManualClock, UnixMillis};
+use hotaru_events::{Clock, ManualClock, UnixMillis};
 use hotaru_log::{AnyLog, LogScope, NatsConfig, NatsLog, SledLog};
 use hotaru_protocol::export::PublicKey;
 use hotaru_protocol::risk::Scoring;
@@ -363,11 +363,18 @@ impl InProcess {
             &config.batch.region,
             config.batch.region.parse().unwrap_or(440),
             now,
-            EventId::new(now, [7; 10]),
+            &*ids,
         )
         .await?;
-        let (_, centre) = credentials::add(&log, Role::Centre, "simulated health centre").await?;
-        let (_, operator) = credentials::add(&log, Role::Operator, "simulation").await?;
+        let (_, centre) = credentials::add(
+            &log,
+            Role::Centre,
+            "simulated health centre",
+            &*ids.random(),
+        )
+        .await?;
+        let (_, operator) =
+            credentials::add(&log, Role::Operator, "simulation", &*ids.random()).await?;
         let limits = hotaru_edge_gateway::limits::EdgeLimits::new(10_000_000, 1_000_000);
         let gateway =
             hotaru_edge_gateway::Gateway::for_node(&node, log.clone(), shared, ids, limits);

@@ -6,6 +6,7 @@
 //! screen and the records are empty; the server's log holds no device event and its audit
 //! passes; the device's log replays to the same state.
 
+use hotaru_protocol::random::OsRandom;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use hotaru_actors::{Arbiters, IdSource, RandomIds};
 use hotaru_device::{Agent, AgentConfig, GatewayClient, Scan, Sighting};
 use hotaru_events::device::{GuidanceAnswer, GuidanceScreen, RegistrationOutcome};
 use hotaru_events::domain::Day;
-use hotaru_events::{Clock, Context, EventId, ManualClock, UnixMillis};
+use hotaru_events::{Clock, Context, ManualClock, UnixMillis};
 use hotaru_log::{AnyLog, EventLog, LogScope, NatsConfig, NatsLog, SledLog};
 use hotaru_protocol::export::PublicKey;
 use hotaru_protocol::random::SeededRandom;
@@ -57,13 +58,15 @@ async fn server(nats: Option<&hotaru_test_support::NatsServer>, clock: Arc<dyn C
         .await
         .unwrap();
     let now = clock.now();
-    let public_key = add_signing_key(&log, "440", 440, now, EventId::new(now, [1; 10]))
+    let public_key = add_signing_key(&log, "440", 440, now, &RandomIds::default())
         .await
         .unwrap();
-    let (_, centre) = credentials::add(&log, Role::Centre, "centre")
+    let (_, centre) = credentials::add(&log, Role::Centre, "centre", &OsRandom::new())
         .await
         .unwrap();
-    let (_, operator) = credentials::add(&log, Role::Operator, "ops").await.unwrap();
+    let (_, operator) = credentials::add(&log, Role::Operator, "ops", &OsRandom::new())
+        .await
+        .unwrap();
     let limits = hotaru_edge_gateway::limits::EdgeLimits::new(100_000, 10_000);
     let gateway = match &log {
         AnyLog::Nats(n) => {
@@ -302,8 +305,7 @@ async fn story(nats: bool) {
     let other = PublicKey::from_pem(
         &hotaru_protocol::export::Signer::from_pkcs8(
             hotaru_protocol::export::SignatureInfo::new("x", "v1"),
-            &hotaru_protocol::export::Signer::generate_pkcs8(&ring::rand::SystemRandom::new()),
-            &ring::rand::SystemRandom::new(),
+            &hotaru_protocol::export::Signer::generate_pkcs8(&mut OsRandom::new()),
         )
         .unwrap()
         .public_key()
