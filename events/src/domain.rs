@@ -247,6 +247,28 @@ pub enum UploadedKeys {
     Sealed(Sealed),
 }
 
+/// The version of the plaintext sealed in [`UploadedKeys::Sealed`] (ADR 0005): 1 is
+/// `versioned::wrap(1, bincode(Vec<UploadedKey>))`; 0, the bincode alone, was written
+/// before versions existed and still reads.
+pub const SEALED_KEYS_VERSION: u8 = 1;
+
+/// The plaintext sealed for an upload's keys.
+pub fn encode_sealed_keys(keys: &[UploadedKey]) -> Vec<u8> {
+    let body =
+        bincode::serde::encode_to_vec(keys, crate::codec::BINCODE).expect("keys always encode");
+    crate::versioned::wrap_vec(SEALED_KEYS_VERSION, body)
+}
+
+/// The keys of a sealed upload's plaintext, of any version written.
+pub fn decode_sealed_keys(plain: &[u8]) -> Result<Vec<UploadedKey>, String> {
+    match crate::versioned::split(plain) {
+        (0 | 1, body) => bincode::serde::decode_from_slice(body, crate::codec::BINCODE)
+            .map(|(k, _)| k)
+            .map_err(|e| e.to_string()),
+        (v, _) => Err(format!("sealed keys of unknown version {v}")),
+    }
+}
+
 /// Schema version 2. Version 1 ([`legacy::DiagnosisKeysUploadedV1`]) held the keys in the
 /// clear with no release time, no idempotency key and no record of dropped keys.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -545,5 +567,38 @@ pub mod legacy {
                 reason: v1.reason,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_keys_carry_their_version_and_those_of_before_still_read() {
+        let keys = vec![UploadedKey {
+            key: DiagnosisKey {
+                key_data: [7; 16],
+                rolling_start_interval: 2_880_000,
+                rolling_period: 144,
+                transmission_risk: 0,
+                report_type: 1,
+                days_since_onset: 2,
+            },
+            release_at: UnixMillis(1),
+        }];
+        let now = encode_sealed_keys(&keys);
+        assert_eq!(now[..2], [crate::versioned::MARKER, SEALED_KEYS_VERSION]);
+        assert_eq!(decode_sealed_keys(&now).unwrap(), keys);
+        // Written before versions: the bincode alone.
+        let before = bincode::serde::encode_to_vec(&keys, crate::codec::BINCODE).unwrap();
+        assert_eq!(decode_sealed_keys(&before).unwrap(), keys);
+        // A version from the future is refused, not guessed at.
+        let future = crate::versioned::wrap(9, &before);
+        assert!(
+            decode_sealed_keys(&future)
+                .unwrap_err()
+                .contains("version 9")
+        );
     }
 }

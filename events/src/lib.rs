@@ -20,6 +20,7 @@ pub mod ids;
 pub mod privacy;
 pub mod schema;
 pub mod time;
+pub mod versioned;
 
 pub use chain::{ChainError, ChainHash, ChainVerifier};
 pub use codec::{

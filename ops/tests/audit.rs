@@ -378,8 +378,7 @@ fn held_key(a: &Archive) -> DiagnosisKey {
             let plain =
                 hotaru_server::daykeys::open_with_stored(&a.day_keys[&sealed.day.0], &sealed)
                     .unwrap();
-            let (keys, _): (Vec<UploadedKey>, _) =
-                bincode::serde::decode_from_slice(&plain, bincode::config::standard()).unwrap();
+            let keys = hotaru_events::domain::decode_sealed_keys(&plain).unwrap();
             for k in keys {
                 if best.is_none_or(|b| k.release_at > b.release_at) {
                     best = Some(k);

@@ -14,6 +14,12 @@ use crate::guarded;
 pub trait Projection: Unpin + 'static {
     type State: Default + Clone + Serialize + DeserializeOwned + Send + Unpin + 'static;
 
+    /// The version of `State`'s encoding in the checkpoint (ADR 0005). Change it with the
+    /// state's shape: a checkpoint of another version is set aside and the projection
+    /// rebuilds from the start of its context. (Version 0, checkpoints of before, counts
+    /// as version 1.)
+    const STATE_VERSION: u8 = 1;
+
     /// The consumer name: the checkpoint's key (1-64 of `A-Za-z0-9_-`).
     fn name(&self) -> &str;
 
@@ -40,6 +46,33 @@ impl<S> Default for GetProjection<S> {
 
 impl<S: 'static> Message for GetProjection<S> {
     type Result = ProjectionSnapshot<S>;
+}
+
+/// The position and state a checkpoint resumes from; `None` when it is of another state
+/// version (the projection rebuilds from the start); an error when it is of this version
+/// but does not decode (a corrupt checkpoint is not silently replaced).
+fn resume_from<P: Projection>(
+    name: &str,
+    cp: Checkpoint,
+) -> Result<Option<(u64, P::State)>, LogError> {
+    match hotaru_events::versioned::split(&cp.state) {
+        (v, body) if v == P::STATE_VERSION || (v == 0 && P::STATE_VERSION == 1) => {
+            bincode::serde::decode_from_slice(body, bincode::config::standard())
+                .map(|(state, _)| Some((cp.position, state)))
+                .map_err(|e| {
+                    LogError::Backend(format!("the checkpoint of {name} does not decode: {e}"))
+                })
+        }
+        (v, _) => {
+            tracing::info!(
+                projection = name,
+                stored = v,
+                current = P::STATE_VERSION,
+                "checkpoint of another state version: rebuilding from the start"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Runs a [`Projection`] against a log.
@@ -73,8 +106,9 @@ impl<P: Projection, L: EventLog + Unpin> ProjectionActor<P, L> {
     }
 
     fn encode_state(&self) -> Vec<u8> {
-        bincode::serde::encode_to_vec(&self.state, bincode::config::standard())
-            .expect("state encodes")
+        let body = bincode::serde::encode_to_vec(&self.state, bincode::config::standard())
+            .expect("state encodes");
+        hotaru_events::versioned::wrap_vec(P::STATE_VERSION, body)
     }
 
     /// Saves position and state as one value; the actor handles nothing else meanwhile.
@@ -111,26 +145,20 @@ impl<P: Projection, L: EventLog + Unpin> Actor for ProjectionActor<P, L> {
         let context = self.projection.context();
         ctx.wait(
             async move {
-                let cp = log.load_checkpoint(&name).await?;
-                let from = cp.as_ref().map_or(0, |c| c.position) + 1;
+                let resume = match log.load_checkpoint(&name).await? {
+                    Some(cp) => resume_from::<P>(&name, cp)?,
+                    None => None,
+                };
+                let from = resume.as_ref().map_or(0, |(p, _)| *p) + 1;
                 let sub = log.subscribe(context, from, Some(&name)).await?;
-                Ok::<_, LogError>((cp, sub))
+                Ok::<_, LogError>((resume, sub))
             }
             .into_actor(self)
             .map(|r, act, ctx| match r {
-                Ok((cp, sub)) => {
-                    if let Some(cp) = cp {
-                        match bincode::serde::decode_from_slice(&cp.state, bincode::config::standard()) {
-                            Ok((state, _)) => {
-                                act.state = state;
-                                act.position = cp.position;
-                            }
-                            Err(e) => {
-                                tracing::error!(projection = act.projection.name(), error = %e, "checkpoint state does not decode");
-                                ctx.stop();
-                                return;
-                            }
-                        }
+                Ok((resume, sub)) => {
+                    if let Some((position, state)) = resume {
+                        act.state = state;
+                        act.position = position;
                     }
                     ctx.add_stream(sub);
                 }

@@ -165,13 +165,22 @@ fn nats_projection_resumes_from_its_checkpoint_exactly() {
     projection_resumes_exactly(true);
 }
 
-fn panicking_projection_restarts(nats: bool) {
+/// Runs `f` in a System on a fresh store that holds 300 demo events.
+fn on_300_demo_events<Fut: std::future::Future<Output = ()>>(
+    nats: bool,
+    f: impl FnOnce(AnyLog) -> Fut,
+) {
     let store = Store::new(nats);
     let backend = store.backend();
-    let sys = System::new();
-    sys.block_on(async move {
+    System::new().block_on(async move {
         let log = backend.open().await.unwrap();
         append_demo(&log, 0..300).await;
+        f(log).await;
+    });
+}
+
+fn panicking_projection_restarts(nats: bool) {
+    on_300_demo_events(nats, |log| async move {
         let panicked = Arc::new(AtomicBool::new(false));
         let counter = Counter {
             panic_at: Some(137),
@@ -402,4 +411,35 @@ fn actors_are_spread_over_one_arbiter_per_core() {
         assert_ne!(ta, std::thread::current().id());
         arbiters.stop();
     });
+}
+
+/// A checkpoint of another state version is set aside: the projection rebuilds from the
+/// start of its context instead of decoding bytes of another shape (ADR 0005).
+fn a_checkpoint_of_another_state_version_is_rebuilt(nats: bool) {
+    on_300_demo_events(nats, |log| async move {
+        // Version 7 of a state this code does not know, claiming position 200.
+        let stale = hotaru_log::Checkpoint {
+            position: 200,
+            state: hotaru_events::versioned::wrap(7, b"of another shape"),
+        };
+        log.save_checkpoint("counter", &stale).await.unwrap();
+        let counter = Counter {
+            panic_at: None,
+            panicked: Arc::default(),
+        };
+        let for_actor = log.clone();
+        let addr = Supervisor::start(move |_| ProjectionActor::new(counter, for_actor));
+        // Every commit counted once: rebuilt from position 1, not resumed from 200.
+        assert_eq!(wait_for(&addr, 300).await, totals(300));
+    });
+}
+
+#[test]
+fn sled_checkpoint_of_another_state_version_is_rebuilt() {
+    a_checkpoint_of_another_state_version_is_rebuilt(false);
+}
+
+#[test]
+fn nats_checkpoint_of_another_state_version_is_rebuilt() {
+    a_checkpoint_of_another_state_version_is_rebuilt(true);
 }

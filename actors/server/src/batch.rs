@@ -209,9 +209,9 @@ pub async fn open_keys<L: SideStore>(
     let plain = m
         .open(&s)
         .ok_or_else(|| corrupt("sealed keys do not open".into()))?;
-    bincode::serde::decode_from_slice(&plain, bincode::config::standard())
-        .map(|(k, _)| Some(k))
-        .map_err(|e| corrupt(e.to_string()))
+    hotaru_events::domain::decode_sealed_keys(&plain)
+        .map(Some)
+        .map_err(corrupt)
 }
 
 /// Whether batch (through, end) holds a key, given the previous batch's bounds.

@@ -3,7 +3,8 @@
 //! (any actor node answers any command: the actors keep no state that another node lacks;
 //! streams' expected versions order what they write).
 //!
-//! One enum of commands and one of replies, encoded with bincode on the wire; the same
+//! One enum of commands and one of replies, encoded with bincode behind a version on the
+//! wire (ADR 0005); the same
 //! [`LocalActors::run`] executes them for both transports, so the two cannot drift apart.
 
 use std::sync::Arc;
@@ -107,15 +108,32 @@ pub mod log_error_text {
     }
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(v, bincode::config::standard())
-        .expect("commands and replies always encode")
+/// The version of the command wire this node writes (ADR 0005). Version 0 is the
+/// unmarked bincode of before; a node reads both and answers in the version it was asked
+/// in, so gateways and nodes of two releases work together during a rolling upgrade.
+pub const WIRE_VERSION: u8 = 1;
+
+fn encode<T: Serialize>(v: &T, version: u8) -> Vec<u8> {
+    let body = bincode::serde::encode_to_vec(v, bincode::config::standard())
+        .expect("commands and replies always encode");
+    match version {
+        0 => body,
+        v => hotaru_events::versioned::wrap_vec(v, body),
+    }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, CommandError> {
-    bincode::serde::decode_from_slice(b, bincode::config::standard())
-        .map(|(v, _)| v)
-        .map_err(|e| CommandError::Malformed(e.to_string()))
+/// The value and the version it came in.
+fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<(T, u8), CommandError> {
+    match hotaru_events::versioned::split(b) {
+        (version @ (0 | WIRE_VERSION), body) => {
+            bincode::serde::decode_from_slice(body, bincode::config::standard())
+                .map(|(v, _)| (v, version))
+                .map_err(|e| CommandError::Malformed(e.to_string()))
+        }
+        (v, _) => Err(CommandError::Malformed(format!(
+            "command wire version {v}; this node reads versions 0 to {WIRE_VERSION}"
+        ))),
+    }
 }
 
 /// The actors of one node, as the command executor.
@@ -251,11 +269,12 @@ pub async fn serve_nats<L: EventLog + SideStore + Unpin + 'static>(
                     let Some(reply_to) = msg.reply.clone() else { continue };
                     let (actors, client) = (actors.clone(), client.clone());
                     inflight.push(async move {
-                        let out = match decode::<Command>(&msg.payload) {
-                            Ok(cmd) => actors.run(cmd).await,
-                            Err(e) => Err(e),
+                        let (out, version) = match decode::<Command>(&msg.payload) {
+                            Ok((cmd, version)) => (actors.run(cmd).await, version),
+                            Err(e) => (Err(e), WIRE_VERSION),
                         };
-                        if let Err(e) = client.publish(reply_to, encode(&out).into()).await {
+                        let answer = encode(&out, version);
+                        if let Err(e) = client.publish(reply_to, answer.into()).await {
                             tracing::warn!(error = %e, "a command's answer could not be sent");
                         }
                     });
@@ -300,13 +319,13 @@ impl<L: EventLog + SideStore + Unpin> Commands<L> {
             Commands::Local(a) => a.run(cmd).await,
             Commands::Nats(client) => {
                 let request = async_nats::Request::new()
-                    .payload(encode(&cmd).into())
+                    .payload(encode(&cmd, WIRE_VERSION).into())
                     .timeout(Some(TIMEOUT));
                 let msg = client
                     .send_request(SUBJECT, request)
                     .await
                     .map_err(|e| CommandError::Unavailable(e.to_string()))?;
-                decode::<Result<Reply, CommandError>>(&msg.payload)?
+                decode::<Result<Reply, CommandError>>(&msg.payload)?.0
             }
         }
     }

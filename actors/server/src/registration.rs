@@ -25,7 +25,7 @@ use hotaru_domain::policy::{DAY_MS, RegistrationPolicy};
 use hotaru_domain::upload::{SubmittedKey, validate_keys};
 use hotaru_events::domain::{
     CaseBasis, CaseId, CentreId, Day, GuessReleased, GuessReserved, ProcessingNumberRejected,
-    RejectionReason, UploadedKeys,
+    RejectionReason, UploadedKeys, encode_sealed_keys,
 };
 use hotaru_events::{
     Clock, DomainEvent, EventId, NewEvent, NumberDigest, StreamId, StreamKind, UnixMillis,
@@ -613,9 +613,7 @@ impl<L: EventLog + SideStore> Registration<L> {
                 UploadedKeys::Plain(Vec::new())
             } else {
                 let day_keys = i.keys.get_or_create(Day(now.day())).await?;
-                let plain = bincode::serde::encode_to_vec(&new, bincode::config::standard())
-                    .map_err(|e| LogError::Backend(e.to_string()))?;
-                UploadedKeys::Sealed(day_keys.seal(&plain))
+                UploadedKeys::Sealed(day_keys.seal(&encode_sealed_keys(&new)))
             };
             let accepted = u16::try_from(new.len()).unwrap_or(u16::MAX);
             let cmd = NumberCommand::Revise {
@@ -806,10 +804,7 @@ impl<L: EventLog + SideStore> Registration<L> {
                 UploadedKeys::Plain(Vec::new())
             } else {
                 let day_keys = i.keys.get_or_create(Day(now.day())).await?;
-                let plain =
-                    bincode::serde::encode_to_vec(&validated.accepted, bincode::config::standard())
-                        .map_err(|e| LogError::Backend(e.to_string()))?;
-                UploadedKeys::Sealed(day_keys.seal(&plain))
+                UploadedKeys::Sealed(day_keys.seal(&encode_sealed_keys(&validated.accepted)))
             };
             let cmd = NumberCommand::Redeem {
                 digest,

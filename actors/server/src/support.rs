@@ -13,6 +13,22 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 /// The side-store namespace of the operation logs' keys.
 pub const NS: &str = "oplogkeys";
 
+/// The version of OperationLogReceived's content (ADR 0005): 1 is
+/// `versioned::wrap(1, bincode(Sealed))`; 0, the bincode alone, was written before.
+pub const CONTENT_VERSION: u8 = 1;
+
+/// The sealed log in an OperationLogReceived's content, of any version written.
+pub fn decode_content(content: &[u8]) -> Result<Sealed, LogError> {
+    match hotaru_events::versioned::split(content) {
+        (0 | 1, body) => bincode::serde::decode_from_slice(body, bincode::config::standard())
+            .map(|(s, _)| s)
+            .map_err(backend),
+        (v, _) => Err(backend(format!(
+            "operation log content of unknown version {v}"
+        ))),
+    }
+}
+
 pub fn oplog_stream(id: LogId) -> StreamId {
     StreamId::new(StreamKind::OperationLog, hex::encode(id.0)).expect("hex is a valid id")
 }
@@ -49,8 +65,10 @@ pub async fn receive<L: EventLog + SideStore>(
         nonce,
         ciphertext: buf,
     };
-    let bytes =
-        bincode::serde::encode_to_vec(&sealed, bincode::config::standard()).map_err(backend)?;
+    let bytes = hotaru_events::versioned::wrap_vec(
+        CONTENT_VERSION,
+        bincode::serde::encode_to_vec(&sealed, bincode::config::standard()).map_err(backend)?,
+    );
     let ev = NewEvent::new(
         ids.next_id(now),
         now,
@@ -75,9 +93,7 @@ pub async fn read<L: EventLog + SideStore>(
     for c in log.read_stream(&oplog_stream(id)).await? {
         for env in c.commit.envelopes().flatten() {
             if let DomainEvent::OperationLogReceived(r) = env.event {
-                let (sealed, _): (Sealed, _) =
-                    bincode::serde::decode_from_slice(&r.content, bincode::config::standard())
-                        .map_err(backend)?;
+                let sealed = decode_content(&r.content)?;
                 let mut buf = sealed.ciphertext;
                 let plain = key(&k)?
                     .open_in_place(
@@ -220,5 +236,19 @@ mod tests {
         assert!(read(&log, young).await.unwrap().is_some());
         // Nothing more to do the second time.
         assert_eq!(expire(&log, &clock, &ids, 14).await.unwrap(), vec![]);
+    }
+
+    #[test]
+    fn log_contents_carry_their_version_and_those_of_before_still_read() {
+        let sealed = Sealed {
+            day: Day(20_000),
+            nonce: [3; 12],
+            ciphertext: vec![1, 2, 3],
+        };
+        let body = bincode::serde::encode_to_vec(&sealed, bincode::config::standard()).unwrap();
+        let now = hotaru_events::versioned::wrap(CONTENT_VERSION, &body);
+        assert_eq!(decode_content(&now).unwrap(), sealed);
+        assert_eq!(decode_content(&body).unwrap(), sealed);
+        assert!(decode_content(&hotaru_events::versioned::wrap(4, &body)).is_err());
     }
 }

@@ -581,14 +581,7 @@ async fn open_uploads<S: AuditSource>(
                 day_keys[&s.day.0]
                     .as_deref()
                     .and_then(|k| crate::daykeys::open_with_stored(k, s))
-                    .and_then(|plain| {
-                        bincode::serde::decode_from_slice::<Vec<UploadedKey>, _>(
-                            &plain,
-                            bincode::config::standard(),
-                        )
-                        .ok()
-                        .map(|(k, _)| k)
-                    })
+                    .and_then(|plain| hotaru_events::domain::decode_sealed_keys(&plain).ok())
             }
         };
         out.push(keys);
