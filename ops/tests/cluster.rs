@@ -214,15 +214,7 @@ fn gateways_and_actor_nodes_scale_separately_over_nats() {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["batches"][0]["keys"], 6, "{v}");
         // The gateway reads the published files itself.
-        let index = c
-            .http
-            .get(format!("{}/exports/index.txt", c.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let index = common::get_text(&c.http, &format!("{}/exports/index.txt", c.base)).await;
         let file = index.lines().next().unwrap();
         let r = c
             .http

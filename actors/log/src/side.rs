@@ -69,6 +69,10 @@ pub trait SideStore: Clone + Send + Sync + 'static {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, LogError>> + Send;
+    /// Whether a file is stored under `name` (without reading it, where the backend can).
+    fn blob_exists(&self, name: &str) -> impl Future<Output = Result<bool, LogError>> + Send {
+        async move { Ok(self.blob_get(name).await?.is_some()) }
+    }
 }
 
 const BLOB_NS: &str = "blobs";
@@ -342,6 +346,18 @@ impl SideStore for NatsLog {
         Ok(Some(out))
     }
 
+    async fn blob_exists(&self, name: &str) -> Result<bool, LogError> {
+        check(BLOB_NS, name)?;
+        let store = self.object_store().await?;
+        match store.info(name).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == async_nats::jetstream::object_store::InfoErrorKind::NotFound => {
+                Ok(false)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
     async fn side_keys(&self, ns: &str) -> Result<Vec<String>, LogError> {
         let s = self.side_stream(ns).await?;
         let prefix = format!("hotaru_side.{ns}.");
@@ -394,6 +410,13 @@ impl SideStore for AnyLog {
         match self {
             AnyLog::Sled(l) => l.blob_put(name, data).await,
             AnyLog::Nats(l) => l.blob_put(name, data).await,
+        }
+    }
+
+    async fn blob_exists(&self, name: &str) -> Result<bool, LogError> {
+        match self {
+            AnyLog::Sled(l) => l.blob_exists(name).await,
+            AnyLog::Nats(l) => l.blob_exists(name).await,
         }
     }
 

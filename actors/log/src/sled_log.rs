@@ -372,22 +372,24 @@ impl Writer {
                         }
                     }
                     Ok(()) => {
-                        {
-                            let mut streams = self.streams.write().expect("index lock");
-                            for (stream, id, ctx, pos, last_version) in &group.planned {
-                                streams
-                                    .entry(stream.clone())
-                                    .or_default()
-                                    .push((*pos, *last_version));
-                                self.recent.insert(*id, (*ctx, *pos));
-                            }
-                        }
+                        // Heads first, then the stream index: a reader that finds a
+                        // position in the index must find the commit below the head
+                        // (the other order let a concurrent read_stream see
+                        // "indexed commit missing").
                         if let Some(inner) = inner.upgrade() {
                             for (ctx, (pos, _)) in &self.chain {
                                 if before[ctx].0 != *pos {
                                     inner.heads[ctx].send_replace(*pos);
                                 }
                             }
+                        }
+                        let mut streams = self.streams.write().expect("index lock");
+                        for (stream, id, ctx, pos, last_version) in &group.planned {
+                            streams
+                                .entry(stream.clone())
+                                .or_default()
+                                .push((*pos, *last_version));
+                            self.recent.insert(*id, (*ctx, *pos));
                         }
                     }
                 }

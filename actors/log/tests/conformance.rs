@@ -33,6 +33,7 @@ conformance_tests!(
     ordering,
     atomic_commits,
     concurrency_conflicts,
+    reads_during_appends,
     idempotency,
     subscription_catch_up_then_live,
     checkpoint_resume_after_restart,

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use hotaru_actors::IdSource;
+use hotaru_actors::{IdSource, crash_point};
 use hotaru_events::domain::{
     BatchId, BatchPublished, BatchSigned, DiagnosisKey, ExportFileDigest, RegionCode, UploadedKey,
     UploadedKeys,
@@ -285,6 +285,8 @@ pub struct Distribution<L: SideStore> {
     policy: BatchPolicy,
     transmission_risk: u8,
     addresses: Arc<std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>>,
+    /// How many recorded batches are known to have every zip stored.
+    stored: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl<L: EventLog + SideStore> Distribution<L> {
@@ -304,6 +306,7 @@ impl<L: EventLog + SideStore> Distribution<L> {
             policy,
             transmission_risk,
             addresses: Arc::default(),
+            stored: Arc::default(),
         }
     }
 
@@ -311,13 +314,53 @@ impl<L: EventLog + SideStore> Distribution<L> {
         &self.policy
     }
 
+    /// The zips of one batch, each with its digest and address: its keys and `padding`
+    /// keys from `seed`, signed by `signers`. The same input gives the same bytes (the
+    /// signatures are deterministic), which is what lets [`Self::store_missing`] rebuild.
+    fn build_zips(
+        &self,
+        start: UnixMillis,
+        end: UnixMillis,
+        fresh: &[DiagnosisKey],
+        padding: usize,
+        seed: &[u8; 32],
+        signers: &[(hotaru_events::domain::SignatureInfo, export::Signer)],
+    ) -> Vec<(ExportFileDigest, [u8; 32], Vec<u8>)> {
+        let p = &self.policy;
+        let mut all = fresh.to_vec();
+        all.extend(padding_keys(seed, padding, end, self.transmission_risk));
+        let infos: Vec<export::SignatureInfo> =
+            signers.iter().map(|(i, _)| export_info(i)).collect();
+        let signer_refs: Vec<&export::Signer> = signers.iter().map(|(_, s)| s).collect();
+        build_files(&p.region, start, end, &infos, &all, p.max_keys_per_file)
+            .iter()
+            .map(|f| {
+                let bin = f.encode();
+                let sig = export::sign_export(&bin, f.batch_num, f.batch_size, &signer_refs);
+                let zip = export::write_zip(&bin, &sig);
+                let digest = ExportFileDigest {
+                    batch_num: f.batch_num,
+                    key_count: f.keys.len() as u32,
+                    export_bin_sha256: sha256(&bin),
+                };
+                (digest, sha256(&zip), zip)
+            })
+            .collect()
+    }
+
     /// Cuts a batch now. `Ok(None)`: nothing became releasable since the last batch.
+    ///
+    /// Record, then act: BatchSigned and BatchPublished are appended (fenced on the
+    /// signer's stream) before the zips are stored, so a signer that loses the race stores
+    /// nothing, and a crash between the two leaves a recorded batch whose zips
+    /// [`Self::store_missing`] rebuilds from the log (at node start and before each batch).
     pub async fn sign_batch(&self) -> Result<Option<BatchOutcome>, BatchError> {
         let p = &self.policy;
         // Before anything is read or named after it: refused, never replaced.
         let region = p.region_code()?;
         let now = self.clock.now();
         let (done, version) = batches(&self.log, &p.region).await?;
+        self.store_missing_of(&done).await?;
         let prev = done.last().map_or((0, UnixMillis(0)), |b| {
             (b.signed.through_position, b.signed.end)
         });
@@ -337,30 +380,12 @@ impl<L: EventLog + SideStore> Distribution<L> {
         }
         let seed: [u8; 32] = self.ids.random().array();
         let padding = p.min_keys.saturating_sub(fresh.len());
-        let mut all = fresh.clone();
-        all.extend(padding_keys(&seed, padding, now, self.transmission_risk));
-        let infos: Vec<export::SignatureInfo> =
-            signers.iter().map(|(i, _)| export_info(i)).collect();
-        let files = build_files(&p.region, prev.1, now, &infos, &all, p.max_keys_per_file);
+        let built = self.build_zips(prev.1, now, &fresh, padding, &seed, &signers);
         let batch_id = done.last().map_or(1, |b| b.signed.batch_id.0 + 1);
-        let signer_refs: Vec<&export::Signer> = signers.iter().map(|(_, s)| s).collect();
-        let mut digests = Vec::new();
-        let mut blobs = Vec::new();
-        let mut paths = Vec::new();
-        for f in &files {
-            let bin = f.encode();
-            let sig = export::sign_export(&bin, f.batch_num, f.batch_size, &signer_refs);
-            let zip = export::write_zip(&bin, &sig);
-            let zip_sha: [u8; 32] = sha256(&zip);
-            self.log.blob_put(&hex::encode(zip_sha), &zip).await?;
-            digests.push(ExportFileDigest {
-                batch_num: f.batch_num,
-                key_count: f.keys.len() as u32,
-                export_bin_sha256: sha256(&bin),
-            });
-            blobs.push(zip_sha);
-            paths.push(file_path(&p.region, batch_id, f.batch_num));
-        }
+        let paths = built
+            .iter()
+            .map(|(d, _, _)| file_path(&p.region, batch_id, d.batch_num))
+            .collect();
         let signed = BatchSigned {
             batch_id: BatchId(batch_id),
             region,
@@ -369,7 +394,7 @@ impl<L: EventLog + SideStore> Distribution<L> {
             through_position: through,
             key_count: fresh.len() as u32,
             padding_count: padding as u32,
-            files: digests,
+            files: built.iter().map(|(d, _, _)| d.clone()).collect(),
             signature_infos: signers.iter().map(|(i, _)| i.clone()).collect(),
             padding_seed: seed,
         };
@@ -384,7 +409,7 @@ impl<L: EventLog + SideStore> Distribution<L> {
                     now,
                     DomainEvent::BatchPublished(BatchPublished {
                         batch_id: BatchId(batch_id),
-                        blobs,
+                        blobs: built.iter().map(|(_, sha, _)| *sha).collect(),
                     }),
                 )
             },
@@ -398,15 +423,96 @@ impl<L: EventLog + SideStore> Distribution<L> {
             )
             .await
         {
-            Ok(_) => Ok(Some(BatchOutcome {
-                batch_id,
-                key_count: fresh.len() as u32,
-                padding_count: padding as u32,
-                files: paths,
-            })),
-            Err(LogError::Conflict { .. }) => Err(BatchError::Fenced),
-            Err(e) => Err(e.into()),
+            Ok(_) => {}
+            Err(LogError::Conflict { .. }) => return Err(BatchError::Fenced),
+            Err(e) => return Err(e.into()),
         }
+        crash_point("batch.recorded");
+        for (_, sha, zip) in &built {
+            self.log.blob_put(&hex::encode(sha), zip).await?;
+        }
+        Ok(Some(BatchOutcome {
+            batch_id,
+            key_count: fresh.len() as u32,
+            padding_count: padding as u32,
+            files: paths,
+        }))
+    }
+
+    /// Stores every recorded batch's zips that are missing (a crash came between a batch's
+    /// append and its zips' store), rebuilt from the log; each must hash to the address the
+    /// batch recorded. Returns how many zips were stored. Batches found complete are not
+    /// checked again by this process.
+    pub async fn store_missing(&self) -> Result<usize, BatchError> {
+        let (done, _) = batches(&self.log, &self.policy.region).await?;
+        self.store_missing_of(&done).await
+    }
+
+    async fn store_missing_of(&self, done: &[RecordedBatch]) -> Result<usize, BatchError> {
+        use std::sync::atomic::Ordering;
+        let p = &self.policy;
+        let mut uploads: Option<Vec<PositionedKey>> = None;
+        let mut stored = 0;
+        for (i, b) in done
+            .iter()
+            .enumerate()
+            .skip(self.stored.load(Ordering::Acquire))
+        {
+            let mut missing = Vec::new();
+            for sha in &b.published.blobs {
+                if !self.log.blob_exists(&hex::encode(sha)).await? {
+                    missing.push(*sha);
+                }
+            }
+            if !missing.is_empty() {
+                let s = &b.signed;
+                let prev = i.checked_sub(1).map_or((0, UnixMillis(0)), |j| {
+                    (done[j].signed.through_position, done[j].signed.end)
+                });
+                if uploads.is_none() {
+                    uploads = Some(uploaded_keys(&self.log, &self.day_keys, u64::MAX).await?);
+                }
+                let fresh: Vec<DiagnosisKey> = uploads
+                    .iter()
+                    .flatten()
+                    .filter(|k| in_batch(k, prev, s.through_position, s.end))
+                    .map(|k| k.key.key)
+                    .collect();
+                let signers = active_signers(&self.log, &p.region, s.end, p.key_overlap_ms).await?;
+                let built = self.build_zips(
+                    s.start,
+                    s.end,
+                    &fresh,
+                    s.padding_count as usize,
+                    &s.padding_seed,
+                    &signers,
+                );
+                for (_, sha, zip) in built {
+                    if !missing.contains(&sha) {
+                        continue;
+                    }
+                    self.log.blob_put(&hex::encode(sha), &zip).await?;
+                    stored += 1;
+                    missing.retain(|m| *m != sha);
+                }
+                if !missing.is_empty() {
+                    // Keys shredded since, or a policy changed: the files cannot be made
+                    // again. Said loudly; the batch stays recorded, the audit reports it.
+                    tracing::error!(
+                        batch = s.batch_id.0,
+                        files = missing.len(),
+                        "published files are missing and do not rebuild to their recorded address"
+                    );
+                    return Ok(stored);
+                }
+                tracing::warn!(
+                    batch = s.batch_id.0,
+                    "stored the zips a crash left unstored"
+                );
+            }
+            self.stored.store(i + 1, Ordering::Release);
+        }
+        Ok(stored)
     }
 
     /// index.txt: every published file, oldest first, one path per line.

@@ -147,6 +147,16 @@ impl<L: EventLog + SideStore + Unpin> Node<L> {
             config.batch.clone(),
             config.registration.transmission_risk,
         );
+        // Zips a crash left unstored after their batch was recorded: rebuilt before the
+        // gateway serves index.txt (docs/runtime-semantics.md, "Record, then act").
+        match distribution.store_missing().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                files = n,
+                "stored published files a crash had left unstored"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot check the published files"),
+        }
         let (r, d) = (registration.clone(), distribution.clone());
         let registration_actor = arbiters.start(move |_| RegistrationActor::new(r));
         let signer = arbiters.start(move |_| BatchSignerActor::new(d));

@@ -107,3 +107,11 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
     }
 }
+
+/// The body of a GET that must succeed, as text.
+#[allow(dead_code)]
+pub(crate) async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    let r = http.get(url).send().await.expect("GET");
+    assert!(r.status().is_success(), "GET {url}: {}", r.status());
+    r.text().await.expect("a text body")
+}

@@ -1,13 +1,17 @@
-//! Record, then act (docs/runtime-semantics.md): `hotaru retention` is killed between
-//! recording an intent (RetentionExpired, OperationLogDeleted) and acting on it
-//! (destroying the key), and the next run finishes the job with the event present, once.
+//! Record, then act (docs/runtime-semantics.md): a process is killed between recording an
+//! intent and acting on it, and the next run finishes the job with the event present, once.
+//! - `hotaru retention` between RetentionExpired / OperationLogDeleted and destroying the
+//!   key;
+//! - `hotaru demo` between a batch's BatchSigned + BatchPublished and storing its zips:
+//!   `hotaru serve` rebuilds them at start and serves the exact files the batch recorded.
+//!
 //! On the embedded store and on a real nats-server.
 
 mod common;
 
 use std::sync::Arc;
 
-use common::{hotaru, stdout};
+use common::{get_text, hotaru, spawn_serve, stdout, wait_until_serving};
 use hotaru_actors::{IdSource, ManualClock, RandomIds};
 use hotaru_events::domain::{Day, LogId};
 use hotaru_events::{Clock, DomainEvent, UnixMillis};
@@ -132,4 +136,88 @@ async fn a_kill_between_intent_and_effect_is_finished_by_the_next_run_on_nats() 
     let id = seed(&log).await;
     let check = || state(&log, id);
     killed_between_record_and_act(&["--nats", &url], check).await;
+}
+
+/// (files the batch recorded, those of them stored)
+async fn published<L: EventLog + SideStore>(log: &L) -> (Vec<[u8; 32]>, usize) {
+    let (done, _) = hotaru_server::batch::batches(log, "440").await.unwrap();
+    assert_eq!(done.len(), 1, "one batch recorded");
+    let blobs = done[0].published.blobs.clone();
+    let mut stored = 0;
+    for b in &blobs {
+        stored += usize::from(log.blob_exists(&hex::encode(b)).await.unwrap());
+    }
+    (blobs, stored)
+}
+
+/// Kills `hotaru demo --cases 3` after its batch is recorded; `hotaru serve` then stores
+/// the zips and serves them byte for byte as recorded.
+async fn a_batch_killed_before_its_zips_is_finished_by_serve<F, Fut>(store: &[&str], check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = (Vec<[u8; 32]>, usize)>,
+{
+    let out = hotaru()
+        .args(["demo", "--cases", "3"])
+        .args(store)
+        .env("HOTARU_DIGEST_SECRET", SECRET)
+        .env("HOTARU_CRASH_AT", "batch.recorded")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("HOTARU_CRASH_AT=batch.recorded"),
+        "{err}"
+    );
+    let (blobs, stored) = check().await;
+    assert!(!blobs.is_empty());
+    assert_eq!(stored, 0, "killed before any zip was stored");
+
+    let port = hotaru_test_support::free_port();
+    let mut cmd = hotaru();
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(store)
+        .env("HOTARU_DIGEST_SECRET", SECRET);
+    let (mut child, lines) = spawn_serve(cmd);
+    wait_until_serving(&lines);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let index = get_text(&http, &format!("{base}/exports/index.txt")).await;
+    let paths: Vec<&str> = index.lines().collect();
+    assert_eq!(paths.len(), blobs.len(), "{index}");
+    for (path, sha) in paths.iter().zip(&blobs) {
+        let r = http.get(format!("{base}/{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let body = r.bytes().await.unwrap();
+        let got = ring::digest::digest(&ring::digest::SHA256, &body);
+        assert_eq!(
+            got.as_ref(),
+            sha,
+            "{path} is not the file the batch recorded"
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let (_, stored) = check().await;
+    assert_eq!(stored, blobs.len());
+}
+
+#[tokio::test]
+async fn a_batch_killed_before_its_zips_is_finished_by_serve_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_owned();
+    let check = || async {
+        let log = SledLog::open(dir.path()).unwrap();
+        published(&log).await
+    };
+    a_batch_killed_before_its_zips_is_finished_by_serve(&["--data-dir", &path], check).await;
+}
+
+#[tokio::test]
+async fn a_batch_killed_before_its_zips_is_finished_by_serve_on_nats() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let log = NatsLog::connect(&NatsConfig::new(&url)).await.unwrap();
+    let check = || published(&log);
+    a_batch_killed_before_its_zips_is_finished_by_serve(&["--nats", &url], check).await;
 }
