@@ -106,6 +106,10 @@ pub enum BatchError {
     ),
 }
 
+/// The version of the signer's checkpoint state (the positions of uploads not yet wholly
+/// published).
+const UNPUBLISHED_VERSION: u8 = 1;
+
 /// The signer's stream for a region.
 pub fn signer_stream(region: &str) -> StreamId {
     StreamId::new(StreamKind::Signer, region).expect("a region code is a valid id")
@@ -365,13 +369,15 @@ impl<L: EventLog + SideStore> Distribution<L> {
             (b.signed.through_position, b.signed.end)
         });
         let through = self.log.head(Context::Registration).await?;
-        let fresh: Vec<DiagnosisKey> = uploaded_keys(&self.log, &self.day_keys, through)
-            .await?
-            .into_iter()
+        // Only the uploads not yet wholly published, and those after the checkpoint.
+        let candidates = self.unpublished(through).await?;
+        let fresh: Vec<DiagnosisKey> = candidates
+            .iter()
             .filter(|k| in_batch(k, prev, through, now))
             .map(|k| k.key.key)
             .collect();
         if fresh.is_empty() {
+            self.save_unpublished(through, &candidates, prev).await?;
             return Ok(None);
         }
         let signers = active_signers(&self.log, &p.region, now, p.key_overlap_ms).await?;
@@ -431,12 +437,104 @@ impl<L: EventLog + SideStore> Distribution<L> {
         for (_, sha, zip) in &built {
             self.log.blob_put(&hex::encode(sha), zip).await?;
         }
+        self.save_unpublished(through, &candidates, (through, now))
+            .await?;
         Ok(Some(BatchOutcome {
             batch_id,
             key_count: fresh.len() as u32,
             padding_count: padding as u32,
             files: paths,
         }))
+    }
+
+    /// The keys of every upload up to `through` that the signer's checkpoint does not know
+    /// to be wholly published: those it lists as pending, then those after the position
+    /// it reached. Reads and unseals only these, not the whole upload history.
+    async fn unpublished(&self, through: u64) -> Result<Vec<PositionedKey>, LogError> {
+        let pending = match self.log.load_checkpoint(&self.checkpoint_name()).await? {
+            Some(cp) => match hotaru_events::versioned::split(&cp.state) {
+                (UNPUBLISHED_VERSION, body) => bincode::serde::decode_from_slice::<Vec<u64>, _>(
+                    body,
+                    bincode::config::standard(),
+                )
+                .map(|(p, _)| (cp.position, p))
+                .unwrap_or_default(),
+                _ => (0, Vec::new()), // another version: scan from the start, once
+            },
+            None => (0, Vec::new()),
+        };
+        let (scanned, positions) = pending;
+        let mut out = Vec::new();
+        for pos in positions.into_iter().filter(|p| *p <= scanned.min(through)) {
+            for c in self.log.read_all(Context::Registration, pos, 1).await? {
+                if c.position == pos {
+                    self.keys_of(&c, &mut out).await?;
+                }
+            }
+        }
+        let mut from = scanned + 1;
+        while from <= through {
+            let commits = self.log.read_all(Context::Registration, from, 4096).await?;
+            let Some(last) = commits.last() else { break };
+            from = last.position + 1;
+            for c in commits.iter().filter(|c| c.position <= through) {
+                self.keys_of(c, &mut out).await?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends the readable keys of `c`'s uploads to `out`.
+    async fn keys_of(
+        &self,
+        c: &hotaru_log::RecordedCommit,
+        out: &mut Vec<PositionedKey>,
+    ) -> Result<(), LogError> {
+        for env in c.commit.envelopes().flatten() {
+            let DomainEvent::DiagnosisKeysUploaded(u) = env.event else {
+                continue;
+            };
+            // Shredded: past retention, never published again (and dropped from the list).
+            if let Some(keys) = open_keys(&self.day_keys, u.keys, c.position).await? {
+                out.extend(keys.into_iter().map(|key| PositionedKey {
+                    position: c.position,
+                    key,
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checkpoints the signer's read: scanned through `through`, and the positions of the
+    /// uploads with a key that the last recorded batch (`published`: its through position
+    /// and end) did not hold. Only positions are kept: the keys stay sealed under their day
+    /// key, so shredding still makes them unreadable. A checkpoint that lags (a crash, or
+    /// another node's) lists more uploads than needed, never fewer: a key is dropped only
+    /// once a recorded batch holds it, and `in_batch` decides from the recorded batches.
+    async fn save_unpublished(
+        &self,
+        through: u64,
+        keys: &[PositionedKey],
+        published: (u64, UnixMillis),
+    ) -> Result<(), LogError> {
+        let (bt, be) = published;
+        let mut pending: Vec<u64> = keys
+            .iter()
+            .filter(|k| !(k.position <= bt && k.key.release_at <= be))
+            .map(|k| k.position)
+            .collect();
+        pending.dedup();
+        let body = bincode::serde::encode_to_vec(&pending, bincode::config::standard())
+            .expect("positions encode");
+        let cp = hotaru_log::Checkpoint {
+            position: through,
+            state: hotaru_events::versioned::wrap_vec(UNPUBLISHED_VERSION, body),
+        };
+        self.log.save_checkpoint(&self.checkpoint_name(), &cp).await
+    }
+
+    fn checkpoint_name(&self) -> String {
+        format!("signer-{}", self.policy.region)
     }
 
     /// Stores every recorded batch's zips that are missing (a crash came between a batch's

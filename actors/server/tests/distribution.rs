@@ -3,7 +3,6 @@
 //! (infectious-period filter and 2-hour hold applied), padding included; key rotation;
 //! two signers at once publish every key exactly once.
 
-use hotaru_protocol::random::OsRandom;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,9 +11,10 @@ use hotaru_domain::limiter::LimiterPolicy;
 use hotaru_domain::policy::{DAY_MS, RegistrationPolicy};
 use hotaru_domain::upload::SubmittedKey;
 use hotaru_events::domain::{CaseBasis, CentreId, Day};
-use hotaru_events::{Clock, UnixMillis};
+use hotaru_events::{Clock, Context, UnixMillis};
 use hotaru_log::{AnyLog, EventLog, NatsConfig, NatsLog, SledLog};
 use hotaru_protocol::export::{ReadLimits, read_zip};
+use hotaru_protocol::random::OsRandom;
 use hotaru_server::batch::BatchPolicy;
 use hotaru_server::signing::{add_signing_key, verification_keys};
 use hotaru_server::{BatchError, DayKeys, Distribution, Redemption, Registration};
@@ -120,7 +120,71 @@ on_both_backends!(
     batches_publish_exactly_the_releasable_keys,
     two_signers_publish_every_key_once,
     a_region_code_that_is_not_three_bytes_is_refused,
+    the_signer_reads_the_uploads_from_its_checkpoint,
 );
+
+/// The positions of uploads the signer's checkpoint lists as not wholly published, and the
+/// registration position it scanned through.
+async fn signer_checkpoint(log: &AnyLog) -> (u64, Vec<u64>) {
+    let cp = log
+        .load_checkpoint("signer-440")
+        .await
+        .unwrap()
+        .expect("a checkpoint");
+    let (version, body) = hotaru_events::versioned::split(&cp.state);
+    assert_eq!(version, 1);
+    let (pending, _): (Vec<u64>, _) =
+        bincode::serde::decode_from_slice(body, bincode::config::standard()).unwrap();
+    (cp.position, pending)
+}
+
+/// The signer consumes uploads from its checkpoint: it keeps the positions of uploads
+/// with keys still held, reads those and what came after, and publishes every key once,
+/// also when the checkpoint lags behind (a crash, another node).
+async fn the_signer_reads_the_uploads_from_its_checkpoint(nats: bool) {
+    let (log, _keep, _) = open(nats).await;
+    let clock = ManualClock::at(UnixMillis(u64::from(TODAY) * DAY_MS + 10 * 3_600_000));
+    let n = node(&log, &clock);
+    add_signing_key(&log, "440", 440, clock.now(), &RandomIds::default())
+        .await
+        .unwrap();
+    // A: yesterday's key, releasable now. B: today's, held until after today.
+    register(&n, vec![key(1, TODAY - 1)]).await;
+    register(&n, vec![key(2, TODAY)]).await;
+    let b1 = n.dist.sign_batch().await.unwrap().unwrap();
+    let keys = published(&n, &log, &b1.files).await;
+    assert!(keys.contains(&[1; 16]) && !keys.contains(&[2; 16]));
+    let (scanned, pending) = signer_checkpoint(&log).await;
+    assert_eq!(scanned, log.head(Context::Registration).await.unwrap());
+    assert_eq!(
+        pending.len(),
+        1,
+        "only B's upload is still to publish: {pending:?}"
+    );
+    // A day later B is released, with a new upload C.
+    clock.advance_millis(DAY_MS);
+    register(&n, vec![key(3, TODAY)]).await;
+    let b2 = n.dist.sign_batch().await.unwrap().unwrap();
+    let keys = published(&n, &log, &b2.files).await;
+    assert!(keys.contains(&[2; 16]) && keys.contains(&[3; 16]) && !keys.contains(&[1; 16]));
+    assert!(signer_checkpoint(&log).await.1.is_empty());
+    // A checkpoint that lags (from before any batch): still nothing published twice.
+    log.save_checkpoint(
+        "signer-440",
+        &hotaru_log::Checkpoint {
+            position: 0,
+            state: hotaru_events::versioned::wrap(1, &[0]),
+        },
+    )
+    .await
+    .unwrap();
+    clock.advance_millis(60_000);
+    register(&n, vec![key(4, TODAY)]).await;
+    let b3 = n.dist.sign_batch().await.unwrap().unwrap();
+    let keys = published(&n, &log, &b3.files).await;
+    assert!(keys.contains(&[4; 16]));
+    assert!(![[1; 16], [2; 16], [3; 16]].iter().any(|k| keys.contains(k)));
+}
 
 /// A region that an export cannot hold is refused with its reason, before anything is
 /// signed or stored (it used to become "440" silently).
