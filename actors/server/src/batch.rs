@@ -533,6 +533,18 @@ impl<L: EventLog + SideStore> Distribution<L> {
         self.log.save_checkpoint(&self.checkpoint_name(), &cp).await
     }
 
+    /// Forgets the signer's checkpoint: the next batch reads every upload from position 1
+    /// (what it did before it had one; for a restored store, and for the benchmark).
+    pub async fn rescan_from_start(&self) -> Result<(), LogError> {
+        let empty = bincode::serde::encode_to_vec(Vec::<u64>::new(), bincode::config::standard())
+            .expect("encodes");
+        let cp = hotaru_log::Checkpoint {
+            position: 0,
+            state: hotaru_events::versioned::wrap_vec(UNPUBLISHED_VERSION, empty),
+        };
+        self.log.save_checkpoint(&self.checkpoint_name(), &cp).await
+    }
+
     fn checkpoint_name(&self) -> String {
         format!("signer-{}", self.policy.region)
     }

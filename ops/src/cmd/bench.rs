@@ -461,6 +461,7 @@ fn match_bench(b: MatchBench) -> anyhow::Result<ExitCode> {
 pub(crate) async fn server_bench(b: ServerBench) -> anyhow::Result<ExitCode> {
     use hotaru_log::AnyLog;
     let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    let mut ticks: Vec<(&str, (f64, f64))> = Vec::new();
     let mut out = std::io::stdout().lock();
     for nats in [false, true] {
         if (nats && b.backend == Which::Sled) || (!nats && b.backend == Which::Nats) {
@@ -473,9 +474,10 @@ pub(crate) async fn server_bench(b: ServerBench) -> anyhow::Result<ExitCode> {
             None => AnyLog::Sled(SledLog::open(dir.path())?),
         };
         let name = if nats { "jetstream" } else { "sled" };
-        let (ours, bare) = uploads_through_actors(&log, b.uploads, b.concurrency).await?;
+        let (ours, bare, tick) = uploads_through_actors(&log, b.uploads, b.concurrency).await?;
         eprintln!("{name}: {ours:.0} uploads/s through the actors, {bare:.0} bare appends/s");
         rows.push((name.to_owned(), ours, bare));
+        ticks.push((name, tick));
     }
     writeln!(
         out,
@@ -489,6 +491,19 @@ pub(crate) async fn server_bench(b: ServerBench) -> anyhow::Result<ExitCode> {
     )?;
     for (n, o, r) in &rows {
         writeln!(out, "{n:<12} {o:>16.0} {r:>22.0} {:>7.2}", o / r)?;
+    }
+    writeln!(
+        out,
+        "a signer run with nothing new, after the {} uploads were published:",
+        b.uploads
+    )?;
+    writeln!(
+        out,
+        "{:<12} {:>22} {:>24} {:>7}",
+        "backend", "from checkpoint (ms)", "from position 1 (ms)", "ratio"
+    )?;
+    for (n, (cp, full)) in &ticks {
+        writeln!(out, "{n:<12} {cp:>22.1} {full:>24.1} {:>7.3}", cp / full)?;
     }
     let (total, parts) = export_bench(b.export_keys);
     writeln!(
@@ -522,7 +537,7 @@ async fn uploads_through_actors(
     log: &hotaru_log::AnyLog,
     n: usize,
     concurrency: usize,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<(f64, f64, (f64, f64))> {
     use hotaru_domain::upload::SubmittedKey;
     use hotaru_server::actors::Redeem;
     use hotaru_server::{Node, Redemption};
@@ -565,6 +580,23 @@ async fn uploads_through_actors(
         r??;
     }
     let ours = n as f64 / started.elapsed().as_secs_f64();
+    // A signer run after they are published, from its checkpoint and from position 1.
+    let now = clock.now();
+    hotaru_server::signing::add_signing_key(log, "440", 440, now, &RandomIds::default()).await?;
+    node.distribution.sign_batch().await?;
+    let t = Instant::now();
+    anyhow::ensure!(
+        node.distribution.sign_batch().await?.is_none(),
+        "nothing new to sign"
+    );
+    let from_checkpoint = t.elapsed().as_secs_f64() * 1000.0;
+    node.distribution.rescan_from_start().await?;
+    let t = Instant::now();
+    anyhow::ensure!(
+        node.distribution.sign_batch().await?.is_none(),
+        "nothing new to sign"
+    );
+    let from_start = t.elapsed().as_secs_f64() * 1000.0;
     // The floor: the same number of two-event commits of the same size, appended
     // straight to the log with the same concurrency.
     let sample = log
@@ -578,7 +610,7 @@ async fn uploads_through_actors(
     let evs = events(n as u64, size.saturating_sub(150));
     let bare = ours_append(log, &evs, concurrency).await?;
     arbiters.stop();
-    Ok((ours, bare))
+    Ok((ours, bare, (from_checkpoint, from_start)))
 }
 
 async fn ours_append<L: EventLog>(
