@@ -163,6 +163,9 @@ pub fn main() -> ExitCode {
         Command::Bench(cmd::bench::BenchCommand::Gateway(b)) => {
             return finish(actix::System::new().block_on(cmd::bench::gateway_bench(b)));
         }
+        Command::Bench(cmd::bench::BenchCommand::Start(b)) => {
+            return finish(actix::System::new().block_on(cmd::bench::start_bench(b)));
+        }
         other => other,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

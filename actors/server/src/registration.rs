@@ -188,9 +188,22 @@ impl<L: EventLog + SideStore> Registration<L> {
 
     /// Rebuilds the attempt limiter's failure window from the log. Call once at start.
     /// (One number per case and the centres' quotas are fenced in the log itself.)
+    ///
+    /// Only the failures of a recent horizon can still count (the window, a lockout of the
+    /// longest length after it, and an hour for clocks that disagree), so the replay starts
+    /// at the first registration commit of that horizon, found by bisecting positions
+    /// (about log2(head) one-commit reads): the start time does not grow with the history.
+    /// A chain of doubled lockouts older than the horizon is forgotten; the shared attempt
+    /// budget in the log (`guesses.<window>`) still holds across the restart.
     pub async fn warm_up(&self) -> Result<(), LogError> {
         let i = &self.inner;
-        let mut from = 1;
+        let p = &i.limits;
+        let horizon = p
+            .window_ms
+            .saturating_add(p.lockout_max_ms.saturating_mul(2))
+            .saturating_add(3_600_000);
+        let since = UnixMillis(i.clock.now().0.saturating_sub(horizon));
+        let mut from = self.first_position_since(since).await?;
         loop {
             let batch = i
                 .log
@@ -220,6 +233,30 @@ impl<L: EventLog + SideStore> Registration<L> {
             }
         }
         Ok(())
+    }
+
+    /// The first registration position whose commit occurred at or after `since` (the
+    /// head + 1 when none did), by bisection: commits are appended in time order, give or
+    /// take the clocks of several nodes (the caller's horizon has slack for that).
+    async fn first_position_since(&self, since: UnixMillis) -> Result<u64, LogError> {
+        let log = &self.inner.log;
+        let ctx = hotaru_events::Context::Registration;
+        let (mut lo, mut hi) = (1, log.head(ctx).await? + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let at = log
+                .read_all(ctx, mid, 1)
+                .await?
+                .first()
+                .and_then(|c| c.commit.envelopes().flatten().next())
+                .map_or(since, |e| e.occurred_at);
+            if at >= since {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Ok(lo)
     }
 
     fn new_event(&self, now: UnixMillis, event: DomainEvent, cause: Option<EventId>) -> NewEvent {
@@ -916,5 +953,52 @@ fn issue_cmd(
         digest,
         now,
         expires_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hotaru_actors::{ManualClock, RandomIds};
+    use hotaru_log::SledLog;
+    use hotaru_protocol::random::OsRandom;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_warm_up_starts_at_the_first_commit_of_its_horizon() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path()).unwrap();
+        let clock = ManualClock::at(UnixMillis(100 * 86_400_000));
+        let keys = DayKeys::new(log.clone(), &[7; 32], Arc::new(OsRandom::new())).unwrap();
+        let reg = Registration::new(
+            log.clone(),
+            keys,
+            Arc::new(clock.clone()),
+            Arc::new(RandomIds::default()),
+            RegistrationPolicy::default(),
+            LimiterPolicy::default(),
+        );
+        let t = |n: u64| UnixMillis(100 * 86_400_000 + n * 60_000);
+        assert_eq!(
+            reg.first_position_since(t(0)).await.unwrap(),
+            1,
+            "empty log"
+        );
+        // 50 rejections a minute apart, from t(0) to t(49).
+        for n in 0..50 {
+            clock.set(t(n));
+            reg.record_rejection(t(n), None, RejectionReason::Unknown)
+                .await
+                .unwrap();
+        }
+        assert_eq!(reg.first_position_since(t(0)).await.unwrap(), 1);
+        assert_eq!(reg.first_position_since(t(17)).await.unwrap(), 18);
+        assert_eq!(reg.first_position_since(t(49)).await.unwrap(), 50);
+        assert_eq!(
+            reg.first_position_since(t(50)).await.unwrap(),
+            51,
+            "all older"
+        );
+        assert_eq!(reg.first_position_since(UnixMillis(0)).await.unwrap(), 1);
     }
 }

@@ -1,7 +1,6 @@
 //! `hotaru bench`: figures against a baseline measured in the same run, as ratios, since
 //! the machine is shared and noisy.
 
-use hotaru_protocol::random::OsRandom;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,6 +15,7 @@ use hotaru_actors::{RandomIds, SystemClock};
 use hotaru_events::{Context, NewEvent};
 use hotaru_log::{EventLog, ExpectedVersion, NatsConfig, NatsLog, SledLog};
 use hotaru_protocol::export::ExportFile;
+use hotaru_protocol::random::OsRandom;
 
 use crate::cmd::log::{demo, demo_stream};
 use crate::progress::bar;
@@ -38,6 +38,19 @@ pub(crate) enum BenchCommand {
     /// Chain verification per core against the bare SHA-256 links of the same records, and
     /// the time of a full audit of a store of N events.
     Audit(AuditBench),
+    /// The node's start time over a log of N registration commits, against a full replay
+    /// of them (what the registration's warm-up did before it started at its horizon).
+    Start(StartBench),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct StartBench {
+    /// Registration commits in the log when the node starts (rejected guesses, 99 % of them
+    /// older than the limiter's horizon).
+    #[arg(long, default_value_t = 1_000_000)]
+    registrations: u64,
+    #[arg(long, value_enum, default_value = "sled")]
+    backend: Which,
 }
 
 #[derive(Args, Debug)]
@@ -134,7 +147,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Log(b) => log_bench(b).await,
         BenchCommand::Match(b) => match_bench(b),
         BenchCommand::Audit(b) => audit_bench(b).await,
-        BenchCommand::Server(_) | BenchCommand::Gateway(_) => {
+        BenchCommand::Server(_) | BenchCommand::Gateway(_) | BenchCommand::Start(_) => {
             unreachable!("run in an actix System by main")
         }
     }
@@ -1091,5 +1104,97 @@ async fn audit_bench(b: AuditBench) -> anyhow::Result<ExitCode> {
             "FAILED"
         }
     )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hotaru bench start`, inside an actix System.
+pub(crate) async fn start_bench(b: StartBench) -> anyhow::Result<ExitCode> {
+    use hotaru_actors::IdSource;
+    use hotaru_events::domain::{ProcessingNumberRejected, RejectionReason};
+    use hotaru_events::{Clock, DomainEvent, NumberDigest, StreamId, StreamKind, UnixMillis};
+    use hotaru_log::AnyLog;
+    use hotaru_server::Node;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "node start over {} registration commits (rejected guesses; 1 % within the last hour)",
+        b.registrations
+    )?;
+    writeln!(
+        out,
+        "{:<12} {:>14} {:>26} {:>7}",
+        "backend", "start (s)", "full replay, before (s)", "ratio"
+    )?;
+    for nats in [false, true] {
+        if (nats && b.backend == Which::Sled) || (!nats && b.backend == Which::Nats) {
+            continue;
+        }
+        let dir = tempfile::tempdir()?;
+        let server = nats.then(hotaru_test_support::NatsServer::start);
+        let log = match &server {
+            Some(s) => AnyLog::Nats(NatsLog::connect(&NatsConfig::new(s.url())).await?),
+            None => AnyLog::Sled(SledLog::open(dir.path())?),
+        };
+        let now = SystemClock.now();
+        let ids = RandomIds::default();
+        let n = b.registrations;
+        let recent = n / 100;
+        let progress = bar(n, "registration commits");
+        let mut s = futures::stream::iter(0..n)
+            .map(|i| {
+                // 30 days before the last hour, evenly; then the last hour.
+                let at = if i < n - recent {
+                    UnixMillis(now.0 - 31 * 86_400_000 + i * (30 * 86_400_000 / n.max(1)))
+                } else {
+                    UnixMillis(now.0 - 3_600_000 + (i - (n - recent)) * (3_600_000 / recent.max(1)))
+                };
+                let ev = NewEvent::new(
+                    ids.next_id(at),
+                    at,
+                    DomainEvent::ProcessingNumberRejected(ProcessingNumberRejected {
+                        digest: Some(NumberDigest(ids.random().array())),
+                        reason: RejectionReason::Unknown,
+                    }),
+                );
+                let stream =
+                    StreamId::new(StreamKind::Redemptions, at.day().to_string()).expect("digits");
+                log.append(stream, ExpectedVersion::Any, vec![ev])
+            })
+            .buffered(256);
+        while let Some(r) = s.next().await {
+            r?;
+            progress.inc(1);
+        }
+        drop(s);
+        progress.finish_and_clear();
+        // Before: the warm-up read and decoded the whole context.
+        let t = Instant::now();
+        let mut from = 1;
+        let mut seen = 0u64;
+        loop {
+            let batch = log.read_all(Context::Registration, from, 4096).await?;
+            let Some(last) = batch.last() else { break };
+            from = last.position + 1;
+            for c in &batch {
+                seen += c.commit.envelopes().flatten().count() as u64;
+            }
+        }
+        let full = t.elapsed().as_secs_f64();
+        anyhow::ensure!(seen == n, "replayed {seen} of {n}");
+        let config = bench_config(64);
+        let arbiters = hotaru_actors::Arbiters::per_core();
+        let clock: Arc<dyn hotaru_events::Clock> = Arc::new(SystemClock);
+        let t = Instant::now();
+        let node = Node::start(log.clone(), &config, clock, Arc::new(ids), &arbiters).await?;
+        let start = t.elapsed().as_secs_f64();
+        drop(node);
+        arbiters.stop();
+        let name = if nats { "jetstream" } else { "sled" };
+        writeln!(
+            out,
+            "{name:<12} {start:>14.3} {full:>26.3} {:>7.3}",
+            start / full
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
