@@ -16,12 +16,14 @@ mod arbiters;
 mod clock;
 mod crash;
 mod projection;
+mod state_cache;
 
 pub use aggregate::{AggregateActor, CommandMeta, Execute, ExecuteError};
 pub use arbiters::Arbiters;
 pub use clock::{IdSource, ManualClock, RandomIds, SystemClock};
 pub use crash::crash_point;
 pub use projection::{GetProjection, Projection, ProjectionActor, ProjectionSnapshot};
+pub use state_cache::{StateCache, fold};
 
 /// A handler panicked while processing the message; the actor was restarted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -443,3 +443,85 @@ fn sled_checkpoint_of_another_state_version_is_rebuilt() {
 fn nats_checkpoint_of_another_state_version_is_rebuilt() {
     a_checkpoint_of_another_state_version_is_rebuilt(true);
 }
+
+/// A quota take as another node would append it: its own event id.
+fn taken(case: u64, n: u64) -> hotaru_events::NewEvent {
+    use hotaru_events::domain::{Day, QuotaTaken};
+    let mut random = [0u8; 10];
+    random[..8].copy_from_slice(&n.to_be_bytes());
+    hotaru_events::NewEvent::new(
+        hotaru_events::EventId::new(UnixMillis(1_700_000_000_000 + n), random),
+        UnixMillis(1_700_000_000_000 + n),
+        DomainEvent::QuotaTaken(QuotaTaken {
+            centre_id: CentreId(1),
+            day: Day(20_000),
+            case_id: CaseId([case as u8; 16]),
+        }),
+    )
+}
+
+/// A cached state is served without a read, and a stale one is never acted on: the
+/// expected-version append refuses it and `is_current` sees it, after which the stream
+/// is read afresh.
+fn a_stale_cached_state_is_caught(nats: bool) {
+    use hotaru_actors::StateCache;
+    use hotaru_domain::case::{QuotaState, quota_stream};
+    use hotaru_events::domain::Day;
+    let store = Store::new(nats);
+    let backend = store.backend();
+    System::new().block_on(async move {
+        let log = backend.open().await.unwrap();
+        // Another node's handle (sled is one process's: there it is a clone).
+        let other = if nats {
+            backend.open().await.unwrap()
+        } else {
+            log.clone()
+        };
+        let stream = quota_stream(CentreId(1), Day(20_000));
+        let cache = StateCache::<QuotaState>::new(4);
+        let (state, version, cached) = cache.load(&log, &stream).await.unwrap();
+        assert_eq!((state.taken.len(), version, cached), (0, 0, false));
+        let a = log
+            .append(stream.clone(), ExpectedVersion::Exact(0), vec![taken(1, 1)])
+            .await
+            .unwrap();
+        let mut state = state;
+        state.taken.insert(CaseId([1; 16]));
+        cache.store(&stream, state, a.last_version);
+        let (state, version, cached) = cache.load(&log, &stream).await.unwrap();
+        assert_eq!((state.taken.len(), version, cached), (1, 1, true));
+        assert!(cache.is_current(&log, &stream, version).await.unwrap());
+        // Another node takes a slot: the cache does not know.
+        other
+            .append(stream.clone(), ExpectedVersion::Exact(1), vec![taken(2, 2)])
+            .await
+            .unwrap();
+        let (_, version, cached) = cache.load(&log, &stream).await.unwrap();
+        assert_eq!((version, cached), (1, true));
+        assert!(matches!(
+            log.append(
+                stream.clone(),
+                ExpectedVersion::Exact(version),
+                vec![taken(3, 3)]
+            )
+            .await,
+            Err(hotaru_log::LogError::Conflict { .. })
+        ));
+        assert!(!cache.is_current(&log, &stream, version).await.unwrap());
+        let (state, version, cached) = cache.load(&log, &stream).await.unwrap();
+        assert_eq!((state.taken.len(), version, cached), (2, 2, false));
+        // An older state stored late does not replace a newer one.
+        cache.store(&stream, QuotaState::default(), 1);
+        assert_eq!(cache.load(&log, &stream).await.unwrap().1, 2);
+    });
+}
+
+#[test]
+fn sled_a_stale_cached_state_is_caught() {
+    a_stale_cached_state_is_caught(false);
+}
+
+#[test]
+fn nats_a_stale_cached_state_is_caught() {
+    a_stale_cached_state_is_caught(true);
+}

@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use hotaru_actors::IdSource;
+use hotaru_actors::{IdSource, fold};
 use hotaru_domain::Aggregate;
 use hotaru_domain::case::{
     CaseCommand, CaseError, CaseState, QuotaExceeded, QuotaState, TakeQuota, case_stream,
@@ -142,6 +142,8 @@ struct Inner<L: SideStore> {
     limits: LimiterPolicy,
     random: Arc<dyn RandomSource>,
     revision_keys: RevisionKeys<L>,
+    /// The centres' daily quota states of the days in use.
+    quotas: hotaru_actors::StateCache<QuotaState>,
 }
 
 /// A redemption's answer, with the number's digest and the keys it accepted (none on a
@@ -180,6 +182,7 @@ impl<L: EventLog + SideStore> Registration<L> {
                 limiter: Mutex::new(AttemptLimiter::new(limits.clone())),
                 limits,
                 revision_keys: RevisionKeys::new(log.clone(), random.clone()),
+                quotas: hotaru_actors::StateCache::new(1024),
                 random,
                 log,
             }),
@@ -416,24 +419,36 @@ impl<L: EventLog + SideStore> Registration<L> {
             case_id,
             quota: i.policy.daily_quota_per_centre,
         };
+        // The quota stream holds one event per number the centre issued that day: its
+        // state is cached (StateCache: a stale one fails the expected-version append).
         for _ in 0..MAX_QUOTA_CONFLICTS {
-            let (quota, version) = self.load::<QuotaState>(&stream).await?;
-            let evs = self.new_events(
-                now,
-                quota
-                    .decide(&take)
-                    .map_err(|QuotaExceeded(n)| RegistrationError::QuotaExceeded(n))?,
-            );
-            if evs.is_empty() {
-                return Ok(()); // the case's slot, taken by an earlier try
-            }
+            let (mut quota, version, cached) = i.quotas.load(&i.log, &stream).await?;
+            let evs = match quota.decide(&take) {
+                Ok(evs) if !evs.is_empty() => self.new_events(now, evs),
+                // A refusal or the case's slot taken by an earlier try: answered only
+                // from the stream's latest state.
+                decided => {
+                    if cached && !i.quotas.is_current(&i.log, &stream, version).await? {
+                        continue;
+                    }
+                    return decided
+                        .map(|_| ())
+                        .map_err(|QuotaExceeded(n)| RegistrationError::QuotaExceeded(n));
+                }
+            };
             match i
                 .log
-                .append(stream.clone(), ExpectedVersion::Exact(version), evs)
+                .append(stream.clone(), ExpectedVersion::Exact(version), evs.clone())
                 .await
             {
-                Ok(_) => return Ok(()),
-                Err(LogError::Conflict { .. }) => continue,
+                Ok(appended) => {
+                    for e in &evs {
+                        quota.apply(&e.event);
+                    }
+                    i.quotas.store(&stream, quota, appended.last_version);
+                    return Ok(());
+                }
+                Err(LogError::Conflict { .. }) => i.quotas.forget(&stream),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -909,28 +924,6 @@ impl<L: EventLog + SideStore> Registration<L> {
     }
 }
 
-/// Folds a stream's commits into an aggregate: its state and the stream's version; `each`
-/// sees every event with its commit's position.
-fn fold<A: Aggregate>(
-    commits: &[hotaru_log::RecordedCommit],
-    mut each: impl FnMut(u64, hotaru_events::Envelope),
-) -> Result<(A, u64), LogError> {
-    let mut state = A::default();
-    let mut version = 0;
-    for c in commits {
-        for env in c.commit.envelopes() {
-            let env = env.map_err(|e| LogError::Corrupt {
-                context: c.commit.context,
-                position: c.position,
-                reason: e.to_string(),
-            })?;
-            state.apply(&env.event);
-            each(c.position, env);
-        }
-        version = c.commit.last_version();
-    }
-    Ok((state, version))
-}
 
 fn revisable(k: &hotaru_events::domain::UploadedKey) -> RevisableKey {
     RevisableKey {
