@@ -11,12 +11,15 @@
 //! Both are in memory, per node. The global window is rebuilt at start from the day's
 //! `ProcessingNumberRejected` events; the per-source state is lost on restart by design.
 //!
-//! Across nodes ([`ticket_verdict`]): before a guess is evaluated it takes a ticket on the
+//! Across nodes ([`ticket_verdict`]): before a guess is evaluated it holds a ticket of the
 //! log's `guesses.<window>` stream (fixed windows of `window_ms`), and it is evaluated
-//! only while the tickets not given back (successes and refusals give theirs back) stay
-//! within `global_failures`. Failures and guesses still in flight hold their tickets, so
-//! however many nodes evaluate at once, a window never evaluates more than the budget of
-//! wrong guesses. The arithmetic is in docs/adr/0004-redemption-limits.md.
+//! only while the tickets not given back (at `guesses.<window>-back`) stay within
+//! `global_failures`. A node leases a few tickets with one append ([`lease_size`]); a
+//! success frees its ticket for the node's next guess, a failure uses it up, a lease's
+//! tickets beyond the budget are given back at once. Failures, guesses still in flight and
+//! tickets a node holds unused all count, so however many nodes evaluate at once, a window
+//! never evaluates more than the budget of wrong guesses. The arithmetic is in
+//! docs/adr/0004-redemption-limits.md.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -184,6 +187,42 @@ pub fn ticket_verdict(
     }
 }
 
+/// How many tickets a node takes with one append (a lease): an eighth of the budget, 1 to
+/// 16. A node keeps the tickets its successes free and hands them to its next guesses, so a
+/// node whose guesses succeed appends nothing more; the tickets it holds unused are at most
+/// two leases, and they only make the others refuse earlier, never evaluate more.
+pub fn lease_size(p: &LimiterPolicy) -> u64 {
+    (p.global_failures as u64 / 8).clamp(1, 16)
+}
+
+/// How many tickets to lease, given the window's tickets `taken` and `given_back` as last
+/// read: the lease size or the room left, 0 when the budget is spent (then the guess is
+/// refused without appending anything).
+pub fn lease_request(taken: u64, given_back: u64, p: &LimiterPolicy) -> u64 {
+    (p.global_failures as u64 + given_back)
+        .saturating_sub(taken)
+        .min(lease_size(p))
+}
+
+/// Of the tickets `first..=last` one lease got (the versions of its commit), how many may
+/// be evaluated, the lowest first ([`ticket_verdict`] of each); the rest are given back.
+pub fn lease_verdict(
+    first: u64,
+    last: u64,
+    given_back: u64,
+    window: u64,
+    p: &LimiterPolicy,
+) -> Result<u64, RetryAfter> {
+    let usable = (first..=last)
+        .take_while(|t| ticket_verdict(*t, given_back, window, p).is_ok())
+        .count() as u64;
+    if usable == 0 {
+        ticket_verdict(first, given_back, window, p).map(|()| 0)
+    } else {
+        Ok(usable)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +246,38 @@ mod tests {
         assert!(ticket_verdict(1_000, 939, w, &p).is_err());
         assert_eq!(guesses_stream(5).to_string(), "guesses.5");
         assert_eq!(guesses_back_stream(5).to_string(), "guesses.5-back");
+    }
+
+    #[test]
+    fn a_lease_takes_a_share_of_the_room_left_and_evaluates_only_within_the_budget() {
+        let p = LimiterPolicy::default(); // 60 an hour: leases of 7
+        assert_eq!(lease_size(&p), 7);
+        let small = LimiterPolicy {
+            global_failures: 3,
+            ..p.clone()
+        };
+        assert_eq!(lease_size(&small), 1);
+        let big = LimiterPolicy {
+            global_failures: 10_000,
+            ..p.clone()
+        };
+        assert_eq!(lease_size(&big), 16);
+        assert_eq!(lease_request(0, 0, &p), 7);
+        assert_eq!(lease_request(56, 0, &p), 4, "the room left");
+        assert_eq!(
+            lease_request(60, 0, &p),
+            0,
+            "spent: refuse without appending"
+        );
+        assert_eq!(lease_request(60, 5, &p), 5);
+        // Another node leased in between: of tickets 57..=63 the first four are usable.
+        assert_eq!(lease_verdict(57, 63, 0, 5, &p), Ok(4));
+        assert_eq!(lease_verdict(1, 7, 0, 5, &p), Ok(7));
+        assert_eq!(
+            lease_verdict(61, 67, 0, 5, &p),
+            Err(RetryAfter(UnixMillis(6 * 3_600_000)))
+        );
+        assert_eq!(lease_verdict(61, 67, 2, 5, &p), Ok(2));
     }
 
     #[test]

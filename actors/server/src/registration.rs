@@ -15,7 +15,7 @@ use hotaru_domain::case::{
 };
 use hotaru_domain::limiter::{
     AttemptLimiter, LimiterPolicy, RetryAfter, SourceKey, guess_window, guesses_back_stream,
-    guesses_stream, ticket_verdict,
+    guesses_stream, lease_request, lease_size, lease_verdict, ticket_verdict,
 };
 use hotaru_domain::number::{
     NumberCommand, NumberError, NumberState, ProcessingNumber, RedemptionAnswer, RevisionRefusal,
@@ -142,8 +142,55 @@ struct Inner<L: SideStore> {
     limits: LimiterPolicy,
     random: Arc<dyn RandomSource>,
     revision_keys: RevisionKeys<L>,
+    /// Tickets of the shared attempt budget this node leased and holds unused.
+    tickets: Mutex<TicketPool>,
+    leasing: tokio::sync::Mutex<()>,
     /// The centres' daily quota states of the days in use.
     quotas: hotaru_actors::StateCache<QuotaState>,
+}
+
+/// The tickets of the current window's attempt budget that this node leased and no guess
+/// holds (ADR 0004). A restart forgets them: they stay counted, as failures would.
+#[derive(Default)]
+struct TicketPool {
+    window: u64,
+    free: u64,
+}
+
+impl TicketPool {
+    /// Takes one of `window`'s tickets, if the node holds one.
+    fn take(&mut self, window: u64) -> bool {
+        if self.window != window {
+            *self = Self { window, free: 0 };
+        }
+        let some = self.free > 0;
+        self.free -= u64::from(some);
+        some
+    }
+
+    fn add(&mut self, window: u64, n: u64) {
+        if self.window == window {
+            self.free += n;
+        } else if self.window < window {
+            *self = Self { window, free: n };
+        }
+    }
+
+    /// A ticket freed by a success; answers the surplus to give back (above two leases,
+    /// down to one).
+    fn free(&mut self, window: u64, lease: u64) -> u64 {
+        if self.window != window {
+            return 0; // an older window's: it no longer matters
+        }
+        self.free += 1;
+        if self.free > 2 * lease {
+            let surplus = self.free - lease;
+            self.free = lease;
+            surplus
+        } else {
+            0
+        }
+    }
 }
 
 /// A redemption's answer, with the number's digest and the keys it accepted (none on a
@@ -183,6 +230,8 @@ impl<L: EventLog + SideStore> Registration<L> {
                 limits,
                 revision_keys: RevisionKeys::new(log.clone(), random.clone()),
                 quotas: hotaru_actors::StateCache::new(1024),
+                tickets: Mutex::default(),
+                leasing: tokio::sync::Mutex::default(),
                 random,
                 log,
             }),
@@ -740,50 +789,110 @@ impl<L: EventLog + SideStore> Registration<L> {
         let window = self.take_ticket(now).await?;
         let result = self.evaluate(&number, &r, now, source).await;
         if result.is_ok() {
-            // A success gives its ticket back. Should that append fail, the ticket stays
-            // counted as a failure: the budget errs on the side of fewer evaluations.
-            if let Err(e) = self.give_back(window, now).await {
-                tracing::warn!(error = %e, "a redemption's ticket was not given back");
-            }
+            // A success frees its ticket for this node's next guess; any other outcome
+            // uses it up: the budget errs on the side of fewer evaluations.
+            self.free_ticket(window, now).await;
         }
         result
     }
 
-    /// Takes a ticket of the shared budget's window, or refuses (C) without evaluating
-    /// (see `hotaru_domain::limiter::ticket_verdict`).
+    /// Takes a ticket of the shared budget's window from this node's lease, leasing more
+    /// when it has none, or refuses (C) without evaluating (see
+    /// `hotaru_domain::limiter::{lease_request, lease_verdict}`).
     async fn take_ticket(&self, now: UnixMillis) -> Result<u64, RegistrationError> {
         let i = &self.inner;
         let window = guess_window(now, &i.limits);
-        // Read before the reservation: every ticket given back by then is one before ours.
-        let given_back = i.log.stream_version(&guesses_back_stream(window)).await?;
-        let ev = self.new_event(
-            now,
-            DomainEvent::GuessReserved(GuessReserved { window }),
-            None,
-        );
-        let ticket = i
-            .log
-            .append(guesses_stream(window), ExpectedVersion::Any, vec![ev])
-            .await?
-            .last_version;
-        if let Err(RetryAfter(t)) = ticket_verdict(ticket, given_back, window, &i.limits) {
-            self.give_back(window, now).await?;
-            self.record_rejection(now, None, RejectionReason::AttemptLimit)
-                .await?;
-            return Err(RegistrationError::AttemptLimit(t));
+        if i.tickets.lock().expect("not poisoned").take(window) {
+            return Ok(window);
         }
-        Ok(window)
+        // One lease at a time: the guesses waiting for it take its tickets, rather than
+        // each leasing its own and asking the budget for more than they need.
+        let _leasing = i.leasing.lock().await;
+        if i.tickets.lock().expect("not poisoned").take(window) {
+            return Ok(window);
+        }
+        // Read before the lease: every ticket given back by then is one before ours.
+        let given_back = i.log.stream_version(&guesses_back_stream(window)).await?;
+        let taken = i.log.stream_version(&guesses_stream(window)).await?;
+        let want = lease_request(taken, given_back, &i.limits);
+        let verdict = if want == 0 {
+            ticket_verdict(taken + 1, given_back, window, &i.limits).map(|()| 0)
+        } else {
+            let evs = self.ticket_events(now, want, || {
+                DomainEvent::GuessReserved(GuessReserved { window })
+            });
+            let lease = i
+                .log
+                .append(guesses_stream(window), ExpectedVersion::Any, evs)
+                .await?;
+            let verdict = lease_verdict(
+                lease.first_version,
+                lease.last_version,
+                given_back,
+                window,
+                &i.limits,
+            );
+            // The tickets beyond the budget (another node leased in between) go back.
+            let usable = *verdict.as_ref().unwrap_or(&0);
+            if usable < want {
+                self.give_back(window, now, want - usable).await?;
+            }
+            verdict
+        };
+        match verdict {
+            Ok(usable) if usable > 0 => {
+                // One for this guess, the rest for the node's next ones.
+                i.tickets
+                    .lock()
+                    .expect("not poisoned")
+                    .add(window, usable - 1);
+                Ok(window)
+            }
+            Ok(_) | Err(_) => {
+                let t = verdict
+                    .err()
+                    .map_or(UnixMillis((window + 1) * i.limits.window_ms), |r| r.0);
+                self.record_rejection(now, None, RejectionReason::AttemptLimit)
+                    .await?;
+                Err(RegistrationError::AttemptLimit(t))
+            }
+        }
     }
 
-    async fn give_back(&self, window: u64, now: UnixMillis) -> Result<(), LogError> {
-        let ev = self.new_event(
-            now,
-            DomainEvent::GuessReleased(GuessReleased { window }),
-            None,
-        );
+    /// A success's ticket back to this node's lease; beyond two leases' worth, the surplus
+    /// goes back to the window's budget for the other nodes.
+    async fn free_ticket(&self, window: u64, now: UnixMillis) {
+        let i = &self.inner;
+        let surplus = i
+            .tickets
+            .lock()
+            .expect("not poisoned")
+            .free(window, lease_size(&i.limits));
+        if surplus > 0
+            && let Err(e) = self.give_back(window, now, surplus).await
+        {
+            // Kept by no one: counted as failures, so fewer evaluations, never more.
+            tracing::warn!(error = %e, "tickets of the attempt budget were not given back");
+        }
+    }
+
+    /// `n` events of tickets taken or given back, for one commit.
+    fn ticket_events(
+        &self,
+        now: UnixMillis,
+        n: u64,
+        event: impl Fn() -> DomainEvent,
+    ) -> Vec<NewEvent> {
+        (0..n).map(|_| self.new_event(now, event(), None)).collect()
+    }
+
+    async fn give_back(&self, window: u64, now: UnixMillis, n: u64) -> Result<(), LogError> {
+        let evs = self.ticket_events(now, n, || {
+            DomainEvent::GuessReleased(GuessReleased { window })
+        });
         self.inner
             .log
-            .append(guesses_back_stream(window), ExpectedVersion::Any, vec![ev])
+            .append(guesses_back_stream(window), ExpectedVersion::Any, evs)
             .await
             .map(|_| ())
     }
@@ -923,7 +1032,6 @@ impl<L: EventLog + SideStore> Registration<L> {
         Err(LogError::Contention(hotaru_events::Context::Registration).into())
     }
 }
-
 
 fn revisable(k: &hotaru_events::domain::UploadedKey) -> RevisableKey {
     RevisableKey {

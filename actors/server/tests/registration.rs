@@ -143,6 +143,7 @@ on_both_backends!(
     daily_quota,
     two_nodes_issue_one_number_per_case_and_hold_the_quota,
     a_burst_of_wrong_guesses_through_two_nodes_evaluates_no_more_than_the_budget,
+    a_nodes_lease_of_tickets_serves_its_next_guesses,
 );
 
 async fn confirm_issue_redeem(nats: bool) {
@@ -183,24 +184,27 @@ async fn confirm_issue_redeem(nats: bool) {
     );
     let evs = events(&w.log).await;
     let types: Vec<EventType> = evs.iter().map(DomainEvent::event_type).collect();
-    assert_eq!(
-        types,
-        [
-            EventType::CaseConfirmed,
-            EventType::QuotaTaken,
-            EventType::ProcessingNumberIssued,
-            EventType::NumberAssigned,
-            EventType::CaseConfirmed,
-            EventType::QuotaTaken,
-            EventType::ProcessingNumberIssued,
-            EventType::NumberAssigned,
-            // The redemption's ticket of the shared attempt budget, given back on success.
-            EventType::GuessReserved,
-            EventType::ProcessingNumberRedeemed,
-            EventType::DiagnosisKeysUploaded,
-            EventType::GuessReleased
-        ]
-    );
+    let issue = [
+        EventType::CaseConfirmed,
+        EventType::QuotaTaken,
+        EventType::ProcessingNumberIssued,
+        EventType::NumberAssigned,
+    ];
+    // The node's lease of the shared attempt budget (7 of the 60 tickets, one append); the
+    // success keeps its ticket for the node's next guess, so nothing is given back.
+    let lease = std::iter::repeat_n(EventType::GuessReserved, 7);
+    let redeem = [
+        EventType::ProcessingNumberRedeemed,
+        EventType::DiagnosisKeysUploaded,
+    ];
+    let expected: Vec<EventType> = issue
+        .iter()
+        .chain(&issue)
+        .copied()
+        .chain(lease)
+        .chain(redeem)
+        .collect();
+    assert_eq!(types, expected);
     // Redeemed and uploaded are one commit: one atomic append.
     let commits = w.log.read_all(Context::Registration, 1, 100).await.unwrap();
     let redeemed = commits
@@ -644,4 +648,64 @@ async fn a_burst_of_wrong_guesses_through_two_nodes_evaluates_no_more_than_the_b
         .filter(|r| *r == RejectionReason::Unknown)
         .count();
     assert_eq!(b, 10, "the log shows 10 evaluated failures");
+}
+
+/// 30 uploads at once on a node with no tickets, then 30 more, against the default budget
+/// of 60: every one is accepted (leases are taken one at a time, so a burst does not ask
+/// the budget for more than it holds), and successes keep their tickets for the next
+/// guesses: the 60 uploads lease no more than the 30 in flight at once needed, and what a
+/// node keeps unused beyond two leases goes back to the budget.
+async fn a_nodes_lease_of_tickets_serves_its_next_guesses(nats: bool) {
+    let w = world(nats, RegistrationPolicy::default()).await;
+    for round in 0..2u8 {
+        let mut numbers = Vec::new();
+        for _ in 0..30 {
+            numbers.push(issued(&w).await);
+        }
+        let tasks: Vec<_> = numbers
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let node = w.reg.clone();
+                let seed = round * 30 + i as u8 + 1;
+                tokio::spawn(
+                    async move { node.redeem(upload(&n, vec![key(seed, TODAY - 1)])).await },
+                )
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap().accepted, 1);
+        }
+    }
+    let evs = events(&w.log).await;
+    let count = |t: EventType| evs.iter().filter(|e| e.event_type() == t).count();
+    let (reserved, released) = (
+        count(EventType::GuessReserved),
+        count(EventType::GuessReleased),
+    );
+    assert!(
+        reserved - released <= 14,
+        "the node keeps at most two leases unused: {reserved} reserved, {released} back"
+    );
+    // The appends of tickets: a ticket taken and one given back per upload before.
+    let commits = w
+        .log
+        .read_all(Context::Registration, 1, 10_000)
+        .await
+        .unwrap();
+    let ticket_commits = commits
+        .iter()
+        .filter(|c| {
+            c.commit.envelopes().any(|e| {
+                matches!(
+                    e.unwrap().event.event_type(),
+                    EventType::GuessReserved | EventType::GuessReleased
+                )
+            })
+        })
+        .count();
+    assert!(
+        ticket_commits <= 20,
+        "{ticket_commits} appends of tickets for 60 uploads"
+    );
 }
