@@ -30,4 +30,6 @@ pub use domain::{DomainEvent, EventType};
 pub use envelope::{Envelope, NewEvent, TraceContext};
 pub use ids::{Context, EventId, IdError, StreamId, StreamKind};
 pub use privacy::{DigestKey, NumberDigest};
-pub use time::{Clock, ManualClock, SystemClock, UnixMillis};
+pub use time::{
+    Clock, DAY_MS, HOUR_MS, INTERVAL_MS, INTERVALS_PER_DAY, ManualClock, SystemClock, UnixMillis,
+};

@@ -11,7 +11,9 @@ use hotaru_events::device::{
     RegistrationOutcome, ScanRecord,
 };
 use hotaru_events::domain::{Day, DeviceId, LogId};
-use hotaru_events::{Clock, DomainEvent, EventId, NewEvent, StreamId, StreamKind, UnixMillis};
+use hotaru_events::{
+    Clock, DAY_MS, DomainEvent, EventId, NewEvent, StreamId, StreamKind, UnixMillis,
+};
 use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
 use hotaru_protocol::crypto::{EnIntervalNumber, Metadata, Tek};
 use hotaru_protocol::export::{PublicKey, ReadLimits, read_zip};
@@ -384,10 +386,10 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
         until: UnixMillis,
     ) -> Result<Vec<(UnixMillis, UnixMillis, Advertisement)>, AgentError> {
         let mut t = self.clock.now();
-        let midnight = UnixMillis(u64::from(t.day() + 1) * 86_400_000);
+        let midnight = UnixMillis::start_of_day(t.day() + 1);
         let until = until.min(midnight);
         // Rotations last at least 10 minutes.
-        let span = until.0.saturating_sub(t.0) / 600_000 + 1;
+        let span = until.0.saturating_sub(t.0) / hotaru_events::INTERVAL_MS + 1;
         let mut out = Vec::with_capacity(usize::try_from(span).unwrap_or(0));
         while t < until {
             let Some(adv) = self.advertisement_at(t).await? else {
@@ -822,15 +824,15 @@ impl<L: EventLog, S: SideStore> Agent<L, S> {
     ) -> Result<bool, AgentError> {
         let now = self.clock.now();
         let due = *self.next_chaff.get_or_insert_with(|| {
-            now.plus_millis(self.random.below(2 * mean_days.max(1) * 86_400_000))
+            now.plus_millis(self.random.below(2 * mean_days.max(1) * DAY_MS))
         });
         if now < due {
             return Ok(false);
         }
-        let interval = (now.as_secs() / 600) as u32;
+        let interval = now.interval();
         let body = chaff_body(&mut *self.random, interval);
         self.next_chaff =
-            Some(now.plus_millis(self.random.below(2 * mean_days.max(1) * 86_400_000) + 1));
+            Some(now.plus_millis(self.random.below(2 * mean_days.max(1) * DAY_MS) + 1));
         client.upload(body, true).await?;
         Ok(true)
     }

@@ -578,8 +578,8 @@ mod tests {
     use hotaru_events::{EventId, StreamId, StreamKind};
     use hotaru_protocol::risk::RiskConfiguration;
 
-    const DAY_MS: u64 = 86_400_000;
-    const T0: UnixMillis = UnixMillis(20_000 * DAY_MS + 9 * 3_600_000);
+    use hotaru_events::{DAY_MS, HOUR_MS};
+    const T0: UnixMillis = UnixMillis(20_000 * DAY_MS + 9 * HOUR_MS);
     const DEV: DeviceId = DeviceId([7; 16]);
 
     fn given(events: Vec<DomainEvent>, at: UnixMillis) -> DeviceState {

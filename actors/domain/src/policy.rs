@@ -2,9 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Milliseconds in an hour and a day.
-pub const HOUR_MS: u64 = 3_600_000;
-pub const DAY_MS: u64 = 24 * HOUR_MS;
+/// Milliseconds in an hour and a day (one definition, in `hotaru_events::time`).
+pub use hotaru_events::{DAY_MS, HOUR_MS};
 
 /// The registration flow's limits (`[registration]` in the server's TOML configuration).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,8 +8,8 @@ use hotaru_events::domain::{CaseBasis, DiagnosisKey, DroppedKey, KeyRejection, U
 use crate::policy::{DAY_MS, RegistrationPolicy};
 
 /// Intervals per day, and milliseconds per interval.
-const PERIOD: u32 = 144;
-const INTERVAL_MS: u64 = 600_000;
+const PERIOD: u32 = hotaru_events::INTERVALS_PER_DAY;
+use hotaru_events::INTERVAL_MS;
 /// GAEN's ReportType CONFIRMED_TEST.
 pub const REPORT_TYPE_CONFIRMED_TEST: u8 = 1;
 

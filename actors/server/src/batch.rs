@@ -230,7 +230,7 @@ pub fn in_batch(k: &PositionedKey, prev: (u64, UnixMillis), through: u64, end: U
 /// real keys' (a day within the last 14, whole day, the server's risk and report type).
 pub fn padding_keys(seed: &[u8; 32], count: usize, end: UnixMillis, risk: u8) -> Vec<DiagnosisKey> {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed);
-    let today = (end.0 / 86_400_000) as u32;
+    let today = end.day();
     (0..count as u64)
         .map(|i| {
             let t = ring::hmac::sign(&key, &i.to_be_bytes());

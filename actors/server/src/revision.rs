@@ -347,7 +347,7 @@ mod tests {
         }
     }
 
-    const DAY: u64 = 86_400_000;
+    const DAY: u64 = hotaru_events::DAY_MS;
 
     #[tokio::test]
     async fn tokens_round_trip_and_have_one_size() {

@@ -166,7 +166,7 @@ pub async fn expire<L: EventLog + SideStore>(
     let cutoff = clock
         .now()
         .0
-        .saturating_sub(u64::from(retention_days) * 86_400_000);
+        .saturating_sub(u64::from(retention_days) * hotaru_events::DAY_MS);
     let (mut received, mut deleted) = (Vec::new(), std::collections::HashSet::new());
     let mut from = 1;
     loop {

@@ -114,7 +114,10 @@ pub(crate) async fn retention(a: RetentionArgs) -> anyhow::Result<ExitCode> {
         hotaru_server::retention::expire(&log, &keys, &clock, &ids, config.retention_days).await?;
     let shown: Vec<String> = days
         .iter()
-        .map(|d| crate::cmd::log::rfc3339(u64::from(d.0) * 86_400_000)[..10].to_owned())
+        .map(|d| {
+            crate::cmd::log::rfc3339(hotaru_events::UnixMillis::start_of_day(d.0).0)[..10]
+                .to_owned()
+        })
         .collect();
     writeln!(
         std::io::stdout().lock(),

@@ -347,7 +347,7 @@ impl InProcess {
                  empty one; remove it or give another --data-dir"
             );
         }
-        let clock = ManualClock::at(UnixMillis(u64::from(start_day) * 86_400_000));
+        let clock = ManualClock::at(UnixMillis::start_of_day(start_day));
         let config = ServerConfig {
             digest_secret: Some(hex_secret()),
             ..ServerConfig::default()

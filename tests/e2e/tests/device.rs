@@ -24,7 +24,7 @@ use hotaru_server::signing::add_signing_key;
 use hotaru_server::{Node, ServerConfig};
 use serde_json::{Value, json};
 
-const DAY_MS: u64 = 86_400_000;
+use hotaru_events::DAY_MS;
 const MINUTE_MS: u64 = 60_000;
 
 struct Server {

@@ -35,7 +35,7 @@ use crate::personal::PersonalKind;
 use crate::signing::export_info;
 pub use source::{AuditSource, LiveSource};
 
-const DAY_MS: u64 = 86_400_000;
+use hotaru_events::DAY_MS;
 
 /// The rules the audit holds the log to (the server's defaults).
 #[derive(Clone, Debug)]
@@ -862,7 +862,7 @@ async fn check_batches<S: AuditSource>(
                                         ) * DAY_MS;
                                         let key_end = u64::from(
                                             k.key.rolling_start_interval + k.key.rolling_period,
-                                        ) * 600_000;
+                                        ) * hotaru_events::INTERVAL_MS;
                                         if key_end <= first {
                                             c.fail(finding(
                                                 "a key from before its case's infectious period was published"
