@@ -16,6 +16,7 @@ use hotaru_domain::upload::SubmittedKey;
 use hotaru_events::Clock;
 use hotaru_events::domain::{CaseBasis, CaseId, CentreId, Day};
 use hotaru_log::{AnyLog, EventLog};
+use hotaru_protocol::random::RandomSource;
 use hotaru_protocol::risk::RiskConfiguration;
 use hotaru_server::commands::{CommandError, Commands};
 use hotaru_server::credentials::{self, Role};
@@ -42,6 +43,8 @@ pub struct Gateway {
     pub distribution: Distribution<AnyLog>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn hotaru_actors::IdSource>,
+    /// The node's random source (`ids.random()`): padding, chaff tokens and latencies.
+    pub random: Arc<dyn RandomSource>,
     pub risk: RiskConfiguration,
     pub chaff: Arc<ChaffTimer>,
     pub metrics: Arc<metrics::Metrics>,
@@ -82,14 +85,16 @@ impl Gateway {
         ids: Arc<dyn hotaru_actors::IdSource>,
         limits: Arc<limits::EdgeLimits>,
     ) -> Self {
+        let random = ids.random();
         Self {
             log,
             commands,
             distribution,
             clock,
             ids,
+            chaff: Arc::new(ChaffTimer::new(random.clone())),
+            random,
             risk: RiskConfiguration::default(),
-            chaff: Arc::default(),
             metrics: Arc::default(),
             limits,
             files: Default::default(),
@@ -117,22 +122,31 @@ pub struct ChaffTimer {
     /// How late chaff has been waking up, in microseconds (a moving average): on a loaded
     /// machine a sleeping task wakes late, on top of the real latency it copies.
     overshoot_us: std::sync::atomic::AtomicU64,
+    /// Where the drawn latencies come from (the node's injected source).
+    random: Arc<dyn RandomSource>,
 }
 
 /// Few enough that the sample follows the load as it changes.
 const CHAFF_SAMPLES: usize = 64;
 
 impl Default for ChaffTimer {
+    /// A timer drawing from the operating system's generator.
     fn default() -> Self {
-        Self {
-            recent: Mutex::new(Vec::with_capacity(CHAFF_SAMPLES)),
-            next: Default::default(),
-            overshoot_us: Default::default(),
-        }
+        Self::new(Arc::new(hotaru_protocol::random::OsRandom::new()))
     }
 }
 
 impl ChaffTimer {
+    /// A timer drawing its latencies from `random`.
+    pub fn new(random: Arc<dyn RandomSource>) -> Self {
+        Self {
+            recent: Mutex::new(Vec::with_capacity(CHAFF_SAMPLES)),
+            next: Default::default(),
+            overshoot_us: Default::default(),
+            random,
+        }
+    }
+
     pub fn record(&self, d: Duration) {
         let mut r = self.recent.lock().expect("not poisoned");
         if r.len() < CHAFF_SAMPLES {
@@ -164,9 +178,7 @@ impl ChaffTimer {
         if r.is_empty() {
             return Duration::from_millis(15);
         }
-        let mut b = [0u8; 8];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-            .expect("random source");
+        let b = self.random.array::<8>();
         r[(u64::from_le_bytes(b) % r.len() as u64) as usize]
     }
 }
@@ -428,11 +440,9 @@ struct DiagnosisAnswer {
     padding: String,
 }
 
-fn padding() -> String {
-    let mut b = [0u8; 1];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .expect("random source");
-    "=".repeat(16 + usize::from(b[0] % 64))
+fn padding(random: &dyn RandomSource) -> String {
+    let [b] = random.array::<1>();
+    "=".repeat(16 + usize::from(b % 64))
 }
 
 fn submitted(keys: &[V3Key]) -> Vec<SubmittedKey> {
@@ -497,7 +507,7 @@ async fn diagnosis_v3(
         return Ok(HttpResponse::Ok().json(DiagnosisAnswer {
             accepted: keys.len().min(30) as u16,
             dropped: Vec::new(),
-            padding: padding(),
+            padding: padding(&*g.random),
         }));
     }
     let answer = g
@@ -526,7 +536,7 @@ async fn diagnosis_v3(
                 reason: format!("{:?}", d.reason),
             })
             .collect(),
-        padding: padding(),
+        padding: padding(&*g.random),
     }))
 }
 
@@ -584,7 +594,7 @@ struct PublishResponse {
 
 /// Errors of the publish API carry Google's fields (`error`, `code`) and Hotaru's
 /// (`code`, `message`), padded like every answer.
-fn publish_error(e: ApiError) -> HttpResponse {
+fn publish_error(e: ApiError, random: &dyn RandomSource) -> HttpResponse {
     let mut r = HttpResponse::build(e.status_code());
     if let Some(s) = e.retry_after {
         r.insert_header(("Retry-After", s.to_string()));
@@ -593,7 +603,7 @@ fn publish_error(e: ApiError) -> HttpResponse {
         error: e.message.clone(),
         code: e.code.to_owned(),
         message: e.message,
-        padding: padding(),
+        padding: padding(random),
         ..Default::default()
     })
 }
@@ -636,11 +646,11 @@ async fn publish_v1(g: web::Data<Gateway>, req: HttpRequest, body: web::Bytes) -
     let started = Instant::now();
     let source = g.limits.source(&req);
     if let Err(e) = g.limits.admit(source) {
-        return publish_error(e);
+        return publish_error(e, &*g.random);
     }
     let p = match parse_publish(&body, &g.health_authority) {
         Ok(p) => p,
-        Err(e) => return publish_error(e),
+        Err(e) => return publish_error(e, &*g.random),
     };
     let keys: Vec<SubmittedKey> = p
         .temporary_exposure_keys
@@ -659,9 +669,9 @@ async fn publish_v1(g: web::Data<Gateway>, req: HttpRequest, body: web::Bytes) -
     if is_chaff(&req) {
         g.chaff.wait(started).await;
         return HttpResponse::Ok().json(PublishResponse {
-            revision_token: chaff_token(),
+            revision_token: chaff_token(&*g.random),
             inserted_exposures: keys.len().min(30) as u16,
-            padding: padding(),
+            padding: padding(&*g.random),
             ..Default::default()
         });
     }
@@ -682,7 +692,7 @@ async fn publish_v1(g: web::Data<Gateway>, req: HttpRequest, body: web::Bytes) -
         Err(e) => {
             let e = command_error(&g, e);
             g.metrics.redemption(e.code);
-            return publish_error(e);
+            return publish_error(e, &*g.random);
         }
         Ok(a) => a,
     };
@@ -702,7 +712,7 @@ async fn publish_v1(g: web::Data<Gateway>, req: HttpRequest, body: web::Bytes) -
         message: error.clone(),
         error,
         code,
-        padding: padding(),
+        padding: padding(&*g.random),
         warnings: dropped
             .iter()
             .map(|d| format!("key {}: {:?}", d.index, d.reason))
@@ -711,10 +721,9 @@ async fn publish_v1(g: web::Data<Gateway>, req: HttpRequest, body: web::Bytes) -
 }
 
 /// A random token of a real token's length.
-fn chaff_token() -> String {
+fn chaff_token(random: &dyn RandomSource) -> String {
     let mut b = vec![0u8; hotaru_server::revision::TOKEN_BYTES];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .expect("random source");
+    random.draw(&mut b);
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
@@ -958,4 +967,31 @@ async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(OPENAPI)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hotaru_protocol::random::SeededSource;
+
+    /// Padding, chaff tokens and chaff latencies come from the source handed in: a seeded
+    /// one gives the same answers twice, another seed other ones.
+    #[test]
+    fn the_gateway_draws_from_the_injected_source() {
+        let draws = |seed: u64| {
+            let random: Arc<dyn RandomSource> = Arc::new(SeededSource::from_u64(seed));
+            let chaff = ChaffTimer::new(random.clone());
+            for ms in 1..=40 {
+                chaff.record(Duration::from_millis(ms));
+            }
+            let pads: Vec<String> = (0..8).map(|_| padding(&*random)).collect();
+            let tokens: Vec<String> = (0..4).map(|_| chaff_token(&*random)).collect();
+            let latencies: Vec<Duration> = (0..8).map(|_| chaff.sample()).collect();
+            (pads, tokens, latencies)
+        };
+        assert_eq!(draws(7), draws(7));
+        assert_ne!(draws(7), draws(8));
+        let (pads, _, _) = draws(7);
+        assert!(pads.iter().all(|p| (16..80).contains(&p.len())));
+    }
 }
