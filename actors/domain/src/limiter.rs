@@ -179,12 +179,15 @@ pub fn ticket_verdict(
     p: &LimiterPolicy,
 ) -> Result<(), RetryAfter> {
     if ticket.saturating_sub(given_back) > p.global_failures as u64 {
-        Err(RetryAfter(UnixMillis(
-            (window + 1).saturating_mul(p.window_ms),
-        )))
+        Err(window_end(window, p))
     } else {
         Ok(())
     }
+}
+
+/// The answer to a guess refused for the window's spent budget: retry when it ends.
+pub fn window_end(window: u64, p: &LimiterPolicy) -> RetryAfter {
+    RetryAfter(UnixMillis((window + 1).saturating_mul(p.window_ms)))
 }
 
 /// How many tickets a node takes with one append (a lease): an eighth of the budget, 1 to
@@ -205,7 +208,8 @@ pub fn lease_request(taken: u64, given_back: u64, p: &LimiterPolicy) -> u64 {
 }
 
 /// Of the tickets `first..=last` one lease got (the versions of its commit), how many may
-/// be evaluated, the lowest first ([`ticket_verdict`] of each); the rest are given back.
+/// be evaluated, the lowest first ([`ticket_verdict`] of each), at least one; the rest are
+/// given back. None usable: refused until the window ends.
 pub fn lease_verdict(
     first: u64,
     last: u64,
@@ -217,7 +221,7 @@ pub fn lease_verdict(
         .take_while(|t| ticket_verdict(*t, given_back, window, p).is_ok())
         .count() as u64;
     if usable == 0 {
-        ticket_verdict(first, given_back, window, p).map(|()| 0)
+        Err(window_end(window, p))
     } else {
         Ok(usable)
     }

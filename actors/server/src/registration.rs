@@ -15,7 +15,7 @@ use hotaru_domain::case::{
 };
 use hotaru_domain::limiter::{
     AttemptLimiter, LimiterPolicy, RetryAfter, SourceKey, guess_window, guesses_back_stream,
-    guesses_stream, lease_request, lease_size, lease_verdict, ticket_verdict,
+    guesses_stream, lease_request, lease_size, lease_verdict, window_end,
 };
 use hotaru_domain::number::{
     NumberCommand, NumberError, NumberState, ProcessingNumber, RedemptionAnswer, RevisionRefusal,
@@ -807,7 +807,7 @@ impl<L: EventLog + SideStore> Registration<L> {
         }
         // One lease at a time: the guesses waiting for it take its tickets, rather than
         // each leasing its own and asking the budget for more than they need.
-        let _leasing = i.leasing.lock().await;
+        let leasing = i.leasing.lock().await;
         if i.tickets.lock().expect("not poisoned").take(window) {
             return Ok(window);
         }
@@ -816,7 +816,7 @@ impl<L: EventLog + SideStore> Registration<L> {
         let taken = i.log.stream_version(&guesses_stream(window)).await?;
         let want = lease_request(taken, given_back, &i.limits);
         let verdict = if want == 0 {
-            ticket_verdict(taken + 1, given_back, window, &i.limits).map(|()| 0)
+            Err(window_end(window, &i.limits)) // spent: refused without appending
         } else {
             let evs = self.ticket_events(now, want, || {
                 DomainEvent::GuessReserved(GuessReserved { window })
@@ -840,7 +840,7 @@ impl<L: EventLog + SideStore> Registration<L> {
             verdict
         };
         match verdict {
-            Ok(usable) if usable > 0 => {
+            Ok(usable) => {
                 // One for this guess, the rest for the node's next ones.
                 i.tickets
                     .lock()
@@ -848,10 +848,9 @@ impl<L: EventLog + SideStore> Registration<L> {
                     .add(window, usable - 1);
                 Ok(window)
             }
-            Ok(_) | Err(_) => {
-                let t = verdict
-                    .err()
-                    .map_or(UnixMillis((window + 1) * i.limits.window_ms), |r| r.0);
+            Err(RetryAfter(t)) => {
+                // The next guess may lease (or be refused) while this refusal is recorded.
+                drop(leasing);
                 self.record_rejection(now, None, RejectionReason::AttemptLimit)
                     .await?;
                 Err(RegistrationError::AttemptLimit(t))
