@@ -141,3 +141,28 @@ pub fn from_registration(e: RegistrationError, now_ms: u64) -> ApiError {
         }
     }
 }
+
+/// A command's failure as the client sees it.
+pub(crate) fn command_error(
+    g: &crate::Gateway,
+    e: hotaru_server::commands::CommandError,
+) -> ApiError {
+    use hotaru_server::commands::CommandError;
+    match e {
+        CommandError::Registration(e) => from_registration(e, g.now_ms()),
+        CommandError::Batch(hotaru_server::BatchError::NoSigningKey(r)) => ApiError::new(
+            409,
+            "NO_SIGNING_KEY",
+            format!("region {r} has no signing key: run `hotaru keys generate`"),
+        ),
+        CommandError::Log(_) | CommandError::Batch(_) | CommandError::Unavailable(_) => {
+            tracing::error!(error = %e, "command failed");
+            ApiError::new(
+                503,
+                "UNAVAILABLE",
+                "the service is unavailable; try again later",
+            )
+        }
+        CommandError::Malformed(_) => ApiError::internal(e),
+    }
+}

@@ -8,9 +8,8 @@ use hotaru_protocol::random::OsRandom;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::{App, HttpServer, web};
 use hotaru_actors::{Arbiters, IdSource, RandomIds, SystemClock};
-use hotaru_edge_gateway::{Gateway, OPENAPI, ROUTES, configure};
+use hotaru_edge_gateway::{Gateway, OPENAPI, ROUTES};
 use hotaru_events::Clock;
 use hotaru_log::{AnyLog, NatsConfig, NatsLog, SledLog};
 use hotaru_protocol::export::{ReadLimits, read_zip};
@@ -101,18 +100,9 @@ async fn env_with(nats: bool, per_minute: u32, burst: u32) -> Env {
             limits,
         ),
     };
-    let data = web::Data::new(gateway);
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .wrap(actix_web::middleware::from_fn(hotaru_edge_gateway::observe))
-            .configure(configure)
-    })
-    .workers(2)
-    .bind(("127.0.0.1", 0))
-    .unwrap();
-    let port = server.addrs()[0].port();
-    actix_rt::spawn(server.run());
+    let (addr, server) = hotaru_edge_gateway::serve_loopback(gateway).unwrap();
+    let port = addr.port();
+    actix_rt::spawn(server);
     keep.push(Box::new(arbiters));
     let registration = node.registration.clone();
     keep.push(Box::new(node.registration));

@@ -795,23 +795,15 @@ async fn gateway_round(
     .await?;
     let today = now.day();
     let numbers = issue_numbers(&node, b.uploads, today).await?;
-    let gateway = actix_web::web::Data::new(hotaru_edge_gateway::Gateway::for_node(
+    let gateway = hotaru_edge_gateway::Gateway::for_node(
         &node,
         log.clone(),
         clock,
         ids,
         hotaru_edge_gateway::limits::EdgeLimits::new(u32::MAX / 2, u32::MAX / 2),
-    ));
-    let server = actix_web::HttpServer::new(move || {
-        actix_web::App::new()
-            .app_data(gateway.clone())
-            .wrap(actix_web::middleware::from_fn(hotaru_edge_gateway::observe))
-            .configure(hotaru_edge_gateway::configure)
-    })
-    .workers(2)
-    .bind(("127.0.0.1", 0))?;
-    let base = format!("http://127.0.0.1:{}", server.addrs()[0].port());
-    let handle = server.run();
+    );
+    let (addr, handle) = hotaru_edge_gateway::serve_loopback(gateway)?;
+    let base = format!("http://{addr}");
     let stop = handle.handle();
     actix_rt::spawn(handle);
     let http = reqwest::Client::new();

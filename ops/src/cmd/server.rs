@@ -276,26 +276,23 @@ pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         (None, None) => unreachable!("checked above"),
     };
     gateway.health_authority = config.gateway.health_authority_id.clone();
-    let gateway = actix_web::web::Data::new(gateway);
-    let server = actix_web::HttpServer::new(move || {
-        actix_web::App::new()
-            .app_data(gateway.clone())
-            .wrap(actix_web::middleware::from_fn(hotaru_edge_gateway::observe))
-            .configure(hotaru_edge_gateway::configure)
-    })
-    // SIGINT/SIGTERM: stop accepting, let in-flight requests finish (up to 30 s).
-    .shutdown_timeout(30);
     let tls = match (&config.gateway.tls_cert, &config.gateway.tls_key) {
-        (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+        (Some(cert), Some(key)) => Some(hotaru_edge_gateway::tls_config(cert, key)?),
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let server = match tls {
-        Some(tls) => server.bind_rustls_0_23(a.listen, tls),
-        None => server.bind(a.listen),
-    }
-    .with_context(|| format!("cannot listen on {}", a.listen))?
-    .run();
+    let listener = std::net::TcpListener::bind(a.listen)
+        .with_context(|| format!("cannot listen on {}", a.listen))?;
+    // SIGINT/SIGTERM: stop accepting, let in-flight requests finish (up to 30 s).
+    let server = hotaru_edge_gateway::serve(
+        listener,
+        gateway,
+        hotaru_edge_gateway::ServeOptions {
+            tls,
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("cannot serve on {}", a.listen))?;
     tracing::info!(
         listen = %a.listen,
         scheme,
@@ -334,30 +331,6 @@ async fn stop_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
-}
-
-/// The TLS configuration from a PEM certificate chain and private key (rustls, ring).
-fn tls_config(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> anyhow::Result<rustls::ServerConfig> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("cannot read the certificate {}", cert.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
-    if chain.is_empty() {
-        anyhow::bail!("{} holds no certificate", cert.display());
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("cannot read a PEM private key from {}", key.display()))?;
-    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("the certificate and the private key do not go together")
 }
 
 fn random_key(day: u32) -> SubmittedKey {

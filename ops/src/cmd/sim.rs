@@ -378,17 +378,9 @@ impl InProcess {
         let limits = hotaru_edge_gateway::limits::EdgeLimits::new(10_000_000, 1_000_000);
         let gateway =
             hotaru_edge_gateway::Gateway::for_node(&node, log.clone(), shared, ids, limits);
-        let data = actix_web::web::Data::new(gateway);
-        let server = actix_web::HttpServer::new(move || {
-            actix_web::App::new()
-                .app_data(data.clone())
-                .configure(hotaru_edge_gateway::configure)
-        })
-        .workers(2)
-        .bind(("127.0.0.1", 0))
-        .context("cannot listen on 127.0.0.1")?;
-        let port = server.addrs()[0].port();
-        let server = server.run();
+        let (addr, server) =
+            hotaru_edge_gateway::serve_loopback(gateway).context("cannot serve on 127.0.0.1")?;
+        let port = addr.port();
         let http = server.handle();
         actix_rt::spawn(server);
         Ok(Self {

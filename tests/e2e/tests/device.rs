@@ -10,7 +10,6 @@ use hotaru_protocol::random::OsRandom;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{App, HttpServer, web};
 use hotaru_actors::{Arbiters, IdSource, RandomIds};
 use hotaru_device::{Agent, AgentConfig, GatewayClient, Scan, Sighting};
 use hotaru_events::device::{GuidanceAnswer, GuidanceScreen, RegistrationOutcome};
@@ -92,17 +91,9 @@ async fn server(nats: Option<&hotaru_test_support::NatsServer>, clock: Arc<dyn C
             limits,
         ),
     };
-    let data = web::Data::new(gateway);
-    let http_server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .configure(hotaru_edge_gateway::configure)
-    })
-    .workers(2)
-    .bind(("127.0.0.1", 0))
-    .unwrap();
-    let port = http_server.addrs()[0].port();
-    actix_rt::spawn(http_server.run());
+    let (addr, server) = hotaru_edge_gateway::serve_loopback(gateway).unwrap();
+    let port = addr.port();
+    actix_rt::spawn(server);
     keep.push(Box::new(arbiters));
     keep.push(Box::new(node.registration));
     Server {

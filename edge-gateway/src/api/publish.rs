@@ -1,0 +1,137 @@
+//! Google's v1 publish API (`POST /v1/publish`).
+
+use std::time::Instant;
+
+use actix_web::{HttpRequest, HttpResponse, ResponseError as _, web};
+use base64::Engine as _;
+use hotaru_domain::upload::SubmittedKey;
+use hotaru_protocol::random::RandomSource;
+use hotaru_server::Redemption;
+
+use crate::chaff::{chaff_token, is_chaff, padding};
+use crate::error::command_error;
+use crate::wire::{PublishKey, PublishRequest, PublishResponse};
+use crate::{ApiError, Gateway, UPLOAD_BODY_LIMIT};
+
+/// Errors of the publish API carry Google's fields (`error`, `code`) and Hotaru's
+/// (`code`, `message`), padded like every answer.
+fn publish_error(e: ApiError, random: &dyn RandomSource) -> HttpResponse {
+    let mut r = HttpResponse::build(e.status_code());
+    if let Some(s) = e.retry_after {
+        r.insert_header(("Retry-After", s.to_string()));
+    }
+    r.json(PublishResponse {
+        error: e.message.clone(),
+        code: e.code.to_owned(),
+        message: e.message,
+        padding: padding(random),
+        ..Default::default()
+    })
+}
+
+fn parse_publish(body: &[u8], authority: &str) -> Result<PublishRequest, ApiError> {
+    if body.len() > UPLOAD_BODY_LIMIT {
+        return Err(ApiError::new(
+            413,
+            "BODY_TOO_LARGE",
+            "the request body is too large",
+        ));
+    }
+    let p: PublishRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("INVALID_JSON", format!("invalid body: {e}")))?;
+    if p.health_authority_id != authority {
+        return Err(ApiError::new(
+            401,
+            "UNKNOWN_HEALTH_AUTHORITY_ID",
+            "healthAuthorityID names no health authority of this server",
+        ));
+    }
+    if let Some(h) = &p.hmac_key
+        && base64::engine::general_purpose::STANDARD
+            .decode(h.as_bytes())
+            .is_err()
+    {
+        return Err(ApiError::bad_request(
+            "INVALID_HMAC_KEY",
+            "hmacKey must be base64",
+        ));
+    }
+    let _ = p.symptom_onset_interval;
+    Ok(p)
+}
+
+/// Google's v1 publish (`POST /v1/publish`). The verification payload is the processing
+/// number; a partial failure is answered 200 with the valid keys saved and a warning per
+/// dropped key; with `revisionToken` the device adds keys to its earlier upload.
+pub(crate) async fn publish_v1(
+    g: web::Data<Gateway>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let started = Instant::now();
+    let source = g.limits.source(&req);
+    if let Err(e) = g.limits.admit(source) {
+        return publish_error(e, &*g.random);
+    }
+    let p = match parse_publish(&body, &g.health_authority) {
+        Ok(p) => p,
+        Err(e) => return publish_error(e, &*g.random),
+    };
+    let keys: Vec<SubmittedKey> = p
+        .temporary_exposure_keys
+        .iter()
+        .map(PublishKey::submitted)
+        .collect();
+    if is_chaff(&req) {
+        g.chaff.wait(started).await;
+        return HttpResponse::Ok().json(PublishResponse {
+            revision_token: chaff_token(&*g.random),
+            inserted_exposures: keys.len().min(30) as u16,
+            padding: padding(&*g.random),
+            ..Default::default()
+        });
+    }
+    let answer = g
+        .commands
+        .publish(
+            Redemption {
+                number: p.verification_payload,
+                keys,
+                idempotency_key: None,
+                source,
+            },
+            p.revision_token.filter(|t| !t.is_empty()),
+        )
+        .await;
+    g.chaff.record(started.elapsed());
+    let answer = match answer {
+        Err(e) => {
+            let e = command_error(&g, e);
+            g.metrics.redemption(e.code);
+            return publish_error(e, &*g.random);
+        }
+        Ok(a) => a,
+    };
+    g.metrics.redemption("ok");
+    let dropped = &answer.answer.dropped;
+    let (code, error) = if dropped.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (
+            "PARTIAL_FAILURE".to_owned(),
+            format!("{} of the keys were not saved", dropped.len()),
+        )
+    };
+    HttpResponse::Ok().json(PublishResponse {
+        revision_token: answer.revision_token,
+        inserted_exposures: answer.answer.accepted,
+        message: error.clone(),
+        error,
+        code,
+        padding: padding(&*g.random),
+        warnings: dropped
+            .iter()
+            .map(|d| format!("key {}: {:?}", d.index, d.reason))
+            .collect(),
+    })
+}
