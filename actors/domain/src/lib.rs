@@ -13,6 +13,7 @@ use hotaru_events::DomainEvent;
 pub mod case;
 pub mod limiter;
 pub mod number;
+pub mod personal;
 pub mod policy;
 pub mod testing;
 pub mod upload;

@@ -22,5 +22,4 @@ pub mod revision;
 
 pub use node::{GatewayConfig, Node, ServerConfig};
 pub mod credentials;
-pub mod personal;
 pub mod support;

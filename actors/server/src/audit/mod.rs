@@ -31,8 +31,8 @@ use hotaru_protocol::export::{ReadLimits, VerificationKey, read_zip};
 use serde::Serialize;
 
 use crate::batch::{PositionedKey, build_files, in_batch, padding_keys};
-use crate::personal::PersonalKind;
 use crate::signing::export_info;
+use hotaru_domain::personal::PersonalKind;
 pub use source::{AuditSource, LiveSource};
 
 use hotaru_events::DAY_MS;
@@ -970,7 +970,7 @@ fn mask_hex_runs(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 
 /// Every match of the strict detectors in `b` (after masking hex runs).
 pub fn scan_bytes(b: &[u8]) -> Vec<(PersonalKind, usize)> {
-    crate::personal::scan_binary(&mask_hex_runs(b))
+    hotaru_domain::personal::scan_binary(&mask_hex_runs(b))
 }
 
 /// Check 4.
