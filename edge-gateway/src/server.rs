@@ -68,10 +68,14 @@ pub fn serve(
 pub enum TlsError {
     #[error("cannot read the certificate {0}: {1}")]
     Certificate(String, String),
+    #[error("{0} is not a PEM certificate chain: {1}")]
+    NotPem(String, String),
     #[error("{0} holds no certificate")]
     NoCertificate(String),
     #[error("cannot read a PEM private key from {0}: {1}")]
     Key(String, String),
+    #[error("TLS protocol versions: {0}")]
+    Protocol(String),
     #[error("the certificate and the private key do not go together: {0}")]
     Mismatch(String),
 }
@@ -82,8 +86,9 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsEr
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let shown = |p: &Path| p.display().to_string();
     let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Certificate(shown(cert), e.to_string()))?;
+        .map_err(|e| TlsError::Certificate(shown(cert), e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::NotPem(shown(cert), e.to_string()))?;
     if chain.is_empty() {
         return Err(TlsError::NoCertificate(shown(cert)));
     }
@@ -91,7 +96,7 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsEr
         PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key(shown(key), e.to_string()))?;
     rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Mismatch(e.to_string()))?
+        .map_err(|e| TlsError::Protocol(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Mismatch(e.to_string()))
@@ -109,4 +114,29 @@ pub fn serve_loopback(
         ..Default::default()
     };
     Ok((addr, serve(listener, gateway, options)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each way a TLS configuration can be wrong is refused with its own reason.
+    #[test]
+    fn a_bad_tls_configuration_says_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "-----BEGIN PRIVATE KEY-----\nnot base64!\n").unwrap();
+        assert!(matches!(
+            tls_config(&missing, &missing),
+            Err(TlsError::Certificate(..))
+        ));
+        assert!(matches!(
+            tls_config(&empty, &empty),
+            Err(TlsError::NoCertificate(_))
+        ));
+        assert!(tls_config(&junk, &junk).is_err());
+    }
 }
