@@ -323,6 +323,10 @@ pub fn decode_payload(
             let v1: legacy::ProcessingNumberRejectedV1 = decode_exact(body).map_err(malformed)?;
             Ok(DomainEvent::ProcessingNumberRejected(v1.into()))
         }
+        (EventType::NumberAssigned, 1) => {
+            let v1: legacy::NumberAssignedV1 = decode_exact(body).map_err(malformed)?;
+            Ok(DomainEvent::NumberAssigned(v1.into()))
+        }
         (EventType::BatchSigned, 1) => {
             let v1: legacy::BatchSignedV1 = decode_exact(body).map_err(malformed)?;
             Ok(DomainEvent::BatchSigned(v1.into()))

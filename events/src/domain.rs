@@ -148,10 +148,23 @@ pub struct ProcessingNumberRedeemed {
 /// has it: appended at the version the issuer read, so two nodes racing to issue for one
 /// case cannot both succeed (the loser's number is never shown and cannot be redeemed,
 /// since the case names another).
+///
+/// Schema version 2 repeats the case's confirmation, so that the case's last commit
+/// holds its whole state and a redemption reads that one commit instead of the stream
+/// (see `hotaru_domain::Aggregate::restore`); version 1 (see
+/// [`legacy::NumberAssignedV1`]) upcasts with `confirmed: None` and is folded as before.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NumberAssigned {
     pub case_id: CaseId,
     pub digest: NumberDigest,
+    pub confirmed: Option<CaseConfirmation>,
+}
+
+/// What a case's confirmation recorded, beside its id: its centre and its basis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseConfirmation {
+    pub centre_id: CentreId,
+    pub basis: CaseBasis,
 }
 
 /// One of a centre's numbers for one day, taken on the stream `quota.<centre>-<day>`
@@ -475,7 +488,7 @@ domain_events! {
     ExportVerified = 24, 1;
     RegistrationAttempted = 25, 1;
     OperationLogSent = 26, 1;
-    NumberAssigned = 27, 1;
+    NumberAssigned = 27, 2;
     QuotaTaken = 28, 1;
     GuessReserved = 29, 1;
     GuessReleased = 30, 1;
@@ -565,6 +578,23 @@ pub mod legacy {
             Self {
                 digest: None,
                 reason: v1.reason,
+            }
+        }
+    }
+
+    /// `NumberAssigned` version 1: the case and its number's digest only.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct NumberAssignedV1 {
+        pub case_id: CaseId,
+        pub digest: NumberDigest,
+    }
+
+    impl From<NumberAssignedV1> for super::NumberAssigned {
+        fn from(v1: NumberAssignedV1) -> Self {
+            Self {
+                case_id: v1.case_id,
+                digest: v1.digest,
+                confirmed: None,
             }
         }
     }

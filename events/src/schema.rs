@@ -98,17 +98,13 @@ pub fn fields(t: EventType) -> &'static [Field] {
                 kind: Time,
             },
         ],
-        // The same two fields: the case and its number's digest.
-        EventType::ProcessingNumberRedeemed | EventType::NumberAssigned => &[
-            Field {
-                name: "case_id",
-                kind: Id,
-            },
-            Field {
-                name: "digest",
-                kind: Digest,
-            },
+        // The centre's id and the basis's code, as CaseConfirmed records them.
+        EventType::NumberAssigned => &[
+            f!("case_id", Id),
+            f!("digest", Digest),
+            f!("confirmed", Code),
         ],
+        EventType::ProcessingNumberRedeemed => &[f!("case_id", Id), f!("digest", Digest)],
         EventType::GuessReserved | EventType::GuessReleased => &[Field {
             name: "window",
             kind: Count,
@@ -352,7 +348,14 @@ pub fn samples() -> Vec<DomainEvent> {
             digest,
             expires_at: at,
         }),
-        DomainEvent::NumberAssigned(NumberAssigned { case_id, digest }),
+        DomainEvent::NumberAssigned(NumberAssigned {
+            case_id,
+            digest,
+            confirmed: Some(CaseConfirmation {
+                centre_id: CentreId(7),
+                basis: CaseBasis::SymptomOnset(Day(18_500)),
+            }),
+        }),
         DomainEvent::GuessReserved(GuessReserved { window: 445_000 }),
         DomainEvent::GuessReleased(GuessReleased { window: 445_000 }),
         DomainEvent::QuotaTaken(QuotaTaken {

@@ -5,10 +5,12 @@ use std::path::PathBuf;
 
 use hotaru_events::NumberDigest;
 use hotaru_events::codec::{ENCODING_BINCODE2, decode_payload, encode_legacy_payload};
-use hotaru_events::domain::legacy::{DiagnosisKeysUploadedV1, ProcessingNumberRejectedV1};
+use hotaru_events::domain::legacy::{
+    DiagnosisKeysUploadedV1, NumberAssignedV1, ProcessingNumberRejectedV1,
+};
 use hotaru_events::domain::{
-    CaseId, DiagnosisKey, DiagnosisKeysUploaded, ProcessingNumberRejected, RejectionReason,
-    UploadedKey, UploadedKeys,
+    CaseId, DiagnosisKey, DiagnosisKeysUploaded, NumberAssigned, ProcessingNumberRejected,
+    RejectionReason, UploadedKey, UploadedKeys,
 };
 use hotaru_events::schema::{fields, samples};
 use hotaru_events::{CommitEvent, DomainEvent, EventId, EventType, NewEvent, UnixMillis};
@@ -75,6 +77,43 @@ fn stored_version_one_rejections_still_decode() {
     );
 }
 
+/// Version 1 assignments (no confirmation repeated) decode with `confirmed: None`: the
+/// fixture was written by version 1 from the same sample case and digest.
+#[test]
+fn stored_version_one_assignments_still_decode() {
+    let t = EventType::NumberAssigned;
+    let bytes = std::fs::read(fixtures().join(fixture_name(t, 1))).unwrap();
+    let Some(DomainEvent::NumberAssigned(current)) =
+        samples().into_iter().find(|e| e.event_type() == t)
+    else {
+        panic!("a sample of {}", t.name());
+    };
+    let v1 = NumberAssignedV1 {
+        case_id: current.case_id,
+        digest: current.digest,
+    };
+    let upcast = DomainEvent::NumberAssigned(NumberAssigned {
+        confirmed: None,
+        ..current
+    });
+    assert_v1_fixture_upcasts(t, &bytes, &v1, upcast);
+}
+
+/// The fixture of version 1 is `v1`'s encoding and decodes to `expected`.
+fn assert_v1_fixture_upcasts<T: serde::Serialize>(
+    t: EventType,
+    bytes: &[u8],
+    v1: &T,
+    expected: DomainEvent,
+) {
+    assert_eq!(
+        bytes,
+        encode_legacy_payload(v1),
+        "the v1 fixture is v1's encoding"
+    );
+    assert_eq!(decode_payload(t, 1, bytes).unwrap(), expected);
+}
+
 fn v1_key() -> DiagnosisKey {
     DiagnosisKey {
         key_data: [0x44; 16],
@@ -98,13 +137,10 @@ fn stored_version_one_uploads_still_decode() {
         digest: NumberDigest([0x22; 32]),
         keys: vec![v1_key()],
     };
-    assert_eq!(
-        bytes,
-        encode_legacy_payload(&v1),
-        "the v1 fixture is v1's encoding"
-    );
-    assert_eq!(
-        decode_payload(t, 1, &bytes).unwrap(),
+    assert_v1_fixture_upcasts(
+        t,
+        &bytes,
+        &v1,
         DomainEvent::DiagnosisKeysUploaded(DiagnosisKeysUploaded {
             case_id: CaseId([0x11; 16]),
             digest: NumberDigest([0x22; 32]),
@@ -115,7 +151,7 @@ fn stored_version_one_uploads_still_decode() {
             }]),
             accepted: 1,
             dropped: vec![],
-        })
+        }),
     );
 }
 

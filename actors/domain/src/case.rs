@@ -19,7 +19,7 @@
 //! losers of a race for it take no second one.
 
 use hotaru_events::domain::{
-    CaseBasis, CaseConfirmed, CaseId, CentreId, Day, NumberAssigned, QuotaTaken,
+    CaseBasis, CaseConfirmation, CaseConfirmed, CaseId, CentreId, Day, NumberAssigned, QuotaTaken,
 };
 use hotaru_events::{DomainEvent, NumberDigest, StreamId, StreamKind};
 
@@ -101,6 +101,19 @@ impl CaseState {
         }
     }
 
+    /// The confirmation's centre and basis, as a number's assignment repeats them.
+    fn confirmation(&self) -> Option<CaseConfirmation> {
+        match self {
+            CaseState::Unconfirmed => None,
+            CaseState::Confirmed {
+                centre_id, basis, ..
+            } => Some(CaseConfirmation {
+                centre_id: *centre_id,
+                basis: *basis,
+            }),
+        }
+    }
+
     pub fn basis(&self) -> Option<CaseBasis> {
         match self {
             CaseState::Unconfirmed => None,
@@ -136,6 +149,7 @@ impl Aggregate for CaseState {
                 Ok(vec![DomainEvent::NumberAssigned(NumberAssigned {
                     case_id: *case_id,
                     digest: *digest,
+                    confirmed: self.confirmation(),
                 })])
             }
         }
@@ -156,6 +170,23 @@ impl Aggregate for CaseState {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A case whose last event is its number's assignment (version 2, which repeats the
+    /// confirmation) is that event alone.
+    fn restore(last: &DomainEvent) -> Option<Self> {
+        match last {
+            DomainEvent::NumberAssigned(NumberAssigned {
+                digest,
+                confirmed: Some(c),
+                ..
+            }) => Some(CaseState::Confirmed {
+                centre_id: c.centre_id,
+                basis: c.basis,
+                number: Some(*digest),
+            }),
+            _ => None,
         }
     }
 }
@@ -235,7 +266,35 @@ mod tests {
         DomainEvent::NumberAssigned(NumberAssigned {
             case_id: CASE,
             digest,
+            confirmed: Some(CaseConfirmation {
+                centre_id: CENTRE,
+                basis: CaseBasis::Sample(Day(100)),
+            }),
         })
+    }
+
+    #[test]
+    fn an_assignment_restores_the_whole_case_and_an_old_one_does_not() {
+        let stream = [confirmed(), assigned(D1)];
+        assert_eq!(
+            CaseState::restore(&assigned(D1)),
+            Some(CaseState::replay(&stream)),
+            "the last event alone gives the fold of the stream"
+        );
+        let DomainEvent::NumberAssigned(v2) = assigned(D1) else {
+            unreachable!()
+        };
+        let v1 = DomainEvent::NumberAssigned(NumberAssigned {
+            confirmed: None,
+            ..v2
+        });
+        assert_eq!(CaseState::restore(&v1), None, "upcast from version 1");
+        assert_eq!(
+            CaseState::replay(&[confirmed(), v1]),
+            CaseState::replay(&stream),
+            "folded, an old assignment gives the same state"
+        );
+        assert_eq!(CaseState::restore(&confirmed()), None);
     }
 
     #[test]

@@ -29,6 +29,14 @@ pub trait Aggregate: Default + Clone + Send + 'static {
     /// Folds one recorded event into the state. Never fails, never decides.
     fn apply(&mut self, event: &DomainEvent);
 
+    /// The state a stream's last event gives on its own, when that event repeats the whole
+    /// state (a snapshot event); `None` otherwise. It must equal the fold of the stream
+    /// that ends with it: a load may then read the stream's last commit instead of all of
+    /// it (`hotaru_actors::load_latest`).
+    fn restore(_last: &DomainEvent) -> Option<Self> {
+        None
+    }
+
     /// The state after `events`, from the default.
     fn replay<'a>(events: impl IntoIterator<Item = &'a DomainEvent>) -> Self {
         let mut state = Self::default();

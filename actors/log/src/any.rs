@@ -57,6 +57,10 @@ impl EventLog for AnyLog {
         both!(self, l => l.read_stream(stream).await)
     }
 
+    async fn last_commit(&self, stream: &StreamId) -> Result<Option<RecordedCommit>, LogError> {
+        both!(self, l => l.last_commit(stream).await)
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, LogError> {
         both!(self, l => l.stream_version(stream).await)
     }

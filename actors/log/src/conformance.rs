@@ -182,6 +182,50 @@ pub async fn atomic_commits<L: EventLog>(open: impl AsyncFn() -> L) {
     );
 }
 
+/// Streams of every short length (and past the direct reads NATS makes before it turns
+/// to a consumer), their commits interleaved with other streams', read back whole and in
+/// order; the last commit and the version of each are one read.
+pub async fn streams_of_every_length<L: EventLog>(open: impl AsyncFn() -> L) {
+    let log = open().await;
+    assert!(
+        log.last_commit(&demo_stream("len0"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let lengths = 1..=12u64;
+    for round in 0..*lengths.end() {
+        for len in lengths.clone().filter(|&len| round < len) {
+            // Two events in every third commit: versions and commits are not the same count.
+            let n = if round % 3 == 2 { 2 } else { 1 };
+            let s = demo_stream(&format!("len{len}"));
+            let version = log.stream_version(&s).await.unwrap();
+            log.append(
+                s,
+                ExpectedVersion::Exact(version),
+                (0..n)
+                    .map(|i| demo_event(len * 100 + round * 2 + i))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    for len in lengths {
+        let s = demo_stream(&format!("len{len}"));
+        let commits = log.read_stream(&s).await.unwrap();
+        assert_eq!(commits.len() as u64, len, "stream len{len}");
+        let mut version = 0;
+        for c in &commits {
+            assert_eq!(c.commit.first_version, version + 1, "len{len}: contiguous");
+            version = c.commit.last_version();
+        }
+        let last = log.last_commit(&s).await.unwrap().expect("a last commit");
+        assert_eq!(last.position, commits.last().unwrap().position);
+        assert_eq!(log.stream_version(&s).await.unwrap(), version);
+    }
+}
+
 /// Expected versions are enforced, and of many racing writers exactly one wins.
 pub async fn concurrency_conflicts<L: EventLog>(open: impl AsyncFn() -> L) {
     let log = open().await;

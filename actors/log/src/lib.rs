@@ -191,8 +191,15 @@ pub trait EventLog: Clone + Send + Sync + 'static {
         stream: &StreamId,
     ) -> impl Future<Output = Result<Vec<RecordedCommit>, LogError>> + Send;
 
-    /// The version of `stream` (0 when it has no event): one read of its last commit,
-    /// however long the stream is.
+    /// The last commit of `stream` (`None` when it has none): one read, however long the
+    /// stream is.
+    fn last_commit(
+        &self,
+        stream: &StreamId,
+    ) -> impl Future<Output = Result<Option<RecordedCommit>, LogError>> + Send;
+
+    /// The version of `stream` (0 when it has no event): at most one read of its last
+    /// commit (none on the embedded log, whose index holds it), however long the stream is.
     fn stream_version(
         &self,
         stream: &StreamId,

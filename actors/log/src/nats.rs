@@ -691,14 +691,13 @@ impl EventLog for NatsLog {
         // Most streams are short (a number, a case: one to three commits): direct gets
         // (no consumer to create and delete, answered by any replica) read them. The last
         // commit comes first; when it is the stream's first (version 1) that is all, in
-        // one round trip. A long stream continues through a consumer.
+        // one round trip, and a stream of two commits takes two. A long stream continues
+        // through a consumer.
         let ctx = stream.context();
         let s = self.stream_of(ctx)?;
         let subj = subject(stream);
-        let last = match s.direct_get_last_for_subject(subj.clone()).await {
-            Ok(m) => recorded(ctx, m.sequence, m.payload)?,
-            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(backend(e)),
+        let Some(last) = self.last_commit(stream).await? else {
+            return Ok(Vec::new());
         };
         if last.commit.first_version == 1 {
             return Ok(vec![last]);
@@ -715,7 +714,14 @@ impl EventLog for NatsLog {
                 return Ok(out);
             }
             from = m.sequence + 1;
-            out.push(recorded(ctx, m.sequence, m.payload)?);
+            let commit = recorded(ctx, m.sequence, m.payload)?;
+            // Versions are contiguous: the commit just before the last needs no more reads.
+            let next_is_last = commit.commit.last_version() + 1 == last.commit.first_version;
+            out.push(commit);
+            if next_is_last {
+                out.push(last);
+                return Ok(out);
+            }
         }
         let last = last.position;
         out.extend(
@@ -725,14 +731,21 @@ impl EventLog for NatsLog {
         Ok(out)
     }
 
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64, LogError> {
+    async fn last_commit(&self, stream: &StreamId) -> Result<Option<RecordedCommit>, LogError> {
         let ctx = stream.context();
         let s = self.stream_of(ctx)?;
         match s.direct_get_last_for_subject(subject(stream)).await {
-            Ok(m) => Ok(recorded(ctx, m.sequence, m.payload)?.commit.last_version()),
-            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(0),
+            Ok(m) => recorded(ctx, m.sequence, m.payload).map(Some),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(backend(e)),
         }
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, LogError> {
+        Ok(self
+            .last_commit(stream)
+            .await?
+            .map_or(0, |c| c.commit.last_version()))
     }
 
     async fn read_all(

@@ -119,6 +119,26 @@ fn frames(segment: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// The frame of the commit at `pos`: one lookup of the segment that begins at or before
+/// it (segments are keyed by their first position), then a walk of its length prefixes.
+fn frame_at(tree: &sled::Tree, ctx: Context, pos: u64) -> Result<Vec<u8>, LogError> {
+    let missing = || LogError::Corrupt {
+        context: ctx,
+        position: pos,
+        reason: "commit missing".into(),
+    };
+    let (k, seg) = tree
+        .range(segment_key(ctx, 0)..=segment_key(ctx, pos))
+        .next_back()
+        .ok_or_else(missing)?
+        .map_err(backend)?;
+    let first = be_u64(&k[2..]);
+    frames(&seg)
+        .nth((pos - first) as usize)
+        .map(<[u8]>::to_vec)
+        .ok_or_else(missing)
+}
+
 /// The recent commits `Any` appends are de-duplicated against: first event id ->
 /// (context, position).
 #[derive(Default)]
@@ -263,14 +283,15 @@ impl SledLog {
 
     /// The commit at `pos`.
     fn read_one(&self, ctx: Context, pos: u64) -> Result<RecordedCommit, LogError> {
-        self.read_range(ctx, pos, 1)?
-            .pop()
-            .filter(|c| c.position == pos)
-            .ok_or_else(|| LogError::Corrupt {
+        if pos == 0 || pos > self.durable_head(ctx) {
+            return Err(LogError::Corrupt {
                 context: ctx,
                 position: pos,
                 reason: "indexed commit missing".into(),
-            })
+            });
+        }
+        let frame = frame_at(&self.inner.tree, ctx, pos)?;
+        recorded(ctx, pos, Bytes::from(frame))
     }
 }
 
@@ -453,7 +474,7 @@ impl Writer {
 
     /// The commit at `pos` if it holds exactly the request's events, else `IdReused`.
     fn same_commit(&self, req: &Request, ctx: Context, pos: u64) -> Result<Appended, LogError> {
-        let frame = self.frame_at(ctx, pos)?;
+        let frame = frame_at(&self.tree, ctx, pos)?;
         let commit = Frame::decode(&frame)
             .map_err(|e| LogError::Corrupt {
                 context: ctx,
@@ -477,25 +498,6 @@ impl Writer {
         }
     }
 
-    fn frame_at(&self, ctx: Context, pos: u64) -> Result<Vec<u8>, LogError> {
-        let missing = || LogError::Corrupt {
-            context: ctx,
-            position: pos,
-            reason: "commit missing".into(),
-        };
-        let (k, seg) = self
-            .tree
-            .range(segment_key(ctx, 0)..=segment_key(ctx, pos))
-            .next_back()
-            .ok_or_else(missing)?
-            .map_err(backend)?;
-        let first = be_u64(&k[2..]);
-        frames(&seg)
-            .nth((pos - first) as usize)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(missing)
-    }
-
     /// After a version conflict: is the append a retry of a commit already in the stream?
     fn find_in_stream(&self, req: &Request) -> Result<Option<Appended>, LogError> {
         let ctx = req.stream.context();
@@ -507,7 +509,7 @@ impl Writer {
             .map(|c| c.iter().map(|p| p.0).collect())
             .unwrap_or_default();
         for pos in positions {
-            let frame = self.frame_at(ctx, pos)?;
+            let frame = frame_at(&self.tree, ctx, pos)?;
             let head = Commit::decode_head(&frame[32..]).map_err(|e| LogError::Corrupt {
                 context: ctx,
                 position: pos,
@@ -620,7 +622,7 @@ impl EventLog for SledLog {
             .collect()
     }
 
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64, LogError> {
+    async fn last_commit(&self, stream: &StreamId) -> Result<Option<RecordedCommit>, LogError> {
         let last = self
             .inner
             .streams
@@ -628,10 +630,20 @@ impl EventLog for SledLog {
             .expect("index lock")
             .get(stream)
             .and_then(|c| c.last().map(|p| p.0));
-        match last {
-            Some(pos) => Ok(self.read_one(stream.context(), pos)?.commit.last_version()),
-            None => Ok(0),
-        }
+        last.map(|pos| self.read_one(stream.context(), pos))
+            .transpose()
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, LogError> {
+        // The index holds each commit's last version beside its position: no read.
+        Ok(self
+            .inner
+            .streams
+            .read()
+            .expect("index lock")
+            .get(stream)
+            .and_then(|c| c.last().map(|p| p.1))
+            .unwrap_or(0))
     }
 
     async fn read_all(

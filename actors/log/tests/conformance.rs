@@ -32,6 +32,7 @@ macro_rules! conformance_tests {
 conformance_tests!(
     ordering,
     atomic_commits,
+    streams_of_every_length,
     concurrency_conflicts,
     reads_during_appends,
     idempotency,

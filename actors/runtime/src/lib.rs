@@ -23,7 +23,7 @@ pub use arbiters::Arbiters;
 pub use clock::{IdSource, ManualClock, RandomIds, SystemClock};
 pub use crash::crash_point;
 pub use projection::{GetProjection, Projection, ProjectionActor, ProjectionSnapshot};
-pub use state_cache::{StateCache, fold};
+pub use state_cache::{StateCache, fold, load_latest};
 
 /// A handler panicked while processing the message; the actor was restarted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -92,6 +92,36 @@ impl<A: Aggregate> StateCache<A> {
     }
 }
 
+/// An aggregate's state and its stream's version from one read of the stream's last
+/// commit when that is enough (the stream's only commit, or a last event that repeats the
+/// whole state, [`Aggregate::restore`]), else folded from the whole stream.
+pub async fn load_latest<A: Aggregate, L: EventLog>(
+    log: &L,
+    stream: &StreamId,
+) -> Result<(A, u64), LogError> {
+    let Some(last) = log.last_commit(stream).await? else {
+        return Ok((A::default(), 0));
+    };
+    if last.commit.first_version == 1 {
+        return fold(std::slice::from_ref(&last), |_, _| {});
+    }
+    let restored = match last.commit.envelopes().last() {
+        Some(Ok(env)) => A::restore(&env.event),
+        Some(Err(e)) => {
+            return Err(LogError::Corrupt {
+                context: last.commit.context,
+                position: last.position,
+                reason: e.to_string(),
+            });
+        }
+        None => None,
+    };
+    match restored {
+        Some(state) => Ok((state, last.commit.last_version())),
+        None => fold(&log.read_stream(stream).await?, |_, _| {}),
+    }
+}
+
 /// The state of an aggregate folded from its stream's commits, and the stream's version;
 /// `each` sees every event with the position of its commit.
 pub fn fold<A: Aggregate>(

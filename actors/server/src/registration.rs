@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use hotaru_actors::{IdSource, fold};
+use hotaru_actors::{IdSource, fold, load_latest};
 use hotaru_domain::Aggregate;
 use hotaru_domain::case::{
     CaseCommand, CaseError, CaseState, QuotaExceeded, QuotaState, TakeQuota, case_stream,
@@ -360,14 +360,10 @@ impl<L: EventLog + SideStore> Registration<L> {
         Ok(case_id)
     }
 
-    /// An aggregate's state and its stream's version, folded from the stream.
-    async fn load<A: Aggregate>(&self, stream: &StreamId) -> Result<(A, u64), LogError> {
-        let commits = self.inner.log.read_stream(stream).await?;
-        fold(&commits, |_, _| {})
-    }
-
+    /// A case from its last commit alone when that is its number's assignment (which
+    /// repeats the confirmation), else from its stream.
     async fn case(&self, case_id: CaseId) -> Result<(CaseState, u64), LogError> {
-        self.load(&case_stream(case_id)).await
+        load_latest(&self.inner.log, &case_stream(case_id)).await
     }
 
     async fn number_state(&self, digest: &NumberDigest) -> Result<(NumberState, u64), LogError> {
