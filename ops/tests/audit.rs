@@ -376,7 +376,7 @@ fn held_key(a: &Archive) -> DiagnosisKey {
                 continue;
             };
             let plain =
-                hotaru_server::daykeys::open_with_stored(&a.day_keys[&sealed.day.0], &sealed)
+                hotaru_domain::sealing::open_with_stored(&a.day_keys[&sealed.day.0], &sealed)
                     .unwrap();
             let keys = hotaru_events::domain::decode_sealed_keys(&plain).unwrap();
             for k in keys {

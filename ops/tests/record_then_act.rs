@@ -16,7 +16,8 @@ use hotaru_actors::{IdSource, ManualClock, RandomIds};
 use hotaru_events::domain::{Day, LogId};
 use hotaru_events::{Clock, DomainEvent, UnixMillis};
 use hotaru_log::{EventLog, NatsConfig, NatsLog, SideStore, SledLog};
-use hotaru_server::daykeys::{self, DayKeys};
+use hotaru_domain::sealing::{DAY_KEYS, OPLOG_KEYS, day_key_name};
+use hotaru_server::daykeys::DayKeys;
 use hotaru_server::retention::retention_stream;
 use hotaru_server::support;
 use hotaru_test_support::NatsServer;
@@ -58,12 +59,12 @@ async fn state<L: EventLog + SideStore>(log: &L, id: LogId) -> (usize, bool, usi
         |e| matches!(e, DomainEvent::OperationLogDeleted(_)),
     );
     let day_key = log
-        .side_get(daykeys::NS, &daykeys::name(Day(DAY)))
+        .side_get(DAY_KEYS, &day_key_name(Day(DAY)))
         .await
         .unwrap()
         .is_some();
     let log_key = log
-        .side_get(support::NS, &hex::encode(id.0))
+        .side_get(OPLOG_KEYS, &hex::encode(id.0))
         .await
         .unwrap()
         .is_some();

@@ -11,9 +11,11 @@
 use hotaru_events::DomainEvent;
 
 pub mod case;
+pub mod export;
 pub mod limiter;
 pub mod number;
 pub mod personal;
+pub mod sealing;
 pub mod policy;
 pub mod testing;
 pub mod upload;

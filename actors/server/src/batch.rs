@@ -19,12 +19,12 @@ use hotaru_events::domain::{
 };
 use hotaru_events::{Clock, Context, DomainEvent, NewEvent, StreamId, StreamKind, UnixMillis};
 use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
-use hotaru_protocol::export::{self, ExportFile, split_batch};
-use hotaru_protocol::{EnIntervalNumber, ReportType, Tek};
+use hotaru_domain::export::{PositionedKey, build_files, export_info, in_batch, padding_keys};
+use hotaru_protocol::export;
 use serde::{Deserialize, Serialize};
 
 use crate::daykeys::DayKeys;
-use crate::signing::{active_signers, export_info};
+use crate::signing::active_signers;
 
 /// Batching (`[batch]` in the server's configuration).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,13 +155,6 @@ pub async fn batches<L: EventLog>(
     Ok((out, version))
 }
 
-/// An uploaded key with the registration position of its upload.
-#[derive(Clone, Copy, Debug)]
-pub struct PositionedKey {
-    pub position: u64,
-    pub key: UploadedKey,
-}
-
 /// Every uploaded key still readable, from the registration context up to `through`.
 pub async fn uploaded_keys<L: EventLog + SideStore>(
     log: &L,
@@ -216,67 +209,6 @@ pub async fn open_keys<L: SideStore>(
     hotaru_events::domain::decode_sealed_keys(&plain)
         .map(Some)
         .map_err(corrupt)
-}
-
-/// Whether batch (through, end) holds a key, given the previous batch's bounds.
-pub fn in_batch(k: &PositionedKey, prev: (u64, UnixMillis), through: u64, end: UnixMillis) -> bool {
-    let (prev_through, prev_end) = prev;
-    let now_ok = k.position <= through && k.key.release_at <= end;
-    let before = k.position <= prev_through && k.key.release_at <= prev_end;
-    now_ok && !before
-}
-
-/// The padding keys of a batch: `count` keys derived from `seed`, with metadata drawn like
-/// real keys' (a day within the last 14, whole day, the server's risk and report type).
-pub fn padding_keys(seed: &[u8; 32], count: usize, end: UnixMillis, risk: u8) -> Vec<DiagnosisKey> {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed);
-    let today = end.day();
-    (0..count as u64)
-        .map(|i| {
-            let t = ring::hmac::sign(&key, &i.to_be_bytes());
-            let b = t.as_ref();
-            let day = today - 1 - u32::from(b[16]) % 13;
-            DiagnosisKey {
-                key_data: b[..16].try_into().expect("16 bytes"),
-                rolling_start_interval: day * 144,
-                rolling_period: 144,
-                transmission_risk: risk,
-                report_type: 1,
-                days_since_onset: i32::from(b[17] % 13) - 2,
-            }
-        })
-        .collect()
-}
-
-fn to_protocol(k: &DiagnosisKey) -> hotaru_protocol::DiagnosisKey {
-    hotaru_protocol::DiagnosisKey {
-        tek: Tek::from_bytes(k.key_data),
-        rolling_start: EnIntervalNumber(k.rolling_start_interval),
-        rolling_period: k.rolling_period,
-        transmission_risk_level: k.transmission_risk,
-        report_type: ReportType::from_proto(i32::from(k.report_type))
-            .unwrap_or(ReportType::ConfirmedTest),
-        days_since_onset: Some(k.days_since_onset),
-    }
-}
-
-/// Builds the export files of a batch (the same bytes every time for the same input).
-pub fn build_files(
-    region: &str,
-    start: UnixMillis,
-    end: UnixMillis,
-    infos: &[export::SignatureInfo],
-    keys: &[DiagnosisKey],
-    max_per_file: usize,
-) -> Vec<ExportFile> {
-    split_batch(
-        start.0 / 1000,
-        end.0 / 1000,
-        region,
-        infos,
-        keys.iter().map(to_protocol).collect(),
-        max_per_file,
-    )
 }
 
 /// The distribution service: cuts, signs and publishes batches; serves what it published.

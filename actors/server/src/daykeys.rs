@@ -16,10 +16,8 @@ use hotaru_events::domain::{Day, Sealed};
 use hotaru_events::{DigestKey, NumberDigest};
 use hotaru_log::{LogError, SideStore};
 use hotaru_protocol::random::RandomSource;
+use hotaru_domain::sealing::{DAY_KEYS as NS, day_key_name as name, open_sealed};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-
-/// The side-store namespace of the day keys.
-pub const NS: &str = "daykeys";
 
 /// One day's keys.
 pub struct DayMaterial {
@@ -81,16 +79,7 @@ impl DayMaterial {
         if sealed.day != self.day {
             return None;
         }
-        let mut buf = sealed.ciphertext.clone();
-        let plain = self
-            .data
-            .open_in_place(
-                Nonce::assume_unique_for_key(sealed.nonce),
-                Aad::from(self.day.0.to_be_bytes()),
-                &mut buf,
-            )
-            .ok()?;
-        Some(plain.to_vec())
+        open_sealed(&self.data, sealed)
     }
 }
 
@@ -101,29 +90,6 @@ pub struct DayKeys<S> {
     secret: Arc<[u8]>,
     random: Arc<dyn RandomSource>,
     cache: Arc<Mutex<HashMap<u32, Arc<DayMaterial>>>>,
-}
-
-/// The side-store key of a day's keys.
-pub fn name(day: Day) -> String {
-    format!("d{}", day.0)
-}
-
-/// Opens `sealed` with a day's stored key bytes (as the side store holds them): what an
-/// auditor holding an archive does, without the digest secret.
-pub fn open_with_stored(stored: &[u8], sealed: &Sealed) -> Option<Vec<u8>> {
-    if stored.len() != 64 {
-        return None;
-    }
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &stored[32..]).ok()?);
-    let mut buf = sealed.ciphertext.clone();
-    let plain = key
-        .open_in_place(
-            Nonce::assume_unique_for_key(sealed.nonce),
-            Aad::from(sealed.day.0.to_be_bytes()),
-            &mut buf,
-        )
-        .ok()?;
-    Some(plain.to_vec())
 }
 
 impl<S: SideStore> DayKeys<S> {

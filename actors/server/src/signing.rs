@@ -4,6 +4,7 @@
 
 use hotaru_actors::IdSource;
 use hotaru_events::domain::{SignatureInfo, SigningKeyRotated};
+use hotaru_domain::export::export_info;
 use hotaru_events::{DomainEvent, NewEvent, StreamId, StreamKind, UnixMillis};
 use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
 use hotaru_protocol::export::{self, PublicKey, Signer};
@@ -13,11 +14,6 @@ const NS: &str = "signing";
 /// The stream of a region's signing keys.
 pub fn signing_stream(region: &str) -> StreamId {
     StreamId::new(StreamKind::SigningKey, region).expect("a region code is a valid id")
-}
-
-/// GAEN's signature info for a key: id = the region code, version = "v<n>".
-pub fn export_info(info: &SignatureInfo) -> export::SignatureInfo {
-    export::SignatureInfo::new(info.key_id.to_string(), format!("v{}", info.key_version))
 }
 
 /// One key as the log records it.

@@ -11,7 +11,7 @@ use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
 /// The side-store namespace of the operation logs' keys.
-pub const NS: &str = "oplogkeys";
+use hotaru_domain::sealing::OPLOG_KEYS as NS;
 
 /// The version of OperationLogReceived's content (ADR 0005): 1 is
 /// `versioned::wrap(1, bincode(Sealed))`; 0, the bincode alone, was written before.

@@ -72,9 +72,9 @@ fn scan_paths(paths: &[PathBuf], root: Option<&Path>) -> anyhow::Result<Vec<Scan
 /// The side-store namespaces Hotaru writes (secrets, API-key digests and labels, keys).
 const SIDE_NAMESPACES: [&str; 7] = [
     "server",
-    hotaru_server::daykeys::NS,
+    hotaru_domain::sealing::DAY_KEYS,
     "signing",
-    "oplogkeys",
+    hotaru_domain::sealing::OPLOG_KEYS,
     "revision-keys",
     "centres",
     "operators",

@@ -354,11 +354,11 @@ async fn export(e: Export) -> anyhow::Result<ExitCode> {
         w.head(ctx, head, hash)?;
     }
     let mut days = 0;
-    for key in log.side_keys(hotaru_server::daykeys::NS).await? {
+    for key in log.side_keys(hotaru_domain::sealing::DAY_KEYS).await? {
         let Some(day) = key.strip_prefix('d').and_then(|d| d.parse::<u32>().ok()) else {
             continue;
         };
-        if let Some(bytes) = log.side_get(hotaru_server::daykeys::NS, &key).await? {
+        if let Some(bytes) = log.side_get(hotaru_domain::sealing::DAY_KEYS, &key).await? {
             w.day_key(hotaru_events::domain::Day(day), &bytes)?;
             days += 1;
         }

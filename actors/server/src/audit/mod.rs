@@ -30,8 +30,7 @@ use hotaru_log::LogError;
 use hotaru_protocol::export::{ReadLimits, VerificationKey, read_zip};
 use serde::Serialize;
 
-use crate::batch::{PositionedKey, build_files, in_batch, padding_keys};
-use crate::signing::export_info;
+use hotaru_domain::export::{PositionedKey, build_files, export_info, in_batch, padding_keys};
 use hotaru_domain::personal::PersonalKind;
 pub use source::{AuditSource, LiveSource};
 
@@ -580,7 +579,7 @@ async fn open_uploads<S: AuditSource>(
                 }
                 day_keys[&s.day.0]
                     .as_deref()
-                    .and_then(|k| crate::daykeys::open_with_stored(k, s))
+                    .and_then(|k| hotaru_domain::sealing::open_with_stored(k, s))
                     .and_then(|plain| hotaru_events::domain::decode_sealed_keys(&plain).ok())
             }
         };

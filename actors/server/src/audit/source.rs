@@ -8,7 +8,7 @@ use hotaru_events::domain::{Day, LogId};
 use hotaru_log::{EventLog, LogError, SideStore};
 
 use super::archive::Archive;
-use crate::daykeys;
+use hotaru_domain::sealing::{DAY_KEYS, OPLOG_KEYS, day_key_name};
 
 /// A source of stored bytes.
 #[allow(async_fn_in_trait)]
@@ -78,13 +78,13 @@ impl<L: EventLog + SideStore> AuditSource for LiveSource<L> {
     }
 
     async fn day_key(&self, day: Day) -> Result<Option<Vec<u8>>, LogError> {
-        self.log.side_get(daykeys::NS, &daykeys::name(day)).await
+        self.log.side_get(DAY_KEYS, &day_key_name(day)).await
     }
 
     async fn day_key_days(&self) -> Result<Vec<Day>, LogError> {
         Ok(self
             .log
-            .side_keys(daykeys::NS)
+            .side_keys(DAY_KEYS)
             .await?
             .iter()
             .filter_map(|k| k.strip_prefix('d')?.parse().ok().map(Day))
@@ -98,7 +98,7 @@ impl<L: EventLog + SideStore> AuditSource for LiveSource<L> {
     async fn op_log_key_held(&self, id: LogId) -> Result<Option<bool>, LogError> {
         Ok(Some(
             self.log
-                .side_get(crate::support::NS, &hex::encode(id.0))
+                .side_get(OPLOG_KEYS, &hex::encode(id.0))
                 .await?
                 .is_some(),
         ))
