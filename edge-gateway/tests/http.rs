@@ -970,12 +970,12 @@ async fn google_publish_with_revision_tokens(nats: bool) {
     );
     // The committee's audit of what all this left in the log: revisions trace to their
     // redemption, the batch rebuilds, nothing is out of place.
-    let source = hotaru_server::audit::LiveSource {
+    let source = hotaru_audit::LiveSource {
         log: e.log.clone(),
         kind: "test",
     };
-    let rules = hotaru_server::audit::AuditRules::at(e.clock.now());
-    let report = hotaru_server::audit::audit(&source, &rules, vec![], &mut |_: &str, _, _| {})
+    let rules = hotaru_audit::AuditRules::at(e.clock.now());
+    let report = hotaru_audit::audit(&source, &rules, vec![], &mut |_: &str, _, _| {})
         .await
         .unwrap();
     for c in &report.checks {

@@ -8,12 +8,12 @@ use hotaru_protocol::random::OsRandom;
 use std::path::Path;
 
 use common::{hotaru, run, stdout};
+use hotaru_audit::archive::{Archive, ArchiveWriter};
 use hotaru_events::domain::{
     CaseId, DiagnosisKey, DiagnosisKeysUploaded, UploadedKey, UploadedKeys,
 };
 use hotaru_events::{Clock, DomainEvent, NewEvent, NumberDigest, StreamId, StreamKind};
 use hotaru_log::{EventLog, ExpectedVersion, SledLog};
-use hotaru_server::audit::archive::{Archive, ArchiveWriter};
 use hotaru_test_support::NatsServer;
 use serde_json::Value;
 

@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use common::{get_text, hotaru, spawn_serve, stdout, wait_until_serving};
 use hotaru_actors::{IdSource, ManualClock, RandomIds};
+use hotaru_domain::sealing::{DAY_KEYS, OPLOG_KEYS, day_key_name};
 use hotaru_events::domain::{Day, LogId};
 use hotaru_events::{Clock, DomainEvent, UnixMillis};
 use hotaru_log::{EventLog, NatsConfig, NatsLog, SideStore, SledLog};
-use hotaru_domain::sealing::{DAY_KEYS, OPLOG_KEYS, day_key_name};
 use hotaru_server::daykeys::DayKeys;
 use hotaru_server::retention::retention_stream;
 use hotaru_server::support;

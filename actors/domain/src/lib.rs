@@ -15,8 +15,8 @@ pub mod export;
 pub mod limiter;
 pub mod number;
 pub mod personal;
-pub mod sealing;
 pub mod policy;
+pub mod sealing;
 pub mod testing;
 pub mod upload;
 

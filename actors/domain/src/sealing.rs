@@ -70,7 +70,11 @@ mod tests {
             open_with_stored(&stored, &sealed).as_deref(),
             Some(&b"keys"[..])
         );
-        assert_eq!(open_with_stored(&stored[..63], &sealed), None, "not a day key");
+        assert_eq!(
+            open_with_stored(&stored[..63], &sealed),
+            None,
+            "not a day key"
+        );
         assert_eq!(open_with_stored(&[4u8; 64], &sealed), None, "another key");
         let moved = Sealed {
             day: Day(20_001),

@@ -13,13 +13,13 @@
 use std::sync::Arc;
 
 use hotaru_actors::{IdSource, crash_point};
+use hotaru_domain::export::{PositionedKey, build_files, export_info, in_batch, padding_keys};
 use hotaru_events::domain::{
     BatchId, BatchPublished, BatchSigned, DiagnosisKey, ExportFileDigest, RegionCode, UploadedKey,
     UploadedKeys,
 };
 use hotaru_events::{Clock, Context, DomainEvent, NewEvent, StreamId, StreamKind, UnixMillis};
 use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
-use hotaru_domain::export::{PositionedKey, build_files, export_info, in_batch, padding_keys};
 use hotaru_protocol::export;
 use serde::{Deserialize, Serialize};
 

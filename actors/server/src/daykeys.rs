@@ -12,11 +12,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use hotaru_domain::sealing::{DAY_KEYS as NS, day_key_name as name, open_sealed};
 use hotaru_events::domain::{Day, Sealed};
 use hotaru_events::{DigestKey, NumberDigest};
 use hotaru_log::{LogError, SideStore};
 use hotaru_protocol::random::RandomSource;
-use hotaru_domain::sealing::{DAY_KEYS as NS, day_key_name as name, open_sealed};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
 /// One day's keys.

@@ -14,7 +14,6 @@ pub mod signing;
 
 pub use batch::{BatchError, BatchOutcome, BatchPolicy, Distribution};
 pub mod actors;
-pub mod audit;
 pub mod commands;
 pub mod node;
 pub mod retention;

@@ -3,8 +3,8 @@
 //! and auditors can verify every batch from the events alone.
 
 use hotaru_actors::IdSource;
-use hotaru_events::domain::{SignatureInfo, SigningKeyRotated};
 use hotaru_domain::export::export_info;
+use hotaru_events::domain::{SignatureInfo, SigningKeyRotated};
 use hotaru_events::{DomainEvent, NewEvent, StreamId, StreamKind, UnixMillis};
 use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
 use hotaru_protocol::export::{self, PublicKey, Signer};

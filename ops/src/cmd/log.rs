@@ -318,8 +318,8 @@ async fn verify(v: Verify) -> anyhow::Result<ExitCode> {
 
 async fn export(e: Export) -> anyhow::Result<ExitCode> {
     use anyhow::Context as _;
+    use hotaru_audit::archive::ArchiveWriter;
     use hotaru_log::SideStore;
-    use hotaru_server::audit::archive::ArchiveWriter;
     let log = e.store.open().await?;
     // Written beside the target, renamed into place when complete.
     let tmp = e.archive.with_extension("partial");

@@ -476,7 +476,7 @@ pub(crate) async fn whole_story(
         .server_clock
         .as_ref()
         .map_or_else(|| hotaru_events::SystemClock.now(), Clock::now);
-    let source = hotaru_server::audit::LiveSource {
+    let source = hotaru_audit::LiveSource {
         log: log.clone(),
         kind: if store.nats().is_some() {
             "nats"
@@ -484,9 +484,9 @@ pub(crate) async fn whole_story(
             "sled"
         },
     };
-    let report = hotaru_server::audit::audit(
+    let report = hotaru_audit::audit(
         &source,
-        &hotaru_server::audit::AuditRules::at(at),
+        &hotaru_audit::AuditRules::at(at),
         Vec::new(),
         &mut |_, _, _| {},
     )
@@ -510,7 +510,7 @@ pub(crate) async fn whole_story(
         hotaru_device_sim::report::html(&figures, &config),
     )
     .with_context(|| format!("cannot write {}", sim_path.display()))?;
-    std::fs::write(&audit_path, crate::cmd::audit::html(&report))
+    std::fs::write(&audit_path, hotaru_audit::report::html(&report))
         .with_context(|| format!("cannot write {}", audit_path.display()))?;
     writeln!(
         out,

@@ -254,12 +254,12 @@ async fn no_device_event_in(log: &AnyLog) {
 }
 
 async fn audit_passes(log: &AnyLog, at: UnixMillis) {
-    let source = hotaru_server::audit::LiveSource {
+    let source = hotaru_audit::LiveSource {
         log: log.clone(),
         kind: "test",
     };
-    let rules = hotaru_server::audit::AuditRules::at(at);
-    let report = hotaru_server::audit::audit(&source, &rules, Vec::new(), &mut |_, _, _| {})
+    let rules = hotaru_audit::AuditRules::at(at);
+    let report = hotaru_audit::audit(&source, &rules, Vec::new(), &mut |_, _, _| {})
         .await
         .unwrap();
     let failed: Vec<_> = report
@@ -600,12 +600,12 @@ async fn the_audit_fails_when_the_server_log_holds_a_device_event() {
         agent.consent(0).await.unwrap();
     }
     let server_log = AnyLog::Sled(SledLog::open(dir.path()).unwrap());
-    let report = hotaru_server::audit::audit(
-        &hotaru_server::audit::LiveSource {
+    let report = hotaru_audit::audit(
+        &hotaru_audit::LiveSource {
             log: server_log,
             kind: "sled",
         },
-        &hotaru_server::audit::AuditRules::at(clock.now()),
+        &hotaru_audit::AuditRules::at(clock.now()),
         Vec::new(),
         &mut |_, _, _| {},
     )

@@ -111,19 +111,18 @@ pub(super) async fn audit_bench(b: AuditBench) -> anyhow::Result<ExitCode> {
                 paths.push(e?.path());
             }
         } else {
-            scan.push(hotaru_server::audit::ScanInput::file(
+            scan.push(hotaru_audit::ScanInput::file(
                 p.display().to_string(),
                 p.clone(),
             ));
         }
     }
-    let source = hotaru_server::audit::LiveSource {
+    let source = hotaru_audit::LiveSource {
         log,
         kind: "embedded store",
     };
-    let rules = hotaru_server::audit::AuditRules::at(hotaru_events::Clock::now(&SystemClock));
-    let report =
-        hotaru_server::audit::audit(&source, &rules, scan, &mut |_: &str, _, _| {}).await?;
+    let rules = hotaru_audit::AuditRules::at(hotaru_events::Clock::now(&SystemClock));
+    let report = hotaru_audit::audit(&source, &rules, scan, &mut |_: &str, _, _| {}).await?;
     let secs = started.elapsed().as_secs_f64();
     writeln!(
         out,

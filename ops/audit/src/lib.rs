@@ -15,6 +15,7 @@
 //! 6. figures by day.
 
 pub mod archive;
+pub mod report;
 pub mod source;
 
 use std::collections::{BTreeMap, HashMap};
