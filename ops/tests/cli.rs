@@ -1,9 +1,7 @@
 //! The `hotaru log` commands as a user runs them, on both backends.
 
-mod common;
-
-use common::{run, stdout};
 use hotaru_test_support::NatsServer;
+use hotaru_test_support::hotaru::{run, stdout};
 
 fn round_trip(store: &[&str]) {
     let out = run(&[

@@ -1,12 +1,10 @@
 //! `hotaru gaen`: the specification's vectors from the command line, and export files
 //! inspected and verified as a person debugging would.
 
-mod common;
-
-use common::{run, stdout};
 use hotaru_protocol::export::{SignatureInfo, Signer, build_zip, split_batch};
 use hotaru_protocol::random::OsRandom;
 use hotaru_protocol::{DiagnosisKey, EnIntervalNumber, Tek};
+use hotaru_test_support::hotaru::{run, stdout};
 
 #[test]
 fn rpi_prints_the_specification_vectors() {

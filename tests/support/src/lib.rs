@@ -3,7 +3,10 @@
 //! [`NatsServer`] starts a real `nats-server -js` on a free loopback port with a store in
 //! a temporary directory, and stops it when dropped. No test relies on a server that
 //! happens to be running. When nats-server is not installed the helper fails the test
-//! with a message saying how to install it: it never passes silently.
+//! with a message saying how to install it: it never passes silently. [`hotaru`] runs the
+//! `hotaru` binary as the whole-system tests (`tests/e2e`) and the CLI's tests do.
+
+pub mod hotaru;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,14 +1,12 @@
 //! `hotaru demo`, `hotaru keys` and `hotaru serve` as an operator runs them, on the
 //! embedded store and on a real nats-server.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{hotaru, run, stdout};
 use hotaru_test_support::NatsServer;
+use hotaru_test_support::hotaru::{hotaru, run, stdout};
 
 fn check(out: &std::process::Output) {
     assert!(

@@ -8,7 +8,8 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{hotaru, run, stdout};
+use common::get_text;
+use hotaru_test_support::hotaru::{hotaru, run, stdout};
 use hotaru_test_support::{NatsServer, free_port};
 use serde_json::{Value, json};
 
@@ -214,7 +215,7 @@ fn gateways_and_actor_nodes_scale_separately_over_nats() {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["batches"][0]["keys"], 6, "{v}");
         // The gateway reads the published files itself.
-        let index = common::get_text(&c.http, &format!("{}/exports/index.txt", c.base)).await;
+        let index = get_text(&c.http, &format!("{}/exports/index.txt", c.base)).await;
         let file = index.lines().next().unwrap();
         let r = c
             .http

@@ -2,12 +2,9 @@
 //! on the embedded store, on a real nats-server and on exported archives every check
 //! passes; each kind of tampering makes it fail with the right finding.
 
-mod common;
-
 use hotaru_protocol::random::OsRandom;
 use std::path::Path;
 
-use common::{hotaru, run, stdout};
 use hotaru_audit::archive::{Archive, ArchiveWriter};
 use hotaru_events::domain::{
     CaseId, DiagnosisKey, DiagnosisKeysUploaded, UploadedKey, UploadedKeys,
@@ -15,6 +12,7 @@ use hotaru_events::domain::{
 use hotaru_events::{Clock, DomainEvent, NewEvent, NumberDigest, StreamId, StreamKind};
 use hotaru_log::{EventLog, ExpectedVersion, SledLog};
 use hotaru_test_support::NatsServer;
+use hotaru_test_support::hotaru::{hotaru, run, stdout};
 use serde_json::Value;
 
 fn check(out: &std::process::Output) {

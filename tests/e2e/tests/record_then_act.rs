@@ -11,7 +11,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{get_text, hotaru, spawn_serve, stdout, wait_until_serving};
+use common::get_text;
 use hotaru_actors::{IdSource, ManualClock, RandomIds};
 use hotaru_domain::sealing::{DAY_KEYS, OPLOG_KEYS, day_key_name};
 use hotaru_events::domain::{Day, LogId};
@@ -21,6 +21,7 @@ use hotaru_server::daykeys::DayKeys;
 use hotaru_server::retention::retention_stream;
 use hotaru_server::support;
 use hotaru_test_support::NatsServer;
+use hotaru_test_support::hotaru::{hotaru, spawn_serve, stdout, wait_until_serving};
 
 const SECRET: &str = "7f3a9c1e5b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f3a";
 /// 2024-10-04: the day whose key and operation log are made.

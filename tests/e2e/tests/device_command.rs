@@ -1,12 +1,10 @@
 //! `hotaru device` as QA and support would use it: two phones in data directories, a real
 //! `hotaru serve` on 127.0.0.1, the health centre's and operator's APIs over HTTP.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::process::Stdio;
 
-use common::{hotaru, run, stdout};
+use hotaru_test_support::hotaru::{hotaru, run, spawn_serve, stdout, wait_until_serving};
 use serde_json::Value;
 
 fn json_of(o: &std::process::Output) -> Value {
@@ -91,7 +89,7 @@ fn two_phones_on_the_command_line_against_hotaru_serve() {
         &format!("127.0.0.1:{port}"),
     ])
     .env("HOTARU_DIGEST_SECRET", "ab".repeat(32));
-    let (mut serve, serve_lines) = common::spawn_serve(cmd);
+    let (mut serve, serve_lines) = spawn_serve(cmd);
     let gateway = format!("http://127.0.0.1:{port}");
     let today = jiff::Timestamp::now().as_second() as u64 / 86_400;
     let yesterday = today - 1;
@@ -139,7 +137,7 @@ fn two_phones_on_the_command_line_against_hotaru_serve() {
     }
 
     // The patient's number from the health centre; registration; a batch.
-    common::wait_until_serving(&serve_lines);
+    wait_until_serving(&serve_lines);
     let onset = jiff::Timestamp::from_second(((today - 2) * 86_400) as i64)
         .unwrap()
         .strftime("%Y-%m-%d")

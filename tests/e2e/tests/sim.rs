@@ -3,9 +3,7 @@
 //! Hotaru's configuration and fails on COCOA's 2020 Android one), and a fleet driving a
 //! real `hotaru serve` on a real nats-server over HTTP.
 
-mod common;
-
-use common::{hotaru, run, stdout};
+use hotaru_test_support::hotaru::{hotaru, run, spawn_serve, stdout, wait_until_serving};
 use serde_json::Value;
 
 fn sim(args: &[&str]) -> (Option<i32>, Value, String) {
@@ -158,9 +156,9 @@ fn a_fleet_drives_hotaru_serve_on_nats_and_the_servers_audit_passes() {
         config.to_str().unwrap(),
     ])
     .env("HOTARU_DIGEST_SECRET", "cd".repeat(32));
-    let (mut serve, lines) = common::spawn_serve(cmd);
+    let (mut serve, lines) = spawn_serve(cmd);
     let gateway = format!("http://127.0.0.1:{port}");
-    common::wait_until_serving(&lines);
+    wait_until_serving(&lines);
     let (code, v, err) = sim(&[
         "--gateway",
         &gateway,

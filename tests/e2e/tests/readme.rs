@@ -1,12 +1,10 @@
 //! The README keeps its promises: its first screen gives the demo command and the test
 //! command, `.ci/run` runs that test command, and the demo command works as written.
 
-mod common;
-
 use std::path::PathBuf;
 
 fn repo_file(rel: &str) -> String {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
 }
 
@@ -77,7 +75,7 @@ fn the_demo_command_works_as_written() {
                 args[i + 1] = small;
             }
         }
-        let out = common::hotaru()
+        let out = hotaru_test_support::hotaru::hotaru()
             .current_dir(dir.path())
             .args(&args)
             .output()

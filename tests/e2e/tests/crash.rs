@@ -7,9 +7,10 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 
-use common::{Rng, hotaru, run, stored_demo_seqs};
+use common::stored_demo_seqs;
 use hotaru_log::{NatsConfig, NatsLog, SledLog};
 use hotaru_test_support::NatsServer;
+use hotaru_test_support::hotaru::{Rng, hotaru, run};
 
 /// Starts `hotaru log append-demo --print-acks` and reads acks until `kill_after` have
 /// arrived; then calls `kill` and returns every ack the child printed.
