@@ -7,6 +7,7 @@
 //! `hotaru` binary as the whole-system tests (`tests/e2e`) and the CLI's tests do.
 
 pub mod hotaru;
+pub mod nginx;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};

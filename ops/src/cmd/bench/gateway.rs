@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
 use futures::StreamExt;
@@ -11,6 +11,8 @@ use hotaru_actors::{RandomIds, SystemClock};
 use hotaru_protocol::random::OsRandom;
 
 use super::server::{bench_config, issue_numbers};
+use hotaru_test_support::nginx::Nginx;
+
 use super::*;
 
 #[derive(Args, Debug)]
@@ -174,15 +176,16 @@ async fn gateway_round(
         Some(path) if with_downloads && b.downloads > 0 => {
             let url = format!("{base}/{path}");
             let zip = http.get(&url).send().await?.bytes().await?.to_vec();
-            let nginx = Nginx::start(&zip).await;
+            let nginx = Nginx::serve(&[("exports/batch.zip", &zip)]);
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
             for _ in 0..DOWNLOAD_ROUNDS {
                 ours.push(fetch_many(&http, &url, b.downloads, b.concurrency).await?);
                 if let Ok(n) = &nginx {
-                    theirs.push(fetch_many(&http, &n.url, b.downloads, b.concurrency).await?);
+                    let url = n.url("exports/batch.zip");
+                    theirs.push(fetch_many(&http, &url, b.downloads, b.concurrency).await?);
                 }
             }
-            let theirs = nginx.map(|_| median(theirs)).map_err(|e| format!("{e:#}"));
+            let theirs = nginx.map(|_| median(theirs));
             Some((zip.len(), median(ours), theirs))
         }
         _ => None,
@@ -216,59 +219,4 @@ async fn fetch_many(
         .await;
     results.into_iter().collect::<anyhow::Result<()>>()?;
     Ok(n as f64 / started.elapsed().as_secs_f64())
-}
-
-/// nginx (Debian's package) serving one file on a free loopback port; stopped on drop.
-struct Nginx {
-    url: String,
-    _child: tokio::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    async fn start(zip: &[u8]) -> anyhow::Result<Self> {
-        let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .ok_or_else(|| anyhow::anyhow!("not installed (apt-get install nginx-light)"))?;
-        let dir = tempfile::tempdir()?;
-        std::fs::create_dir_all(dir.path().join("www/exports"))?;
-        std::fs::write(dir.path().join("www/exports/batch.zip"), zip)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let conf = format!(
-            "daemon off; worker_processes 2; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n\
-               client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
-               uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-               server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}\n",
-            d = dir.path().display()
-        );
-        std::fs::create_dir_all(dir.path().join("tmp"))?;
-        std::fs::write(dir.path().join("nginx.conf"), conf)?;
-        let child = tokio::process::Command::new(nginx)
-            .args([
-                "-c",
-                &dir.path().join("nginx.conf").to_string_lossy(),
-                "-p",
-                &dir.path().to_string_lossy(),
-            ])
-            .kill_on_drop(true)
-            .spawn()?;
-        let http = reqwest::Client::new();
-        let url = format!("http://127.0.0.1:{port}/exports/batch.zip");
-        for _ in 0..100 {
-            if http.get(&url).send().await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(Self {
-            url,
-            _child: child,
-            _dir: dir,
-        })
-    }
 }
