@@ -154,9 +154,30 @@ pub async fn close<L: EventLog + SideStore>(
     Ok(true)
 }
 
+/// The name of the retention's checkpoint over the support context.
+pub const EXPIRY_CHECKPOINT: &str = "support-expiry";
+
+/// The version of that checkpoint's state (ADR 0005; another version is rebuilt from the
+/// start of the context, once).
+const EXPIRY_VERSION: u8 = 1;
+
+/// What the retention knows of the support context up to its checkpoint: the logs received
+/// and not deleted, with the time each arrived, and the deletions recorded whose key may
+/// still be held (a crash between the two steps of `close`). Ids and times only: a log's
+/// content stays sealed in the log.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Expiry {
+    open: std::collections::BTreeMap<LogId, u64>,
+    deleted: std::collections::BTreeSet<LogId>,
+}
+
 /// Closes every operation log received more than `retention_days` ago whose investigation
 /// is still open, and finishes every deletion recorded whose key survived a crash: nothing
 /// is kept past its retention. Returns the logs closed now.
+///
+/// Reads the support context from its checkpoint (`support-expiry`), not from position 1,
+/// and checkpoints after acting: a crash before that reads the same commits again, and
+/// closing is idempotent.
 pub async fn expire<L: EventLog + SideStore>(
     log: &L,
     clock: &Arc<dyn Clock>,
@@ -167,43 +188,64 @@ pub async fn expire<L: EventLog + SideStore>(
         .now()
         .0
         .saturating_sub(u64::from(retention_days) * hotaru_events::DAY_MS);
-    let (mut received, mut deleted) = (Vec::new(), std::collections::HashSet::new());
-    let mut from = 1;
-    loop {
+    let (mut through, mut state) = match log.load_checkpoint(EXPIRY_CHECKPOINT).await? {
+        Some(cp) => match hotaru_events::versioned::split(&cp.state) {
+            (EXPIRY_VERSION, body) => {
+                bincode::serde::decode_from_slice::<Expiry, _>(body, bincode::config::standard())
+                    .map(|(state, _)| (cp.position, state))
+                    .unwrap_or_default()
+            }
+            _ => (0, Expiry::default()),
+        },
+        None => (0, Expiry::default()),
+    };
+    let head = log.head(hotaru_events::Context::Support).await?;
+    while through < head {
         let batch = log
-            .read_all(hotaru_events::Context::Support, from, 4096)
+            .read_all(hotaru_events::Context::Support, through + 1, 4096)
             .await?;
         let Some(last) = batch.last() else { break };
-        from = last.position + 1;
-        for c in &batch {
+        for c in batch.iter().filter(|c| c.position <= head) {
             for env in c.commit.envelopes().flatten() {
                 match env.event {
-                    DomainEvent::OperationLogReceived(r) if env.occurred_at.0 < cutoff => {
-                        received.push(r.log_id);
+                    DomainEvent::OperationLogReceived(r) => {
+                        state.open.insert(r.log_id, env.occurred_at.0);
                     }
                     DomainEvent::OperationLogDeleted(d) => {
-                        deleted.insert(d.log_id);
+                        state.open.remove(&d.log_id);
+                        state.deleted.insert(d.log_id);
                     }
                     _ => {}
                 }
             }
         }
+        through = last.position.min(head);
     }
     // Keys still held: an open log, or a deletion recorded and not yet done.
     let held: std::collections::HashSet<String> = log.side_keys(NS).await?.into_iter().collect();
-    let mut unfinished: Vec<LogId> = deleted
+    state.deleted.retain(|id| held.contains(&hex::encode(id.0)));
+    let due: Vec<LogId> = state
+        .open
         .iter()
-        .copied()
-        .filter(|id| held.contains(&hex::encode(id.0)))
+        .filter(|(_, at)| **at < cutoff)
+        .map(|(id, _)| *id)
         .collect();
-    unfinished.sort_by_key(|id| id.0);
-    let due = received.into_iter().filter(|id| !deleted.contains(id));
     let mut closed = Vec::new();
-    for id in unfinished.into_iter().chain(due).collect::<Vec<_>>() {
+    for id in state.deleted.iter().copied().chain(due).collect::<Vec<_>>() {
         if close(log, clock, ids, id).await? {
             closed.push(id);
         }
+        // Done either way: closed now, or by someone else meanwhile.
+        state.open.remove(&id);
+        state.deleted.remove(&id);
     }
+    let body =
+        bincode::serde::encode_to_vec(&state, bincode::config::standard()).map_err(backend)?;
+    let cp = hotaru_log::Checkpoint {
+        position: through,
+        state: hotaru_events::versioned::wrap_vec(EXPIRY_VERSION, body),
+    };
+    log.save_checkpoint(EXPIRY_CHECKPOINT, &cp).await?;
     Ok(closed)
 }
 
@@ -236,6 +278,34 @@ mod tests {
         assert!(read(&log, young).await.unwrap().is_some());
         // Nothing more to do the second time.
         assert_eq!(expire(&log, &clock, &ids, 14).await.unwrap(), vec![]);
+        // The run read from its checkpoint, which now stands at the head and still knows
+        // the young log, received before it: closed when its time comes.
+        let cp = log
+            .load_checkpoint(EXPIRY_CHECKPOINT)
+            .await
+            .unwrap()
+            .unwrap();
+        let head = log.head(hotaru_events::Context::Support).await.unwrap();
+        assert_eq!(cp.position, head);
+        manual.advance_millis(10 * 86_400_000);
+        assert_eq!(expire(&log, &clock, &ids, 14).await.unwrap(), vec![young]);
+        assert_eq!(read(&log, young).await.unwrap(), None);
+        // A checkpoint of another version is rebuilt from the start: a log it held is not
+        // lost though the position stands past its arrival.
+        let third = receive(&log, &clock, &ids, b"14:00 check ok")
+            .await
+            .unwrap();
+        assert_eq!(expire(&log, &clock, &ids, 14).await.unwrap(), vec![]);
+        let head = log.head(hotaru_events::Context::Support).await.unwrap();
+        let other = hotaru_log::Checkpoint {
+            position: head,
+            state: hotaru_events::versioned::wrap(9, b"?"),
+        };
+        log.save_checkpoint(EXPIRY_CHECKPOINT, &other)
+            .await
+            .unwrap();
+        manual.advance_millis(15 * 86_400_000);
+        assert_eq!(expire(&log, &clock, &ids, 14).await.unwrap(), vec![third]);
     }
 
     #[test]
