@@ -86,15 +86,86 @@ impl RejectionReason {
     }
 }
 
-/// A diagnosis key as the server stores and publishes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct DiagnosisKey {
-    pub key_data: [u8; 16],
-    pub rolling_start_interval: u32,
-    pub rolling_period: u32,
-    pub transmission_risk: u8,
-    pub report_type: u8,
-    pub days_since_onset: i32,
+/// A diagnosis key: the protocol's one type, stored field by field by [`stored_key`].
+pub use hotaru_protocol::DiagnosisKey;
+
+/// How a diagnosis key is stored, unchanged since schema version 1 (bincode and JSON see
+/// these fields): the key's 16 bytes, its first interval and period, the transmission risk,
+/// GAEN's report-type number, and the days since onset (`i32::MIN` when unknown, which no
+/// key the server stored has been: it always knows them).
+pub mod stored_key {
+    use hotaru_protocol::{EnIntervalNumber, ReportType, Tek};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::DiagnosisKey;
+
+    const UNKNOWN_ONSET: i32 = i32::MIN;
+
+    #[derive(Serialize, Deserialize)]
+    struct Stored {
+        key_data: [u8; 16],
+        rolling_start_interval: u32,
+        rolling_period: u32,
+        transmission_risk: u8,
+        report_type: u8,
+        days_since_onset: i32,
+    }
+
+    impl From<&DiagnosisKey> for Stored {
+        fn from(k: &DiagnosisKey) -> Self {
+            Self {
+                key_data: *k.tek.as_bytes(),
+                rolling_start_interval: k.rolling_start.0,
+                rolling_period: k.rolling_period,
+                transmission_risk: k.transmission_risk_level,
+                report_type: k.report_type.to_proto() as u8,
+                days_since_onset: k.days_since_onset.unwrap_or(UNKNOWN_ONSET),
+            }
+        }
+    }
+
+    impl TryFrom<Stored> for DiagnosisKey {
+        type Error = String;
+
+        fn try_from(s: Stored) -> Result<Self, String> {
+            Ok(Self {
+                tek: Tek::from_bytes(s.key_data),
+                rolling_start: EnIntervalNumber(s.rolling_start_interval),
+                rolling_period: s.rolling_period,
+                transmission_risk_level: s.transmission_risk,
+                report_type: ReportType::from_proto(i32::from(s.report_type))
+                    .ok_or_else(|| format!("unknown report type {}", s.report_type))?,
+                days_since_onset: (s.days_since_onset != UNKNOWN_ONSET)
+                    .then_some(s.days_since_onset),
+            })
+        }
+    }
+
+    pub fn serialize<S: Serializer>(k: &DiagnosisKey, s: S) -> Result<S::Ok, S::Error> {
+        Stored::from(k).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DiagnosisKey, D::Error> {
+        Stored::deserialize(d)?
+            .try_into()
+            .map_err(serde::de::Error::custom)
+    }
+
+    /// A list of keys, each stored as above.
+    pub mod vec {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(keys: &[DiagnosisKey], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(keys.iter().map(Stored::from))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<DiagnosisKey>, D::Error> {
+            Vec::<Stored>::deserialize(d)?
+                .into_iter()
+                .map(|k| k.try_into().map_err(serde::de::Error::custom))
+                .collect()
+        }
+    }
 }
 
 /// One export file of a batch, as an auditor re-derives it.
@@ -238,6 +309,7 @@ pub struct DroppedKey {
 /// is held until 2 hours after it expires).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadedKey {
+    #[serde(with = "stored_key")]
     pub key: DiagnosisKey,
     pub release_at: UnixMillis,
 }
@@ -301,6 +373,7 @@ pub struct DiagnosisKeysUploaded {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeysReleased {
     pub upload: EventId,
+    #[serde(with = "stored_key::vec")]
     pub keys: Vec<DiagnosisKey>,
 }
 
@@ -541,6 +614,7 @@ pub mod legacy {
     pub struct DiagnosisKeysUploadedV1 {
         pub case_id: CaseId,
         pub digest: NumberDigest,
+        #[serde(with = "super::stored_key::vec")]
         pub keys: Vec<DiagnosisKey>,
     }
 
@@ -604,16 +678,51 @@ pub mod legacy {
 mod tests {
     use super::*;
 
+    /// The one key type is stored in the fields the events always had: an unknown onset
+    /// round-trips, and stored bytes naming no GAEN report type are refused, not guessed.
+    #[test]
+    fn a_diagnosis_key_is_stored_field_by_field() {
+        let mut key = DiagnosisKey {
+            tek: hotaru_protocol::Tek::from_bytes([9; 16]),
+            rolling_start: hotaru_protocol::EnIntervalNumber(2_880_000),
+            rolling_period: 144,
+            transmission_risk_level: 4,
+            report_type: hotaru_protocol::ReportType::SelfReport,
+            days_since_onset: None,
+        };
+        let uploaded = UploadedKey {
+            key,
+            release_at: UnixMillis(5),
+        };
+        let json = serde_json::to_value(uploaded).unwrap();
+        assert_eq!(
+            json["key"]["key_data"],
+            serde_json::to_value([9u8; 16]).unwrap()
+        );
+        assert_eq!(json["key"]["rolling_start_interval"], 2_880_000);
+        assert_eq!(json["key"]["transmission_risk"], 4);
+        assert_eq!(json["key"]["report_type"], 3);
+        let bytes = bincode::serde::encode_to_vec(uploaded, crate::codec::BINCODE).unwrap();
+        let back: UploadedKey = bincode::serde::decode_from_slice(&bytes, crate::codec::BINCODE)
+            .unwrap()
+            .0;
+        assert_eq!(back, uploaded, "an unknown onset stays unknown");
+        key.days_since_onset = Some(-3);
+        let mut bad = serde_json::to_value(UploadedKey { key, ..uploaded }).unwrap();
+        bad["key"]["report_type"] = 9.into();
+        assert!(serde_json::from_value::<UploadedKey>(bad).is_err());
+    }
+
     #[test]
     fn sealed_keys_carry_their_version_and_those_of_before_still_read() {
         let keys = vec![UploadedKey {
             key: DiagnosisKey {
-                key_data: [7; 16],
-                rolling_start_interval: 2_880_000,
+                tek: hotaru_protocol::Tek::from_bytes([7; 16]),
+                rolling_start: hotaru_protocol::EnIntervalNumber(2_880_000),
                 rolling_period: 144,
-                transmission_risk: 0,
-                report_type: 1,
-                days_since_onset: 2,
+                transmission_risk_level: 0,
+                report_type: hotaru_protocol::ReportType::ConfirmedTest,
+                days_since_onset: Some(2),
             },
             release_at: UnixMillis(1),
         }];

@@ -116,12 +116,12 @@ fn assert_v1_fixture_upcasts<T: serde::Serialize>(
 
 fn v1_key() -> DiagnosisKey {
     DiagnosisKey {
-        key_data: [0x44; 16],
-        rolling_start_interval: 2_642_976,
+        tek: hotaru_protocol::Tek::from_bytes([0x44; 16]),
+        rolling_start: hotaru_protocol::EnIntervalNumber(2_642_976),
         rolling_period: 144,
-        transmission_risk: 4,
-        report_type: 1,
-        days_since_onset: -2,
+        transmission_risk_level: 4,
+        report_type: hotaru_protocol::ReportType::ConfirmedTest,
+        days_since_onset: Some(-2),
     }
 }
 

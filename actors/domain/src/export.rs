@@ -34,27 +34,15 @@ pub fn padding_keys(seed: &[u8; 32], count: usize, end: UnixMillis, risk: u8) ->
             let b = t.as_ref();
             let day = today - 1 - u32::from(b[16]) % 13;
             DiagnosisKey {
-                key_data: b[..16].try_into().expect("16 bytes"),
-                rolling_start_interval: day * 144,
+                tek: Tek::from_bytes(b[..16].try_into().expect("16 bytes")),
+                rolling_start: EnIntervalNumber(day * 144),
                 rolling_period: 144,
-                transmission_risk: risk,
-                report_type: 1,
-                days_since_onset: i32::from(b[17] % 13) - 2,
+                transmission_risk_level: risk,
+                report_type: ReportType::ConfirmedTest,
+                days_since_onset: Some(i32::from(b[17] % 13) - 2),
             }
         })
         .collect()
-}
-
-fn to_protocol(k: &DiagnosisKey) -> hotaru_protocol::DiagnosisKey {
-    hotaru_protocol::DiagnosisKey {
-        tek: Tek::from_bytes(k.key_data),
-        rolling_start: EnIntervalNumber(k.rolling_start_interval),
-        rolling_period: k.rolling_period,
-        transmission_risk_level: k.transmission_risk,
-        report_type: ReportType::from_proto(i32::from(k.report_type))
-            .unwrap_or(ReportType::ConfirmedTest),
-        days_since_onset: Some(k.days_since_onset),
-    }
 }
 
 /// Builds the export files of a batch (the same bytes every time for the same input).
@@ -71,7 +59,7 @@ pub fn build_files(
         end.0 / 1000,
         region,
         infos,
-        keys.iter().map(to_protocol).collect(),
+        keys.to_vec(),
         max_per_file,
     )
 }

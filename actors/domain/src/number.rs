@@ -330,12 +330,12 @@ mod tests {
     fn keys() -> UploadedKeys {
         UploadedKeys::Plain(vec![UploadedKey {
             key: DiagnosisKey {
-                key_data: [4; 16],
-                rolling_start_interval: 2_650_000,
+                tek: hotaru_protocol::Tek::from_bytes([4; 16]),
+                rolling_start: hotaru_protocol::EnIntervalNumber(2_650_000),
                 rolling_period: 144,
-                transmission_risk: 4,
-                report_type: 1,
-                days_since_onset: 0,
+                transmission_risk_level: 4,
+                report_type: hotaru_protocol::ReportType::ConfirmedTest,
+                days_since_onset: Some(0),
             },
             release_at: UnixMillis(5),
         }])

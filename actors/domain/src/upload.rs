@@ -4,14 +4,13 @@ use std::collections::{HashMap, HashSet};
 
 use hotaru_events::UnixMillis;
 use hotaru_events::domain::{CaseBasis, DiagnosisKey, DroppedKey, KeyRejection, UploadedKey};
+use hotaru_protocol::{EnIntervalNumber, ReportType, Tek};
 
 use crate::policy::{DAY_MS, RegistrationPolicy};
 
 /// Intervals per day, and milliseconds per interval.
 const PERIOD: u32 = hotaru_events::INTERVALS_PER_DAY;
 use hotaru_events::INTERVAL_MS;
-/// GAEN's ReportType CONFIRMED_TEST.
-pub const REPORT_TYPE_CONFIRMED_TEST: u8 = 1;
 
 /// A key as the device sent it, before any check.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -108,12 +107,12 @@ pub fn validate_keys(
         };
         out.accepted.push(UploadedKey {
             key: DiagnosisKey {
-                key_data: k.key_data[..].try_into().expect("checked: 16 bytes"),
-                rolling_start_interval: k.rolling_start,
+                tek: Tek::from_bytes(k.key_data[..].try_into().expect("checked: 16 bytes")),
+                rolling_start: EnIntervalNumber(k.rolling_start),
                 rolling_period: k.rolling_period,
-                transmission_risk: policy.transmission_risk,
-                report_type: REPORT_TYPE_CONFIRMED_TEST,
-                days_since_onset: dso.clamp(-14, 14) as i32,
+                transmission_risk_level: policy.transmission_risk,
+                report_type: ReportType::ConfirmedTest,
+                days_since_onset: Some(dso.clamp(-14, 14) as i32),
             },
             release_at,
         });
@@ -164,11 +163,11 @@ mod tests {
         let v = run(&[key(1, NOW_DAY - 1), key(2, NOW_DAY - 5)]);
         assert!(v.dropped.is_empty(), "{v:?}");
         let k = v.accepted[0].key;
-        assert_eq!(k.transmission_risk, 4);
-        assert_ne!(k.transmission_risk, 0, "never the Android trap");
-        assert_eq!(k.report_type, REPORT_TYPE_CONFIRMED_TEST);
-        assert_eq!(k.days_since_onset, 2);
-        assert_eq!(v.accepted[1].key.days_since_onset, -2);
+        assert_eq!(k.transmission_risk_level, 4);
+        assert_ne!(k.transmission_risk_level, 0, "never the Android trap");
+        assert_eq!(k.report_type, ReportType::ConfirmedTest);
+        assert_eq!(k.days_since_onset, Some(2));
+        assert_eq!(v.accepted[1].key.days_since_onset, Some(-2));
         assert_eq!(
             v.accepted[0].release_at, NOW,
             "a past key is releasable at once"

@@ -207,12 +207,12 @@ fn nats_a_panicking_projection_is_restarted_and_ends_exact() {
 
 fn key() -> DiagnosisKey {
     DiagnosisKey {
-        key_data: [4; 16],
-        rolling_start_interval: 2_650_000,
+        tek: hotaru_protocol::Tek::from_bytes([4; 16]),
+        rolling_start: hotaru_protocol::EnIntervalNumber(2_650_000),
         rolling_period: 144,
-        transmission_risk: 4,
-        report_type: 1,
-        days_since_onset: 0,
+        transmission_risk_level: 4,
+        report_type: hotaru_protocol::ReportType::ConfirmedTest,
+        days_since_onset: Some(0),
     }
 }
 

@@ -687,7 +687,7 @@ impl<L: EventLog + SideStore> Registration<L> {
                     && let Some(keys) = open_keys(&i.keys, u.keys, position).await?
                 {
                     for k in keys {
-                        before.insert(k.key.key_data, revisable(&k));
+                        before.insert(*k.key.tek.as_bytes(), revisable(&k));
                     }
                 }
             }
@@ -1030,8 +1030,8 @@ impl<L: EventLog + SideStore> Registration<L> {
 
 fn revisable(k: &hotaru_events::domain::UploadedKey) -> RevisableKey {
     RevisableKey {
-        key_data: k.key.key_data,
-        rolling_start: k.key.rolling_start_interval,
+        key_data: *k.key.tek.as_bytes(),
+        rolling_start: k.key.rolling_start.0,
         rolling_period: k.key.rolling_period,
     }
 }

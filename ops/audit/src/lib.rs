@@ -695,7 +695,7 @@ async fn check_batches<S: AuditSource>(
     let mut uploaded: HashMap<[u8; 16], (usize, UploadedKey)> = HashMap::new();
     for (i, keys) in opened.iter().enumerate() {
         for k in keys.iter().flatten() {
-            uploaded.insert(k.key.key_data, (i, *k));
+            uploaded.insert(*k.key.tek.as_bytes(), (i, *k));
         }
     }
     for (region, list) in &facts.batches {
@@ -752,7 +752,7 @@ async fn check_batches<S: AuditSource>(
             let padding: std::collections::HashSet<[u8; 16]> =
                 padding_keys(&s.padding_seed, s.padding_count as usize, s.end, 4)
                     .iter()
-                    .map(|k| k.key_data)
+                    .map(|k| *k.tek.as_bytes())
                     .collect();
             let can_rebuild = shredded == 0 && real.len() as u32 == s.key_count;
             if shredded == 0 && real.len() as u32 != s.key_count {
@@ -763,7 +763,9 @@ async fn check_batches<S: AuditSource>(
                 )));
             }
             if can_rebuild {
-                let risk = real.first().map_or(4, |(_, k)| k.key.transmission_risk);
+                let risk = real
+                    .first()
+                    .map_or(4, |(_, k)| k.key.transmission_risk_level);
                 let mut all: Vec<DiagnosisKey> = real.iter().map(|(_, k)| k.key).collect();
                 all.extend(padding_keys(
                     &s.padding_seed,
@@ -860,9 +862,9 @@ async fn check_batches<S: AuditSource>(
                                         let first = u64::from(
                                             d.0.saturating_sub(rules.infectious_days_before),
                                         ) * DAY_MS;
-                                        let key_end = u64::from(
-                                            k.key.rolling_start_interval + k.key.rolling_period,
-                                        ) * hotaru_events::INTERVAL_MS;
+                                        let key_end =
+                                            u64::from(k.key.rolling_start.0 + k.key.rolling_period)
+                                                * hotaru_events::INTERVAL_MS;
                                         if key_end <= first {
                                             c.fail(finding(
                                                 "a key from before its case's infectious period was published"
@@ -916,7 +918,7 @@ async fn check_batches<S: AuditSource>(
             let released = last_ends
                 .values()
                 .any(|(through, end)| u.position <= *through && k.release_at <= *end);
-            if released && authorised[i] && !published.contains_key(&k.key.key_data) {
+            if released && authorised[i] && !published.contains_key(k.key.tek.as_bytes()) {
                 left_out += 1;
             }
         }

@@ -340,12 +340,10 @@ fn tampering_with_an_archive_is_found_and_pinpointed() {
         .unwrap();
     let mut e = hotaru_protocol::export::read_zip(&zip, Default::default()).unwrap();
     e.file.keys.push(hotaru_protocol::DiagnosisKey {
-        tek: hotaru_protocol::Tek::from_bytes(held.key_data),
-        rolling_start: hotaru_protocol::EnIntervalNumber(held.rolling_start_interval),
-        rolling_period: held.rolling_period,
         transmission_risk_level: 4,
         report_type: hotaru_protocol::ReportType::ConfirmedTest,
         days_since_onset: Some(0),
+        ..held
     });
     let bin = e.file.encode();
     let sig = hotaru_protocol::export::sign_export(&bin, 1, 1, &[&foreign]);
@@ -411,12 +409,12 @@ fn tampering_with_a_live_store_is_found() {
             idempotency: None,
             keys: UploadedKeys::Plain(vec![UploadedKey {
                 key: DiagnosisKey {
-                    key_data: [5; 16],
-                    rolling_start_interval: (now.day() - 1) * 144,
+                    tek: hotaru_protocol::Tek::from_bytes([5; 16]),
+                    rolling_start: hotaru_protocol::EnIntervalNumber((now.day() - 1) * 144),
                     rolling_period: 144,
-                    transmission_risk: 4,
-                    report_type: 1,
-                    days_since_onset: 0,
+                    transmission_risk_level: 4,
+                    report_type: hotaru_protocol::ReportType::ConfirmedTest,
+                    days_since_onset: Some(0),
                 },
                 release_at: now,
             }]),
