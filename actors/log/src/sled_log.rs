@@ -119,6 +119,26 @@ fn frames(segment: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// Opens the database, waiting up to a second while its lock is held: the last handle of
+/// a log closed a moment ago in this process may still be letting go of it (sled's
+/// background threads release the directory just after the handle is dropped). Another
+/// process holding it gets the same error after that second.
+fn open_when_free(config: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match config.open() {
+            // sled 0.34 words it so, wrapping the flock's WouldBlock in an Other.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The frame of the commit at `pos`: one lookup of the segment that begins at or before
 /// it (segments are keyed by their first position), then a walk of its length prefixes.
 fn frame_at(tree: &sled::Tree, ctx: Context, pos: u64) -> Result<Vec<u8>, LogError> {
@@ -182,8 +202,7 @@ impl SledLog {
             // end: sled's default 1 GiB page cache would only hold memory.
             config = config.cache_capacity(128 * 1024 * 1024);
         }
-        let db = config
-            .open()
+        let db = open_when_free(&config)
             .map_err(|e| LogError::Backend(format!("cannot open {}: {e}", dir.display())))?;
         let tree = db.open_tree("log").map_err(backend)?;
         let mut chain = HashMap::new();
@@ -725,6 +744,24 @@ impl EventLog for SledLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log reopened just after its last handle is dropped (a device restarted in a test,
+    /// a node's store reopened) waits for the lock instead of failing; one still open is
+    /// refused with the lock in the message.
+    #[test]
+    fn a_log_reopened_as_its_last_handle_goes_waits_for_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SledLog::open(dir.path()).unwrap();
+        let closing = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(first);
+        });
+        let second = SledLog::open(dir.path()).expect("opened once the first let go");
+        closing.join().unwrap();
+        let held = SledLog::open(dir.path()).err().expect("refused while held");
+        assert!(held.to_string().contains("lock"), "{held}");
+        drop(second);
+    }
 
     #[test]
     fn segments_split_into_their_frames_and_stop_at_a_torn_tail() {
