@@ -39,6 +39,10 @@ pub trait Aggregate: Default + Clone + Send + 'static {
         None
     }
 
+    /// Whether [`Aggregate::restore`] can ever answer: a load of an aggregate that cannot
+    /// reads its stream at once, without looking at the last commit first.
+    const RESTORES: bool = false;
+
     /// The state after `events`, from the default.
     fn replay<'a>(events: impl IntoIterator<Item = &'a DomainEvent>) -> Self {
         let mut state = Self::default();

@@ -83,17 +83,15 @@ async fn run<A: Aggregate, L: EventLog>(
 ) -> Result<Appended, ExecuteError<A::Error>> {
     let mut attempt = 0;
     loop {
-        let commits = log.read_stream(&msg.stream).await?;
-        let mut state = A::default();
-        let mut version = 0;
-        for c in &commits {
-            for env in c.commit.envelopes() {
-                let env =
-                    env.map_err(|e| ExecuteError::Corrupt(msg.stream.clone(), e.to_string()))?;
-                state.apply(&env.event);
+        // The stream's state as every shell loads it: from its last commit when that
+        // restores the whole state, else folded from the stream.
+        let (state, version) = match crate::load_latest::<A, L>(&log, &msg.stream).await {
+            Ok(loaded) => loaded,
+            Err(LogError::Corrupt { reason, .. }) => {
+                return Err(ExecuteError::Corrupt(msg.stream.clone(), reason));
             }
-            version = c.commit.last_version();
-        }
+            Err(e) => return Err(e.into()),
+        };
         let events =
             guarded("aggregate", || state.decide(&msg.command))?.map_err(ExecuteError::Domain)?;
         let now = clock.now();

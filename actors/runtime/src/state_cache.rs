@@ -94,11 +94,15 @@ impl<A: Aggregate> StateCache<A> {
 
 /// An aggregate's state and its stream's version from one read of the stream's last
 /// commit when that is enough (the stream's only commit, or a last event that repeats the
-/// whole state, [`Aggregate::restore`]), else folded from the whole stream.
+/// whole state, [`Aggregate::restore`]), else folded from the whole stream (at once for an
+/// aggregate that never restores, `Aggregate::RESTORES`).
 pub async fn load_latest<A: Aggregate, L: EventLog>(
     log: &L,
     stream: &StreamId,
 ) -> Result<(A, u64), LogError> {
+    if !A::RESTORES {
+        return fold(&log.read_stream(stream).await?, |_, _| {});
+    }
     let Some(last) = log.last_commit(stream).await? else {
         return Ok((A::default(), 0));
     };
