@@ -1,33 +1,34 @@
-//! The actor runtime: actix actors that consume the event log and run aggregates.
+//! The runtime the server's actix actors run on: how a command reaches the log, and how a
+//! read model follows it.
 //!
-//! - [`ProjectionActor`] follows one context of the log and folds it into a state; it
-//!   stores the position it reached together with that state, in one checkpoint value,
-//!   so a restart neither skips nor re-applies a commit.
-//! - [`AggregateActor`] is the thin shell around a `hotaru_domain::Aggregate`: load the
-//!   stream, decide, append with the expected version, answer.
-//! - Both are supervised: a panic in a handler answers the in-flight message with
-//!   [`Crashed`], stops the actor and lets its `Supervisor` start it afresh with the same
-//!   mailbox. The process keeps running. The contract is in `docs/runtime-semantics.md`.
+//! - [`projection`]: a read model of one context resumes from its checkpoint, applies the
+//!   commits after it, and saves the position it reached together with its state, in one
+//!   checkpoint value, so a restart neither skips nor re-applies a commit.
+//! - [`Shell`] is the one way a command reaches the log: load the stream of a
+//!   `hotaru_domain::Aggregate`, enrich, decide, append with the expected version, decide
+//!   again on the news after a conflict (one retry bound for every stream).
+//! - A panic in `decide` answers [`Crashed`] and appends nothing. The contract is in
+//!   `docs/runtime-semantics.md`.
 //! - [`Arbiters`] spreads actors over one arbiter (thread) per core. Actors start only from
 //!   an actix context: `Actor::start` outside a System panics.
 
-mod aggregate;
 mod arbiters;
 mod clock;
 mod crash;
-mod projection;
+pub mod projection;
+mod shell;
 mod state_cache;
 
-pub use aggregate::{AggregateActor, CommandMeta, Execute, ExecuteError};
 pub use arbiters::Arbiters;
 pub use clock::{IdSource, ManualClock, RandomIds, SystemClock};
 pub use crash::crash_point;
-pub use projection::{GetProjection, Projection, ProjectionActor, ProjectionSnapshot};
+pub use projection::{Projection, ProjectionSnapshot};
+pub use shell::{CommandMeta, Executed, MAX_CONFLICT_RETRIES, Shell, ShellError, Start};
 pub use state_cache::{StateCache, fold, load_latest};
 
-/// A handler panicked while processing the message; the actor was restarted.
+/// A command's `decide` panicked; nothing was appended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the actor crashed while handling the message and was restarted")]
+#[error("the command's decision panicked; nothing was appended")]
 pub struct Crashed;
 
 /// Runs `f`, turning a panic into [`Crashed`] (the panic message is logged).

@@ -1,14 +1,12 @@
-//! The actor runtime on both backends: checkpointed projections resume exactly, panics
-//! restart actors without taking the process down, aggregates guard their streams.
+//! The runtime on both backends: checkpointed projections resume exactly, the command shell
+//! guards its streams, survives a panicking decision and bounds its retries.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use hotaru_actors::{
-    AggregateActor, Arbiters, CommandMeta, Execute, ExecuteError, GetProjection, ManualClock,
-    Projection, ProjectionActor, RandomIds,
+    Arbiters, CommandMeta, MAX_CONFLICT_RETRIES, ManualClock, Projection, ProjectionSnapshot,
+    RandomIds, Shell, ShellError, Start, projection,
 };
 use hotaru_domain::Aggregate;
 use hotaru_domain::number::{NumberCommand, NumberError, NumberState, number_stream};
@@ -50,11 +48,8 @@ struct Totals {
     sum: u64,
 }
 
-/// Counts demo events and sums their sequence numbers; panics once at `panic_at`.
-struct Counter {
-    panic_at: Option<u64>,
-    panicked: Arc<AtomicBool>,
-}
+/// Counts demo events and sums their sequence numbers.
+struct Counter;
 
 impl Projection for Counter {
     type State = Totals;
@@ -72,9 +67,6 @@ impl Projection for Counter {
             if let DomainEvent::DemoRecorded(d) = e.unwrap().event {
                 state.count += 1;
                 state.sum += d.seq;
-                if Some(d.seq) == self.panic_at && !self.panicked.swap(true, Ordering::SeqCst) {
-                    panic!("injected failure at {}", d.seq);
-                }
             }
         }
     }
@@ -92,23 +84,6 @@ async fn append_demo(log: &AnyLog, range: std::ops::Range<u64>) {
     }
 }
 
-async fn wait_for(addr: &Addr<ProjectionActor<Counter, AnyLog>>, position: u64) -> Totals {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(snap) = addr.send(GetProjection::default()).await
-            && snap.position >= position
-        {
-            assert_eq!(snap.position, position);
-            return snap.state;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "projection did not reach {position}"
-        );
-        actix::clock::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn totals(n: u64) -> Totals {
     Totals {
         count: n,
@@ -116,42 +91,56 @@ fn totals(n: u64) -> Totals {
     }
 }
 
+/// A projection saved partway resumes from that checkpoint in a new process: the commits
+/// after it are applied exactly once to the checkpointed state, and pages stop at the
+/// position asked for.
 fn projection_resumes_exactly(nats: bool) {
     let store = Store::new(nats);
     let backend = store.backend();
-    let flag = Arc::new(AtomicBool::new(false));
     {
-        let sys = System::new();
-        let (b, f) = (backend.clone(), flag.clone());
-        sys.block_on(async move {
+        let b = backend.clone();
+        System::new().block_on(async move {
             let log = b.open().await.unwrap();
             append_demo(&log, 0..500).await;
-            let counter = Counter {
-                panic_at: None,
-                panicked: f,
-            };
-            let addr =
-                Supervisor::start(move |_| ProjectionActor::new(counter, log).checkpoint_every(64));
-            assert_eq!(wait_for(&addr, 500).await, totals(500));
+            let c = Counter;
+            let mut snap = projection::resume(&log, &c).await.unwrap();
+            assert_eq!(snap, ProjectionSnapshot::default(), "no checkpoint yet");
+            assert_eq!(
+                projection::catch_up(&log, &c, &mut snap, 321)
+                    .await
+                    .unwrap(),
+                321
+            );
+            assert_eq!((snap.position, &snap.state), (321, &totals(321)));
+            projection::save(&log, &c, &snap).await.unwrap();
+            // Applied after the checkpoint and lost with the process.
+            projection::catch_up(&log, &c, &mut snap, 500)
+                .await
+                .unwrap();
+            assert_eq!(snap.state, totals(500));
         });
     }
-    // A new process: the checkpoint may lag behind what was applied; what was applied
-    // after it is re-applied exactly once, from the checkpointed state.
-    let sys = System::new();
-    sys.block_on(async move {
+    System::new().block_on(async move {
         let log = backend.open().await.unwrap();
         append_demo(&log, 500..600).await;
-        let counter = Counter {
-            panic_at: None,
-            panicked: flag,
-        };
-        let for_actor = log.clone();
-        let addr = Supervisor::start(move |_| {
-            ProjectionActor::new(counter, for_actor).checkpoint_every(64)
-        });
-        assert_eq!(wait_for(&addr, 600).await, totals(600));
-        append_demo(&log, 600..650).await;
-        assert_eq!(wait_for(&addr, 650).await, totals(650));
+        let c = Counter;
+        let mut snap = projection::resume(&log, &c).await.unwrap();
+        assert_eq!((snap.position, &snap.state), (321, &totals(321)));
+        let head = log.head(LogContext::Demo).await.unwrap();
+        assert_eq!(
+            projection::catch_up(&log, &c, &mut snap, head)
+                .await
+                .unwrap(),
+            279
+        );
+        assert_eq!((snap.position, &snap.state), (600, &totals(600)));
+        assert!(
+            projection::next_page(&log, &c, &mut snap, head)
+                .await
+                .unwrap()
+                .is_empty(),
+            "caught up"
+        );
     });
 }
 
@@ -179,32 +168,6 @@ fn on_300_demo_events<Fut: std::future::Future<Output = ()>>(
     });
 }
 
-fn panicking_projection_restarts(nats: bool) {
-    on_300_demo_events(nats, |log| async move {
-        let panicked = Arc::new(AtomicBool::new(false));
-        let counter = Counter {
-            panic_at: Some(137),
-            panicked: panicked.clone(),
-        };
-        let addr =
-            Supervisor::start(move |_| ProjectionActor::new(counter, log).checkpoint_every(50));
-        // The panic at 137 discards what was applied since the checkpoint at 100; the
-        // restarted actor resumes from there and ends with exact totals.
-        assert_eq!(wait_for(&addr, 300).await, totals(300));
-        assert!(panicked.load(Ordering::SeqCst), "the failure was injected");
-    });
-}
-
-#[test]
-fn sled_a_panicking_projection_is_restarted_and_ends_exact() {
-    panicking_projection_restarts(false);
-}
-
-#[test]
-fn nats_a_panicking_projection_is_restarted_and_ends_exact() {
-    panicking_projection_restarts(true);
-}
-
 fn key() -> DiagnosisKey {
     DiagnosisKey {
         tek: hotaru_protocol::Tek::from_bytes([4; 16]),
@@ -216,73 +179,81 @@ fn key() -> DiagnosisKey {
     }
 }
 
-fn number_actors_guard_redemption(nats: bool) {
+/// Ten redemptions of one number race through two shells (two nodes' handles on the log):
+/// exactly one wins, the others are decided again on the winner's news and refused.
+fn shells_guard_redemption(nats: bool) {
     let store = Store::new(nats);
     let backend = store.backend();
-    let sys = System::new();
-    sys.block_on(async move {
-        let log = backend.open().await.unwrap();
-        let clock = ManualClock::at(UnixMillis(1_000));
-        let arbiters = Arbiters::new(2);
-        let actors: Vec<_> = (0..2)
-            .map(|_| {
-                let (log, clock) = (log.clone(), clock.clone());
-                arbiters.start(move |_| {
-                    AggregateActor::<NumberState, _>::new(
-                        log,
-                        Arc::new(clock),
-                        Arc::new(RandomIds::default()),
-                    )
-                })
-            })
+    System::new().block_on(async move {
+        let clock = Arc::new(ManualClock::at(UnixMillis(1_000)));
+        // Two nodes' handles on NATS; sled is one process's, so there a clone.
+        let first = backend.open().await.unwrap();
+        let second = if nats {
+            backend.open().await.unwrap()
+        } else {
+            first.clone()
+        };
+        let shells: Vec<_> = [first, second]
+            .into_iter()
+            .map(|log| Shell::new(log, clock.clone(), Arc::new(RandomIds::default())))
             .collect();
         let digest = NumberDigest([7; 32]);
         let stream = number_stream(&digest);
-        let exec = |cmd: NumberCommand| Execute::<NumberState> {
-            stream: stream.clone(),
-            command: cmd,
-            meta: CommandMeta::default(),
-        };
-        let issued = actors[0]
-            .send(exec(NumberCommand::Issue {
-                case_id: CaseId([1; 16]),
-                centre_id: CentreId(1),
-                digest,
-                now: UnixMillis(1_000),
-                expires_at: UnixMillis(10_000),
-            }))
+        let issued = shells[0]
+            .execute::<NumberState>(
+                &stream,
+                Start::Read,
+                CommandMeta::default(),
+                NumberCommand::Issue {
+                    case_id: CaseId([1; 16]),
+                    centre_id: CentreId(1),
+                    digest,
+                    now: UnixMillis(1_000),
+                    expires_at: UnixMillis(10_000),
+                },
+            )
             .await
-            .unwrap()
             .unwrap();
-        assert_eq!(issued.first_version, 1);
-        // Ten redemptions race through two actors on two arbiters: exactly one wins.
-        let mut replies = Vec::new();
-        for i in 0..10 {
-            replies.push(actors[i % 2].send(exec(NumberCommand::Redeem {
-                digest,
-                now: UnixMillis(2_000),
-                idempotency: Some([i as u8; 32]),
-                submitted: 1,
-                keys: UploadedKeys::Plain(vec![UploadedKey {
-                    key: key(),
-                    release_at: UnixMillis(2_000),
-                }]),
-                accepted: 1,
-                dropped: vec![],
-            })));
-        }
+        assert_eq!(issued.version, 1);
+        let redeem = |i: usize| NumberCommand::Redeem {
+            digest,
+            now: UnixMillis(2_000),
+            idempotency: Some([i as u8; 32]),
+            submitted: 1,
+            keys: UploadedKeys::Plain(vec![UploadedKey {
+                key: key(),
+                release_at: UnixMillis(2_000),
+            }]),
+            accepted: 1,
+            dropped: vec![],
+        };
+        let meta = CommandMeta {
+            chained: true,
+            ..CommandMeta::default()
+        };
+        // All ten decide on version 1 (the issue they were told of), so nine lose the race.
+        let replies = futures::future::join_all((0..10).map(|i| {
+            let state = issued.state.clone();
+            shells[i % 2].execute::<NumberState>(&stream, Start::Known(state, 1), meta, redeem(i))
+        }))
+        .await;
         let mut wins = 0;
         for r in replies {
-            match r.await.unwrap() {
-                Ok(a) => {
+            match r {
+                Ok(done) => {
+                    let a = done.appended.unwrap();
                     assert_eq!((a.first_version, a.last_version), (2, 3));
+                    // The keys' upload is caused by the redemption.
+                    assert_eq!(done.events[1].causation_id, Some(done.events[0].event_id));
+                    assert_eq!(done.events[1].correlation_id, done.events[0].event_id);
                     wins += 1;
                 }
-                Err(ExecuteError::Domain(NumberError::Rejected(RejectionReason::AlreadyUsed))) => {}
+                Err(ShellError::Domain(NumberError::Rejected(RejectionReason::AlreadyUsed))) => {}
                 Err(e) => panic!("unexpected {e}"),
             }
         }
         assert_eq!(wins, 1);
+        let log = shells[0].log();
         let events: Vec<_> = log
             .read_stream(&stream)
             .await
@@ -303,19 +274,17 @@ fn number_actors_guard_redemption(nats: bool) {
                 "DiagnosisKeysUploaded"
             ]
         );
-        drop(actors);
-        arbiters.stop();
     });
 }
 
 #[test]
-fn sled_number_redemption_is_single_use_across_actors() {
-    number_actors_guard_redemption(false);
+fn sled_number_redemption_is_single_use_across_shells() {
+    shells_guard_redemption(false);
 }
 
 #[test]
-fn nats_number_redemption_is_single_use_across_actors() {
-    number_actors_guard_redemption(true);
+fn nats_number_redemption_is_single_use_across_shells() {
+    shells_guard_redemption(true);
 }
 
 /// An aggregate whose decide panics on command `true`.
@@ -338,38 +307,70 @@ impl Aggregate for Fragile {
     fn apply(&mut self, _: &DomainEvent) {}
 }
 
-#[test]
-fn a_panic_in_a_handler_answers_crashed_and_the_actor_carries_on() {
+/// Runs `f` in a System with a shell on a fresh embedded log.
+fn on_an_embedded_shell<Fut: std::future::Future<Output = ()>>(
+    f: impl FnOnce(AnyLog, Shell<AnyLog>) -> Fut,
+) {
     let dir = tempfile::tempdir().unwrap();
     let backend = Backend::Embedded(dir.path().to_owned());
-    let sys = System::new();
-    sys.block_on(async move {
+    System::new().block_on(async move {
         let log = backend.open().await.unwrap();
-        let starts = Arc::new(AtomicUsize::new(0));
-        let s = starts.clone();
-        let addr = Supervisor::start(move |_| {
-            s.fetch_add(1, Ordering::SeqCst);
-            AggregateActor::<Fragile, _>::new(
-                log,
-                Arc::new(ManualClock::default()),
-                Arc::new(RandomIds::default()),
+        let clock = Arc::new(ManualClock::default());
+        let shell = Shell::new(log.clone(), clock, Arc::new(RandomIds::default()));
+        f(log, shell).await;
+    });
+}
+
+#[test]
+fn a_panic_in_decide_answers_crashed_appends_nothing_and_the_shell_carries_on() {
+    on_an_embedded_shell(|log, shell| async move {
+        let stream = demo_stream("fragile");
+        let bad = shell
+            .execute::<Fragile>(&stream, Start::Read, CommandMeta::default(), true)
+            .await;
+        assert!(matches!(bad, Err(ShellError::Crashed(_))));
+        assert_eq!(log.stream_version(&stream).await.unwrap(), 0);
+        let good = shell
+            .execute::<Fragile>(&stream, Start::Read, CommandMeta::default(), false)
+            .await
+            .unwrap();
+        assert_eq!(good.appended.unwrap().first_version, 1);
+    });
+}
+
+/// A command that keeps losing its stream to another writer gives up with
+/// `LogError::Contention` after the one retry bound, instead of looping for ever; the
+/// enrich step runs once per decision.
+#[test]
+fn a_command_that_always_loses_the_race_gives_up_after_the_bound() {
+    on_an_embedded_shell(|log, shell| async move {
+        let stream = demo_stream("hot");
+        let runs = std::cell::Cell::new(0usize);
+        let r = shell
+            .execute_with::<Fragile, (), (), _, _>(
+                &stream,
+                Start::Read,
+                CommandMeta::default(),
+                |_, v| {
+                    runs.set(runs.get() + 1);
+                    let (log, stream) = (log.clone(), stream.clone());
+                    async move {
+                        // Another writer appends between this decision's read and its append.
+                        log.append(stream, ExpectedVersion::Exact(v), vec![demo_event(v)])
+                            .await
+                            .unwrap();
+                        Ok((false, ()))
+                    }
+                },
             )
-        });
-        let exec = |explode| Execute::<Fragile> {
-            stream: demo_stream("fragile"),
-            command: explode,
-            meta: CommandMeta::default(),
-        };
-        // Queue a good command behind the bad one: it survives the restart.
-        let bad = addr.send(exec(true));
-        let good = addr.send(exec(false));
-        assert!(matches!(bad.await.unwrap(), Err(ExecuteError::Crashed(_))));
-        assert_eq!(good.await.unwrap().unwrap().first_version, 1);
-        assert_eq!(
-            starts.load(Ordering::SeqCst),
-            1,
-            "the supervisor restarts the same actor in place"
-        );
+            .await;
+        assert!(matches!(
+            r,
+            Err(ShellError::Log(hotaru_log::LogError::Contention(
+                LogContext::Demo
+            )))
+        ));
+        assert_eq!(runs.get(), MAX_CONFLICT_RETRIES + 1);
     });
 }
 
@@ -413,24 +414,29 @@ fn actors_are_spread_over_one_arbiter_per_core() {
     });
 }
 
-/// A checkpoint of another state version is set aside: the projection rebuilds from the
-/// start of its context instead of decoding bytes of another shape (ADR 0005).
+/// A checkpoint of another state version, or one that does not decode, is set aside: the
+/// projection rebuilds from the start of its context instead of decoding bytes of another
+/// shape (ADR 0005), and counts every commit once.
 fn a_checkpoint_of_another_state_version_is_rebuilt(nats: bool) {
     on_300_demo_events(nats, |log| async move {
-        // Version 7 of a state this code does not know, claiming position 200.
-        let stale = hotaru_log::Checkpoint {
-            position: 200,
-            state: hotaru_events::versioned::wrap(7, b"of another shape"),
-        };
-        log.save_checkpoint("counter", &stale).await.unwrap();
-        let counter = Counter {
-            panic_at: None,
-            panicked: Arc::default(),
-        };
-        let for_actor = log.clone();
-        let addr = Supervisor::start(move |_| ProjectionActor::new(counter, for_actor));
-        // Every commit counted once: rebuilt from position 1, not resumed from 200.
-        assert_eq!(wait_for(&addr, 300).await, totals(300));
+        for state in [
+            // Version 7 of a state this code does not know.
+            hotaru_events::versioned::wrap(7, b"of another shape"),
+            // This version, but bytes that do not decode as its state.
+            hotaru_events::versioned::wrap(Counter::STATE_VERSION, &[0xff; 3]),
+        ] {
+            let stale = hotaru_log::Checkpoint {
+                position: 200,
+                state,
+            };
+            log.save_checkpoint("counter", &stale).await.unwrap();
+            let mut snap = projection::resume(&log, &Counter).await.unwrap();
+            assert_eq!(snap.position, 0, "not resumed from 200");
+            projection::catch_up(&log, &Counter, &mut snap, 300)
+                .await
+                .unwrap();
+            assert_eq!(snap.state, totals(300));
+        }
     });
 }
 

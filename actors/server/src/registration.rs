@@ -1,13 +1,15 @@
 //! The registration flow: confirm a case, issue its processing number, redeem the number
 //! together with the case's keys (DOMAIN.md, "The registration flow").
 //!
-//! Every rule is decided by the pure aggregates of `hotaru-domain`; this shell loads
-//! streams, draws randomness, reads the clock, seals keys and appends with the expected
-//! version, retrying when another node got in first.
+//! Every rule is decided by the pure aggregates of `hotaru-domain`, and every command on
+//! an aggregate runs through the runtime's one [`Shell`] (load, enrich, decide, append
+//! with the expected version, decide again when another node got in first). This service
+//! is the enrich step: it draws randomness, reads the clock, finds numbers under their day
+//! keys and seals keys.
 
 use std::sync::{Arc, Mutex};
 
-use hotaru_actors::{IdSource, fold, load_latest};
+use hotaru_actors::{CommandMeta, IdSource, Shell, ShellError, Start, fold, load_latest};
 use hotaru_domain::Aggregate;
 use hotaru_domain::case::{
     CaseCommand, CaseError, CaseState, QuotaExceeded, QuotaState, TakeQuota, case_stream,
@@ -27,22 +29,13 @@ use hotaru_events::domain::{
     CaseBasis, CaseId, CentreId, Day, GuessReleased, GuessReserved, ProcessingNumberRejected,
     RejectionReason, UploadedKeys, encode_sealed_keys,
 };
-use hotaru_events::{
-    Clock, DomainEvent, EventId, NewEvent, NumberDigest, StreamId, StreamKind, UnixMillis,
-};
+use hotaru_events::{Clock, DomainEvent, NewEvent, NumberDigest, StreamId, StreamKind, UnixMillis};
 use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
 use hotaru_protocol::random::RandomSource;
 
 use crate::batch::open_keys;
 use crate::daykeys::DayKeys;
 use crate::revision::{RevisableKey, RevisionKeys, TokenData};
-
-/// How often a command is decided again after another node changed its stream.
-const MAX_CONFLICTS: usize = 5;
-
-/// How often a centre's quota is taken again after another issue got in first: every
-/// issue of a centre's day appends to one stream, so a burst of them conflicts often.
-const MAX_QUOTA_CONFLICTS: usize = 64;
 
 /// Why a registration command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -91,6 +84,46 @@ impl From<CaseError> for RegistrationError {
     }
 }
 
+impl From<QuotaExceeded> for RegistrationError {
+    fn from(QuotaExceeded(n): QuotaExceeded) -> Self {
+        RegistrationError::QuotaExceeded(n)
+    }
+}
+
+impl From<NumberError> for RegistrationError {
+    fn from(e: NumberError) -> Self {
+        match e {
+            NumberError::Rejected(r) => RegistrationError::Rejected(r),
+            NumberError::AlreadyIssued => RegistrationError::AlreadyIssued,
+            NumberError::Revision(RevisionRefusal::WindowClosed) => {
+                RegistrationError::RevisionWindowClosed
+            }
+            NumberError::Revision(RevisionRefusal::InvalidToken) => {
+                RegistrationError::InvalidRevisionToken
+            }
+        }
+    }
+}
+
+impl From<std::convert::Infallible> for RegistrationError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
+impl<D: Into<RegistrationError>, E: Into<RegistrationError>> From<ShellError<D, E>>
+    for RegistrationError
+{
+    fn from(e: ShellError<D, E>) -> Self {
+        match e {
+            ShellError::Domain(d) => d.into(),
+            ShellError::Enrich(e) => e.into(),
+            ShellError::Log(e) => e.into(),
+            ShellError::Crashed(c) => LogError::Backend(c.to_string()).into(),
+        }
+    }
+}
+
 impl RegistrationError {
     /// What the device is told: B never says which of unknown, used or expired.
     pub fn public_reason(&self) -> Option<RejectionReason> {
@@ -134,9 +167,10 @@ pub struct Redemption {
 
 struct Inner<L: SideStore> {
     log: L,
+    /// Runs every command on an aggregate (the case, the quota, the number).
+    shell: Shell<L>,
     keys: DayKeys<L>,
     clock: Arc<dyn Clock>,
-    ids: Arc<dyn IdSource>,
     policy: RegistrationPolicy,
     limiter: Mutex<AttemptLimiter>,
     limits: LimiterPolicy,
@@ -223,12 +257,12 @@ impl<L: EventLog + SideStore> Registration<L> {
         Self {
             inner: Arc::new(Inner {
                 keys,
-                clock,
-                ids,
+                clock: clock.clone(),
                 policy,
                 limiter: Mutex::new(AttemptLimiter::new(limits.clone())),
                 limits,
                 revision_keys: RevisionKeys::new(log.clone(), random.clone()),
+                shell: Shell::new(log.clone(), clock.clone(), ids.clone()),
                 quotas: hotaru_actors::StateCache::new(1024),
                 tickets: Mutex::default(),
                 leasing: tokio::sync::Mutex::default(),
@@ -311,24 +345,9 @@ impl<L: EventLog + SideStore> Registration<L> {
         Ok(lo)
     }
 
-    fn new_event(&self, now: UnixMillis, event: DomainEvent, cause: Option<EventId>) -> NewEvent {
-        let id = self.inner.ids.next_id(now);
-        NewEvent {
-            event_id: id,
-            occurred_at: now,
-            causation_id: cause,
-            correlation_id: cause.unwrap_or(id),
-            trace: None,
-            event,
-        }
-    }
-
-    /// Events decided together, stamped at `now` (none caused by another).
+    /// Events decided together at `now`, stamped as the shell stamps a command's events.
     fn new_events(&self, now: UnixMillis, events: Vec<DomainEvent>) -> Vec<NewEvent> {
-        events
-            .into_iter()
-            .map(|e| self.new_event(now, e, None))
-            .collect()
+        self.inner.shell.stamp(at(now), events)
     }
 
     /// A health centre confirms a case: CaseConfirmed with a fresh random case id.
@@ -345,17 +364,15 @@ impl<L: EventLog + SideStore> Registration<L> {
             return Err(RegistrationError::InvalidDate);
         }
         let case_id = CaseId(self.inner.random.array());
-        let events = CaseState::Unconfirmed
-            .decide(&CaseCommand::Confirm {
-                case_id,
-                centre_id: centre,
-                basis,
-            })
-            .map_err(RegistrationError::from)?;
-        let evs = self.new_events(now, events);
+        let confirm = CaseCommand::Confirm {
+            case_id,
+            centre_id: centre,
+            basis,
+        };
+        // A fresh random id: a new stream, decided without a read.
         self.inner
-            .log
-            .append(case_stream(case_id), ExpectedVersion::Exact(0), evs)
+            .shell
+            .execute::<CaseState>(&case_stream(case_id), Start::New, at(now), confirm)
             .await?;
         Ok(case_id)
     }
@@ -425,27 +442,23 @@ impl<L: EventLog + SideStore> Registration<L> {
         self.take_quota(centre, Day(now.day()), case_id, now)
             .await?;
         let (issued, digest) = self.issue_unique(centre, case_id, now).await?;
-        let events = case.decide(&CaseCommand::AssignNumber {
+        let assign = CaseCommand::AssignNumber {
             case_id,
             centre_id: centre,
             digest,
-        })?;
-        let evs = self.new_events(now, events);
-        match i
-            .log
-            .append(
-                case_stream(case_id),
-                ExpectedVersion::Exact(case_version),
-                evs,
+        };
+        // Another node that assigned the case its number first makes this one decide
+        // again and be refused (AlreadyIssued): ours is never shown, and cannot be redeemed
+        // since the case names the other.
+        i.shell
+            .execute(
+                &case_stream(case_id),
+                Start::Known(case, case_version),
+                at(now),
+                assign,
             )
-            .await
-        {
-            Ok(_) => Ok(issued),
-            // Another node assigned the case its number first: ours is never shown, and
-            // cannot be redeemed since the case names the other.
-            Err(LogError::Conflict { .. }) => Err(RegistrationError::AlreadyIssued),
-            Err(e) => Err(e.into()),
-        }
+            .await?;
+        Ok(issued)
     }
 
     /// Takes one of the centre's numbers for `day`, or refuses when they are used up.
@@ -457,7 +470,6 @@ impl<L: EventLog + SideStore> Registration<L> {
         now: UnixMillis,
     ) -> Result<(), RegistrationError> {
         let i = &self.inner;
-        let stream = quota_stream(centre, day);
         let take = TakeQuota {
             centre_id: centre,
             day,
@@ -465,39 +477,17 @@ impl<L: EventLog + SideStore> Registration<L> {
             quota: i.policy.daily_quota_per_centre,
         };
         // The quota stream holds one event per number the centre issued that day: its
-        // state is cached (StateCache: a stale one fails the expected-version append).
-        for _ in 0..MAX_QUOTA_CONFLICTS {
-            let (mut quota, version, cached) = i.quotas.load(&i.log, &stream).await?;
-            let evs = match quota.decide(&take) {
-                Ok(evs) if !evs.is_empty() => self.new_events(now, evs),
-                // A refusal or the case's slot taken by an earlier try: answered only
-                // from the stream's latest state.
-                decided => {
-                    if cached && !i.quotas.is_current(&i.log, &stream, version).await? {
-                        continue;
-                    }
-                    return decided
-                        .map(|_| ())
-                        .map_err(|QuotaExceeded(n)| RegistrationError::QuotaExceeded(n));
-                }
-            };
-            match i
-                .log
-                .append(stream.clone(), ExpectedVersion::Exact(version), evs.clone())
-                .await
-            {
-                Ok(appended) => {
-                    for e in &evs {
-                        quota.apply(&e.event);
-                    }
-                    i.quotas.store(&stream, quota, appended.last_version);
-                    return Ok(());
-                }
-                Err(LogError::Conflict { .. }) => i.quotas.forget(&stream),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(LogError::Contention(hotaru_events::Context::Registration).into())
+        // state is cached (a stale one fails the expected-version append; a refusal, or
+        // the case's slot taken by an earlier try, is answered from the latest state).
+        i.shell
+            .execute(
+                &quota_stream(centre, day),
+                Start::Cached(&i.quotas),
+                at(now),
+                take,
+            )
+            .await?;
+        Ok(())
     }
 
     async fn issue_unique(
@@ -522,17 +512,12 @@ impl<L: EventLog + SideStore> Registration<L> {
                 }
             }
             let digest = today_keys.digest(number.as_str());
-            let (state, version) = self.number_state(&digest).await?;
-            let events = match state.decide(&issue_cmd(case_id, centre, digest, now, expires_at)) {
-                Ok(ev) => ev,
-                Err(NumberError::AlreadyIssued) => continue 'draw,
-                Err(NumberError::Rejected(r)) => return Err(RegistrationError::Rejected(r)),
-                Err(NumberError::Revision(_)) => unreachable!("issuing never answers that"),
-            };
-            let evs = self.new_events(now, events);
+            let issue = issue_cmd(case_id, centre, digest, now, expires_at);
+            // Another node that issued the same number meanwhile makes this draw decide
+            // again, and draw anew.
             match i
-                .log
-                .append(number_stream(&digest), ExpectedVersion::Exact(version), evs)
+                .shell
+                .execute::<NumberState>(&number_stream(&digest), Start::Read, at(now), issue)
                 .await
             {
                 Ok(_) => {
@@ -543,7 +528,7 @@ impl<L: EventLog + SideStore> Registration<L> {
                     };
                     return Ok((issued, digest));
                 }
-                Err(LogError::Conflict { .. }) => continue 'draw,
+                Err(ShellError::Domain(NumberError::AlreadyIssued)) => continue 'draw,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -556,18 +541,15 @@ impl<L: EventLog + SideStore> Registration<L> {
         digest: Option<NumberDigest>,
         reason: RejectionReason,
     ) -> Result<(), LogError> {
-        let ev = self.new_event(
+        let evs = self.new_events(
             now,
-            DomainEvent::ProcessingNumberRejected(ProcessingNumberRejected { digest, reason }),
-            None,
+            vec![DomainEvent::ProcessingNumberRejected(
+                ProcessingNumberRejected { digest, reason },
+            )],
         );
         self.inner
             .log
-            .append(
-                redemptions_stream(now.day()),
-                ExpectedVersion::Any,
-                vec![ev],
-            )
+            .append(redemptions_stream(now.day()), ExpectedVersion::Any, evs)
             .await?;
         Ok(())
     }
@@ -677,10 +659,12 @@ impl<L: EventLog + SideStore> Registration<L> {
             .0
             .basis()
             .ok_or(RegistrationError::InvalidRevisionToken)?;
-        let stream = number_stream(&token.digest);
-        for _ in 0..MAX_CONFLICTS {
-            let (state, version, events) = self.number_history(&token.digest).await?;
-            // The keys this number uploaded before (the token must name them all).
+        // Enrich: the keys this number uploaded before (the token must name them all) and
+        // the new ones, sealed; read again on every decision.
+        let token = &token;
+        let r = &r;
+        let enrich = |_: &NumberState, _| async move {
+            let (_, _, events) = self.number_history(&token.digest).await?;
             let mut before = std::collections::HashMap::new();
             for (position, env) in events {
                 if let DomainEvent::DiagnosisKeysUploaded(u) = env.event
@@ -722,41 +706,34 @@ impl<L: EventLog + SideStore> Registration<L> {
                 accepted,
                 dropped: validated.dropped.clone(),
             };
-            let events = match state.decide(&cmd) {
-                Ok(ev) => ev,
-                Err(NumberError::Revision(RevisionRefusal::WindowClosed)) => {
-                    return Err(RegistrationError::RevisionWindowClosed);
-                }
-                Err(_) => return Err(RegistrationError::InvalidRevisionToken),
-            };
-            if !events.is_empty() {
-                let evs = self.new_events(now, events);
-                match i
-                    .log
-                    .append(stream.clone(), ExpectedVersion::Exact(version), evs)
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(LogError::Conflict { .. }) => continue,
-                    Err(e) => return Err(e.into()),
-                }
+            Ok((cmd, (new, accepted, validated.dropped)))
+        };
+        let (new, accepted, dropped) = match i
+            .shell
+            .execute_with(&number_stream(&token.digest), Start::Read, at(now), enrich)
+            .await
+        {
+            Ok(done) => done.extra,
+            Err(ShellError::Domain(NumberError::Revision(RevisionRefusal::WindowClosed))) => {
+                return Err(RegistrationError::RevisionWindowClosed);
             }
-            let mut named = token.keys.clone();
-            named.extend(new.iter().map(revisable));
-            let answer = RedemptionAnswer {
-                case_id: token.case_id,
-                accepted,
-                dropped: validated.dropped,
-            };
-            return Ok((
-                answer,
-                TokenData {
-                    keys: named,
-                    ..token
-                },
-            ));
-        }
-        Err(LogError::Contention(hotaru_events::Context::Registration).into())
+            Err(ShellError::Domain(_)) => return Err(RegistrationError::InvalidRevisionToken),
+            Err(e) => return Err(e.into()),
+        };
+        let mut named = token.keys.clone();
+        named.extend(new.iter().map(revisable));
+        let answer = RedemptionAnswer {
+            case_id: token.case_id,
+            accepted,
+            dropped,
+        };
+        Ok((
+            answer,
+            TokenData {
+                keys: named,
+                ..token.clone()
+            },
+        ))
     }
 
     /// [`Self::redeem`], also giving the number's digest and the keys it accepted.
@@ -878,7 +855,7 @@ impl<L: EventLog + SideStore> Registration<L> {
         n: u64,
         event: impl Fn() -> DomainEvent,
     ) -> Vec<NewEvent> {
-        (0..n).map(|_| self.new_event(now, event(), None)).collect()
+        self.new_events(now, (0..n).map(|_| event()).collect())
     }
 
     async fn give_back(&self, window: u64, now: UnixMillis, n: u64) -> Result<(), LogError> {
@@ -906,125 +883,156 @@ impl<L: EventLog + SideStore> Registration<L> {
             .as_deref()
             .map(|k| ring::digest::digest(&ring::digest::SHA256, k.as_bytes()))
             .map(|d| <[u8; 32]>::try_from(d.as_ref()).expect("32 bytes"));
-        for _ in 0..MAX_CONFLICTS {
-            // Find the number: the newest day whose digest names an issued number.
-            let mut found = None;
-            for day in self.live_days(now) {
-                let Some(k) = i.keys.get(day).await? else {
-                    continue;
-                };
-                let digest = k.digest(number.as_str());
-                let (state, version) = self.number_state(&digest).await?;
-                if state != NumberState::Unissued {
-                    found = Some((digest, state, version));
-                    break;
-                }
-            }
-            let Some((digest, state, version)) = found else {
-                i.limiter
-                    .lock()
-                    .expect("not poisoned")
-                    .record_failure(now, source);
-                let today = i.keys.get_or_create(Day(now.day())).await?;
-                let digest = today.digest(number.as_str());
-                return Err(self
-                    .reject(now, Some(digest), RejectionReason::Unknown)
-                    .await);
+        // Find the number: the newest day whose digest names an issued number.
+        let mut found = None;
+        for day in self.live_days(now) {
+            let Some(k) = i.keys.get(day).await? else {
+                continue;
             };
-            if let Some(answer) = state.replayed_answer(idempotency) {
-                return Ok((answer.clone(), None));
-            }
-            let case = match &state {
-                NumberState::Issued { case_id, .. } | NumberState::Redeemed { case_id, .. } => {
-                    self.case(*case_id).await?.0
-                }
-                NumberState::Unissued => CaseState::Unconfirmed,
-            };
-            // A number its case does not name (a lost race's, or one a crash left behind
-            // before the case recorded another) is no number at all: B, and a failure.
-            if matches!(state, NumberState::Issued { .. }) && !case.admits(&digest) {
-                i.limiter
-                    .lock()
-                    .expect("not poisoned")
-                    .record_failure(now, source);
-                return Err(self
-                    .reject(now, Some(digest), RejectionReason::Unknown)
-                    .await);
-            }
-            let basis = case.basis();
-            let validated = match basis {
-                Some(b) => validate_keys(&i.policy, b, now, &r.keys),
-                None => Default::default(),
-            };
-            let keys = if validated.accepted.is_empty() {
-                UploadedKeys::Plain(Vec::new())
-            } else {
-                let day_keys = i.keys.get_or_create(Day(now.day())).await?;
-                UploadedKeys::Sealed(day_keys.seal(&encode_sealed_keys(&validated.accepted)))
-            };
-            let cmd = NumberCommand::Redeem {
-                digest,
-                now,
-                idempotency,
-                submitted: r.keys.len(),
-                keys,
-                accepted: u16::try_from(validated.accepted.len()).unwrap_or(u16::MAX),
-                dropped: validated.dropped.clone(),
-            };
-            let events = match state.decide(&cmd) {
-                Ok(ev) => ev,
-                Err(NumberError::Rejected(reason)) => {
-                    if matches!(
-                        reason,
-                        RejectionReason::AlreadyUsed | RejectionReason::Expired
-                    ) {
-                        i.limiter
-                            .lock()
-                            .expect("not poisoned")
-                            .record_failure(now, source);
-                    }
-                    return Err(self.reject(now, Some(digest), reason).await);
-                }
-                Err(NumberError::AlreadyIssued | NumberError::Revision(_)) => {
-                    unreachable!("redeem never answers that")
-                }
-            };
-            let first = self.new_event(now, events[0].clone(), None);
-            let cause = Some(first.event_id);
-            let evs: Vec<NewEvent> = std::iter::once(first)
-                .chain(
-                    events[1..]
-                        .iter()
-                        .map(|e| self.new_event(now, e.clone(), cause)),
-                )
-                .collect();
-            match i
-                .log
-                .append(number_stream(&digest), ExpectedVersion::Exact(version), evs)
-                .await
-            {
-                Ok(_) => {
-                    i.limiter
-                        .lock()
-                        .expect("not poisoned")
-                        .record_success(source);
-                    let case_id = match state {
-                        NumberState::Issued { case_id, .. } => case_id,
-                        _ => unreachable!("decide accepted only an issued number"),
-                    };
-                    let answer = RedemptionAnswer {
-                        case_id,
-                        accepted: u16::try_from(validated.accepted.len()).unwrap_or(u16::MAX),
-                        dropped: validated.dropped,
-                    };
-                    return Ok((answer, Some((digest, validated.accepted))));
-                }
-                // Someone else redeemed (or retried) meanwhile: decide again on the news.
-                Err(LogError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+            let digest = k.digest(number.as_str());
+            let (state, version) = self.number_state(&digest).await?;
+            if state != NumberState::Unissued {
+                found = Some((digest, state, version));
+                break;
             }
         }
-        Err(LogError::Contention(hotaru_events::Context::Registration).into())
+        let Some((digest, state, version)) = found else {
+            self.record_failure(now, source);
+            let today = i.keys.get_or_create(Day(now.day())).await?;
+            let digest = today.digest(number.as_str());
+            return Err(self
+                .reject(now, Some(digest), RejectionReason::Unknown)
+                .await);
+        };
+        // Enrich, on the number's state (again after a conflict, on the winner's): a
+        // retried upload gets its first answer; the case says which number it admits and
+        // when the keys' days start; the accepted keys are sealed under today's day key.
+        let enrich = |state: &NumberState, _| {
+            let state = state.clone();
+            async move {
+                if let Some(answer) = state.replayed_answer(idempotency) {
+                    return Err(BeforeRedeeming::Replayed(answer.clone()));
+                }
+                let case_id = match &state {
+                    NumberState::Issued { case_id, .. } | NumberState::Redeemed { case_id, .. } => {
+                        Some(*case_id)
+                    }
+                    NumberState::Unissued => None,
+                };
+                let case = match case_id {
+                    Some(id) => self.case(id).await?.0,
+                    None => CaseState::Unconfirmed,
+                };
+                // A number its case does not name (a lost race's, or one a crash left
+                // behind before the case recorded another) is no number at all.
+                if matches!(state, NumberState::Issued { .. }) && !case.admits(&digest) {
+                    return Err(BeforeRedeeming::NotNamed);
+                }
+                let validated = match case.basis() {
+                    Some(b) => validate_keys(&i.policy, b, now, &r.keys),
+                    None => Default::default(),
+                };
+                let keys = if validated.accepted.is_empty() {
+                    UploadedKeys::Plain(Vec::new())
+                } else {
+                    let day_keys = i.keys.get_or_create(Day(now.day())).await?;
+                    UploadedKeys::Sealed(day_keys.seal(&encode_sealed_keys(&validated.accepted)))
+                };
+                let cmd = NumberCommand::Redeem {
+                    digest,
+                    now,
+                    idempotency,
+                    submitted: r.keys.len(),
+                    keys,
+                    accepted: u16::try_from(validated.accepted.len()).unwrap_or(u16::MAX),
+                    dropped: validated.dropped.clone(),
+                };
+                Ok((cmd, (case_id, validated)))
+            }
+        };
+        let meta = CommandMeta {
+            chained: true, // the keys' upload is caused by the redemption
+            ..at(now)
+        };
+        let outcome = i
+            .shell
+            .execute_with(
+                &number_stream(&digest),
+                Start::Known(state, version),
+                meta,
+                enrich,
+            )
+            .await;
+        match outcome {
+            Ok(done) => {
+                let (case_id, validated) = done.extra;
+                let case_id = case_id.ok_or_else(|| {
+                    LogError::Backend("a redemption was accepted for no case".into())
+                })?;
+                i.limiter
+                    .lock()
+                    .expect("not poisoned")
+                    .record_success(source);
+                let answer = RedemptionAnswer {
+                    case_id,
+                    accepted: u16::try_from(validated.accepted.len()).unwrap_or(u16::MAX),
+                    dropped: validated.dropped,
+                };
+                Ok((answer, Some((digest, validated.accepted))))
+            }
+            Err(ShellError::Enrich(BeforeRedeeming::Replayed(answer))) => Ok((answer, None)),
+            Err(ShellError::Enrich(BeforeRedeeming::NotNamed)) => {
+                self.record_failure(now, source);
+                Err(self
+                    .reject(now, Some(digest), RejectionReason::Unknown)
+                    .await)
+            }
+            Err(ShellError::Enrich(BeforeRedeeming::Failed(e))) => Err(e),
+            Err(ShellError::Domain(NumberError::Rejected(reason))) => {
+                if matches!(
+                    reason,
+                    RejectionReason::AlreadyUsed | RejectionReason::Expired
+                ) {
+                    self.record_failure(now, source);
+                }
+                Err(self.reject(now, Some(digest), reason).await)
+            }
+            Err(ShellError::Domain(e)) => Err(e.into()),
+            Err(ShellError::Log(e)) => Err(e.into()),
+            Err(ShellError::Crashed(c)) => Err(LogError::Backend(c.to_string()).into()),
+        }
+    }
+
+    /// A failed guess, for the per-source limits of this node.
+    fn record_failure(&self, now: UnixMillis, source: Option<SourceKey>) {
+        self.inner
+            .limiter
+            .lock()
+            .expect("not poisoned")
+            .record_failure(now, source);
+    }
+}
+
+/// What the redemption's enrich step answers instead of a command.
+enum BeforeRedeeming {
+    /// The upload was retried (its idempotency key): its first answer.
+    Replayed(RedemptionAnswer),
+    /// The number is issued but its case names another: B.
+    NotNamed,
+    Failed(RegistrationError),
+}
+
+impl From<LogError> for BeforeRedeeming {
+    fn from(e: LogError) -> Self {
+        BeforeRedeeming::Failed(e.into())
+    }
+}
+
+/// The meta of a command this service decided at `now` (caused by no other event).
+fn at(now: UnixMillis) -> CommandMeta {
+    CommandMeta {
+        at: Some(now),
+        ..CommandMeta::default()
     }
 }
 
