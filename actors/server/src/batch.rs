@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use hotaru_actors::projection::{self, Projection, ProjectionSnapshot};
 use hotaru_actors::{IdSource, crash_point};
 use hotaru_domain::export::{PositionedKey, build_files, export_info, in_batch, padding_keys};
 use hotaru_events::domain::{
@@ -106,9 +107,36 @@ pub enum BatchError {
     ),
 }
 
-/// The version of the signer's checkpoint state (the positions of uploads not yet wholly
-/// published).
-const UNPUBLISHED_VERSION: u8 = 1;
+/// The signer's read model of the registration context: the positions of the uploads not
+/// yet known to be wholly published, checkpointed as `signer-<region>`. A commit with an
+/// upload is pending until a batch holds its keys; only positions are kept, so the keys
+/// stay sealed under their day key and shredding still makes them unreadable.
+struct Unpublished {
+    name: String,
+}
+
+impl Projection for Unpublished {
+    type State = Vec<u64>;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn context(&self) -> Context {
+        Context::Registration
+    }
+
+    fn apply(&self, pending: &mut Vec<u64>, commit: &hotaru_log::RecordedCommit) {
+        let upload = commit
+            .commit
+            .envelopes()
+            .flatten()
+            .any(|e| matches!(e.event, DomainEvent::DiagnosisKeysUploaded(_)));
+        if upload {
+            pending.push(commit.position);
+        }
+    }
+}
 
 /// The signer's stream for a region.
 pub fn signer_stream(region: &str) -> StreamId {
@@ -380,40 +408,30 @@ impl<L: EventLog + SideStore> Distribution<L> {
     }
 
     /// The keys of every upload up to `through` that the signer's checkpoint does not know
-    /// to be wholly published: those it lists as pending, then those after the position
-    /// it reached. Reads and unseals only these, not the whole upload history.
+    /// to be wholly published: those it lists as pending (read one by one), then those of
+    /// the commits after the position it reached (read page by page). Reads and unseals
+    /// only these, not the whole upload history.
     async fn unpublished(&self, through: u64) -> Result<Vec<PositionedKey>, LogError> {
-        let pending = match self.log.load_checkpoint(&self.checkpoint_name()).await? {
-            Some(cp) => match hotaru_events::versioned::split(&cp.state) {
-                (UNPUBLISHED_VERSION, body) => bincode::serde::decode_from_slice::<Vec<u64>, _>(
-                    body,
-                    bincode::config::standard(),
-                )
-                .map(|(p, _)| (cp.position, p))
-                .unwrap_or_default(),
-                _ => (0, Vec::new()), // another version: scan from the start, once
-            },
-            None => (0, Vec::new()),
-        };
-        let (scanned, positions) = pending;
+        let model = self.unpublished_model();
+        let mut snap = projection::resume(&self.log, &model).await?;
         let mut out = Vec::new();
-        for pos in positions.into_iter().filter(|p| *p <= scanned.min(through)) {
+        let known = snap.position.min(through);
+        for pos in snap.state.iter().copied().filter(|p| *p <= known) {
             for c in self.log.read_all(Context::Registration, pos, 1).await? {
                 if c.position == pos {
                     self.keys_of(&c, &mut out).await?;
                 }
             }
         }
-        let mut from = scanned + 1;
-        while from <= through {
-            let commits = self.log.read_all(Context::Registration, from, 4096).await?;
-            let Some(last) = commits.last() else { break };
-            from = last.position + 1;
-            for c in commits.iter().filter(|c| c.position <= through) {
+        loop {
+            let page = projection::next_page(&self.log, &model, &mut snap, through).await?;
+            if page.is_empty() {
+                return Ok(out);
+            }
+            for c in &page {
                 self.keys_of(c, &mut out).await?;
             }
         }
-        Ok(out)
     }
 
     /// Appends the readable keys of `c`'s uploads to `out`.
@@ -439,10 +457,9 @@ impl<L: EventLog + SideStore> Distribution<L> {
 
     /// Checkpoints the signer's read: scanned through `through`, and the positions of the
     /// uploads with a key that the last recorded batch (`published`: its through position
-    /// and end) did not hold. Only positions are kept: the keys stay sealed under their day
-    /// key, so shredding still makes them unreadable. A checkpoint that lags (a crash, or
-    /// another node's) lists more uploads than needed, never fewer: a key is dropped only
-    /// once a recorded batch holds it, and `in_batch` decides from the recorded batches.
+    /// and end) did not hold. A checkpoint that lags (a crash, or another node's) lists more
+    /// uploads than needed, never fewer: a key is dropped only once a recorded batch holds
+    /// it, and `in_batch` decides from the recorded batches.
     async fn save_unpublished(
         &self,
         through: u64,
@@ -456,25 +473,24 @@ impl<L: EventLog + SideStore> Distribution<L> {
             .map(|k| k.position)
             .collect();
         pending.dedup();
-        let body = bincode::serde::encode_to_vec(&pending, bincode::config::standard())
-            .expect("positions encode");
-        let cp = hotaru_log::Checkpoint {
+        let snap = ProjectionSnapshot {
             position: through,
-            state: hotaru_events::versioned::wrap_vec(UNPUBLISHED_VERSION, body),
+            state: pending,
         };
-        self.log.save_checkpoint(&self.checkpoint_name(), &cp).await
+        projection::save(&self.log, &self.unpublished_model(), &snap).await
     }
 
     /// Forgets the signer's checkpoint: the next batch reads every upload from position 1
     /// (what it did before it had one; for a restored store, and for the benchmark).
     pub async fn rescan_from_start(&self) -> Result<(), LogError> {
-        let empty = bincode::serde::encode_to_vec(Vec::<u64>::new(), bincode::config::standard())
-            .expect("encodes");
-        let cp = hotaru_log::Checkpoint {
-            position: 0,
-            state: hotaru_events::versioned::wrap_vec(UNPUBLISHED_VERSION, empty),
-        };
-        self.log.save_checkpoint(&self.checkpoint_name(), &cp).await
+        let start = ProjectionSnapshot::default();
+        projection::save(&self.log, &self.unpublished_model(), &start).await
+    }
+
+    fn unpublished_model(&self) -> Unpublished {
+        Unpublished {
+            name: self.checkpoint_name(),
+        }
     }
 
     fn checkpoint_name(&self) -> String {

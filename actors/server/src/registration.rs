@@ -9,6 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use hotaru_actors::projection::{self, Projection, ProjectionSnapshot};
 use hotaru_actors::{CommandMeta, IdSource, Shell, ShellError, Start, fold, load_latest};
 use hotaru_domain::Aggregate;
 use hotaru_domain::case::{
@@ -234,6 +235,37 @@ type Redeemed = (
     Option<(NumberDigest, Vec<hotaru_events::domain::UploadedKey>)>,
 );
 
+/// The attempt limiter's read model: the failed guesses the registration context records.
+/// Not checkpointed: it starts at its horizon (`Registration::warm_up`).
+struct RecentFailures;
+
+impl Projection for RecentFailures {
+    type State = AttemptLimiter;
+
+    fn name(&self) -> &str {
+        "recent-failures"
+    }
+
+    fn context(&self) -> hotaru_events::Context {
+        hotaru_events::Context::Registration
+    }
+
+    fn apply(&self, limiter: &mut AttemptLimiter, commit: &hotaru_log::RecordedCommit) {
+        for env in commit.commit.envelopes().flatten() {
+            if let DomainEvent::ProcessingNumberRejected(e) = &env.event
+                && matches!(
+                    e.reason,
+                    RejectionReason::Unknown
+                        | RejectionReason::AlreadyUsed
+                        | RejectionReason::Expired
+                )
+            {
+                limiter.record_failure(env.occurred_at, None);
+            }
+        }
+    }
+}
+
 /// The registration service. Cheap to clone; safe to call concurrently.
 #[derive(Clone)]
 pub struct Registration<L: SideStore> {
@@ -289,35 +321,14 @@ impl<L: EventLog + SideStore> Registration<L> {
             .saturating_add(p.lockout_max_ms.saturating_mul(2))
             .saturating_add(3_600_000);
         let since = UnixMillis(i.clock.now().0.saturating_sub(horizon));
-        let mut from = self.first_position_since(since).await?;
-        loop {
-            let batch = i
-                .log
-                .read_all(hotaru_events::Context::Registration, from, 4096)
-                .await?;
-            let Some(last) = batch.last() else { break };
-            from = last.position + 1;
-            for c in &batch {
-                for env in c.commit.envelopes().flatten() {
-                    match &env.event {
-                        DomainEvent::ProcessingNumberRejected(e)
-                            if matches!(
-                                e.reason,
-                                RejectionReason::Unknown
-                                    | RejectionReason::AlreadyUsed
-                                    | RejectionReason::Expired
-                            ) =>
-                        {
-                            i.limiter
-                                .lock()
-                                .expect("not poisoned")
-                                .record_failure(env.occurred_at, None);
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
+        let from = self.first_position_since(since).await?;
+        let mut failures = ProjectionSnapshot {
+            position: from - 1,
+            state: AttemptLimiter::new(i.limits.clone()),
+        };
+        let head = i.log.head(hotaru_events::Context::Registration).await?;
+        projection::catch_up(&i.log, &RecentFailures, &mut failures, head).await?;
+        *i.limiter.lock().expect("not poisoned") = failures.state;
         Ok(())
     }
 

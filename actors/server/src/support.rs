@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use hotaru_actors::projection::{self, Projection};
 use hotaru_actors::{IdSource, crash_point};
 use hotaru_events::domain::{Day, LogId, OperationLogDeleted, OperationLogReceived, Sealed};
 use hotaru_events::{Clock, DomainEvent, NewEvent, StreamId, StreamKind};
@@ -157,9 +158,38 @@ pub async fn close<L: EventLog + SideStore>(
 /// The name of the retention's checkpoint over the support context.
 pub const EXPIRY_CHECKPOINT: &str = "support-expiry";
 
-/// The version of that checkpoint's state (ADR 0005; another version is rebuilt from the
-/// start of the context, once).
-const EXPIRY_VERSION: u8 = 1;
+/// The retention's read model of the support context, checkpointed as `support-expiry`.
+struct ExpiryModel;
+
+impl Projection for ExpiryModel {
+    type State = Expiry;
+
+    /// ADR 0005: another version is rebuilt from the start of the context, once.
+    const STATE_VERSION: u8 = 1;
+
+    fn name(&self) -> &str {
+        EXPIRY_CHECKPOINT
+    }
+
+    fn context(&self) -> hotaru_events::Context {
+        hotaru_events::Context::Support
+    }
+
+    fn apply(&self, state: &mut Expiry, commit: &hotaru_log::RecordedCommit) {
+        for env in commit.commit.envelopes().flatten() {
+            match env.event {
+                DomainEvent::OperationLogReceived(r) => {
+                    state.open.insert(r.log_id, env.occurred_at.0);
+                }
+                DomainEvent::OperationLogDeleted(d) => {
+                    state.open.remove(&d.log_id);
+                    state.deleted.insert(d.log_id);
+                }
+                _ => {}
+            }
+        }
+    }
+}
 
 /// What the retention knows of the support context up to its checkpoint: the logs received
 /// and not deleted, with the time each arrived, and the deletions recorded whose key may
@@ -188,39 +218,10 @@ pub async fn expire<L: EventLog + SideStore>(
         .now()
         .0
         .saturating_sub(u64::from(retention_days) * hotaru_events::DAY_MS);
-    let (mut through, mut state) = match log.load_checkpoint(EXPIRY_CHECKPOINT).await? {
-        Some(cp) => match hotaru_events::versioned::split(&cp.state) {
-            (EXPIRY_VERSION, body) => {
-                bincode::serde::decode_from_slice::<Expiry, _>(body, bincode::config::standard())
-                    .map(|(state, _)| (cp.position, state))
-                    .unwrap_or_default()
-            }
-            _ => (0, Expiry::default()),
-        },
-        None => (0, Expiry::default()),
-    };
+    let mut snap = projection::resume(log, &ExpiryModel).await?;
     let head = log.head(hotaru_events::Context::Support).await?;
-    while through < head {
-        let batch = log
-            .read_all(hotaru_events::Context::Support, through + 1, 4096)
-            .await?;
-        let Some(last) = batch.last() else { break };
-        for c in batch.iter().filter(|c| c.position <= head) {
-            for env in c.commit.envelopes().flatten() {
-                match env.event {
-                    DomainEvent::OperationLogReceived(r) => {
-                        state.open.insert(r.log_id, env.occurred_at.0);
-                    }
-                    DomainEvent::OperationLogDeleted(d) => {
-                        state.open.remove(&d.log_id);
-                        state.deleted.insert(d.log_id);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        through = last.position.min(head);
-    }
+    projection::catch_up(log, &ExpiryModel, &mut snap, head).await?;
+    let state = &mut snap.state;
     // Keys still held: an open log, or a deletion recorded and not yet done.
     let held: std::collections::HashSet<String> = log.side_keys(NS).await?.into_iter().collect();
     state.deleted.retain(|id| held.contains(&hex::encode(id.0)));
@@ -239,13 +240,7 @@ pub async fn expire<L: EventLog + SideStore>(
         state.open.remove(&id);
         state.deleted.remove(&id);
     }
-    let body =
-        bincode::serde::encode_to_vec(&state, bincode::config::standard()).map_err(backend)?;
-    let cp = hotaru_log::Checkpoint {
-        position: through,
-        state: hotaru_events::versioned::wrap_vec(EXPIRY_VERSION, body),
-    };
-    log.save_checkpoint(EXPIRY_CHECKPOINT, &cp).await?;
+    projection::save(log, &ExpiryModel, &snap).await?;
     Ok(closed)
 }
 
