@@ -177,6 +177,19 @@ impl CommitEvent {
     }
 }
 
+/// Why a commit of `events` events from `first_version` cannot be one.
+fn shape_fault(first_version: u64, events: u64) -> Option<&'static str> {
+    if events == 0 {
+        Some("no events")
+    } else if first_version == 0 {
+        Some("stream versions start at 1")
+    } else if first_version.checked_add(events - 1).is_none() {
+        Some("the last version overflows")
+    } else {
+        None
+    }
+}
+
 impl Commit {
     /// The record bytes: encoding byte ‖ bincode(commit).
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
@@ -199,10 +212,19 @@ impl Commit {
         match record.first() {
             None => Err(DecodeError::Truncated(0)),
             Some(&ENCODING_BINCODE2) => {
-                decode_exact(&record[1..]).map_err(|e| DecodeError::Malformed {
+                let c: Self = decode_exact(&record[1..]).map_err(|e| DecodeError::Malformed {
                     what: "commit",
                     reason: e.to_string(),
-                })
+                })?;
+                // What `encode` never writes: a commit holds at least one event, and
+                // versions start at 1 (`last_version` is computed from both).
+                if let Some(reason) = shape_fault(c.first_version, c.events.len() as u64) {
+                    return Err(DecodeError::Malformed {
+                        what: "commit",
+                        reason: reason.into(),
+                    });
+                }
+                Ok(c)
             }
             Some(&other) => Err(DecodeError::UnknownEncoding(other)),
         }
@@ -223,17 +245,17 @@ impl Commit {
             bincode::serde::decode_from_slice(body, BINCODE).map_err(malformed)?;
         let (events, used2): (u64, usize) =
             bincode::decode_from_slice(&body[used..], BINCODE).map_err(malformed)?;
+        if let Some(reason) = shape_fault(prefix.first_version, events) {
+            return Err(DecodeError::Malformed {
+                what: "commit head",
+                reason: reason.into(),
+            });
+        }
         let id_at = used + used2;
         let id: [u8; 16] = body
             .get(id_at..id_at + 16)
             .and_then(|b| b.try_into().ok())
             .ok_or(DecodeError::Truncated(record.len()))?;
-        if events == 0 {
-            return Err(DecodeError::Malformed {
-                what: "commit head",
-                reason: "no events".into(),
-            });
-        }
         Ok(CommitHead {
             context: prefix.context,
             position: prefix.position,
@@ -473,6 +495,41 @@ mod tests {
             Commit::decode(&rec),
             Err(DecodeError::Malformed { .. })
         ));
+    }
+
+    /// Records `encode` would refuse to write (built by hand, as a corrupt or hostile store
+    /// would hold them) are refused at decode, whole and head alike, instead of underflowing
+    /// `last_version`.
+    #[test]
+    fn a_record_of_no_events_or_version_zero_is_refused_at_decode() {
+        let raw = |c: &Commit| {
+            let mut out = vec![ENCODING_BINCODE2];
+            bincode::serde::encode_into_std_write(c, &mut out, BINCODE).unwrap();
+            out
+        };
+        let mut version_zero = commit(vec![demo(1)]);
+        version_zero.first_version = 0;
+        let mut overflowing = commit(vec![demo(1), demo(2)]);
+        overflowing.first_version = u64::MAX;
+        for bad in [commit(vec![]), version_zero, overflowing] {
+            let rec = raw(&bad);
+            assert!(
+                matches!(
+                    Commit::decode(&rec),
+                    Err(DecodeError::Malformed { what: "commit", .. })
+                ),
+                "{bad:?}"
+            );
+            assert!(matches!(
+                Commit::decode_head(&rec),
+                Err(DecodeError::Malformed {
+                    what: "commit head",
+                    ..
+                })
+            ));
+        }
+        let good = raw(&commit(vec![demo(1)]));
+        assert_eq!(Commit::decode(&good).unwrap().last_version(), 3);
     }
 
     #[test]
