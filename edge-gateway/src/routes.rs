@@ -101,6 +101,51 @@ fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix
     e.into()
 }
 
+/// Wrap the app with this: every 4xx and 5xx that is not already the contract's JSON (an
+/// answer actix writes itself: a wrong method's empty 405, a body over a cap read as bytes,
+/// a malformed request line's 400) is answered `{code, message}` as `docs/api-errors.md`
+/// says, keeping the original's other headers.
+pub fn json_errors<B: actix_web::body::MessageBody + 'static>()
+-> actix_web::middleware::ErrorHandlers<B> {
+    actix_web::middleware::ErrorHandlers::new().default_handler(as_contract_error)
+}
+
+fn as_contract_error<B: actix_web::body::MessageBody + 'static>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> actix_web::Result<actix_web::middleware::ErrorHandlerResponse<B>> {
+    use actix_web::http::header;
+    use actix_web::middleware::ErrorHandlerResponse;
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let (code, message) = match status.as_u16() {
+        404 => ("NO_ROUTE", "no such path"),
+        405 => ("METHOD_NOT_ALLOWED", "this path does not take this method"),
+        413 => ("BODY_TOO_LARGE", "the request body is too large"),
+        415 => (
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the body as application/json",
+        ),
+        s if s >= 500 => ("INTERNAL", "a server fault"),
+        _ => ("BAD_REQUEST", "the request could not be read"),
+    };
+    let (req, original) = res.into_parts();
+    let mut answer = ApiError::new(status.as_u16(), code, message).error_response();
+    for (name, value) in original.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    let res = actix_web::dev::ServiceResponse::new(req, answer);
+    Ok(ErrorHandlerResponse::Response(res.map_into_right_body()))
+}
+
 /// The answer for a path no route serves (distinct from a route's own NOT_FOUND).
 async fn not_found() -> HttpResponse {
     ApiError::new(404, "NO_ROUTE", "no such path").error_response()

@@ -46,6 +46,7 @@ pub fn serve(
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .wrap(crate::routes::json_errors())
             .wrap(actix_web::middleware::Condition::new(
                 observe,
                 actix_web::middleware::from_fn(crate::observe),

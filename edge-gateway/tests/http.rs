@@ -1074,3 +1074,93 @@ async fn a_draining_actor_node_answers_what_it_took() {
     }
     drop(arbiters);
 }
+
+/// Whether `r` is an answer of the contract: a JSON body `{code, message}` (docs/api-errors.md).
+async fn in_contract(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let json = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let body = r.text().await.unwrap();
+    assert!(json, "{status} answered without JSON: {body:?}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let code = v["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no code: {body}"));
+    assert!(
+        v["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "no message: {body}"
+    );
+    (status, code.to_owned())
+}
+
+/// Every route of the OpenAPI document, tried with a wrong method, a body over every cap
+/// and a wrong content type: each 4xx and 5xx answers `{code, message}`; the routes that take
+/// a JSON body refuse the oversized one (413) and the `text/plain` one (415) before anything
+/// else when they need no key (the device's), or ask for the key (401).
+#[actix_rt::test]
+async fn every_route_answers_its_errors_in_the_contract() {
+    let e = env(false).await;
+    let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+    let big = format!("{{\"padding\":\"{}\"}}", "x".repeat(300 * 1024));
+    let mut tried = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let url = e.url(
+            &path
+                .replace("{caseId}", &"0".repeat(32))
+                .replace("{logId}", &"0".repeat(32))
+                .replace("{region}", "440")
+                .replace("{file}", "none.zip"),
+        );
+        for wrong in ["DELETE", "PATCH"] {
+            let m = reqwest::Method::from_bytes(wrong.as_bytes()).unwrap();
+            let r = e.http.request(m, &url).send().await.unwrap();
+            let answer = in_contract(r).await;
+            assert_eq!(answer, (405, "METHOD_NOT_ALLOWED".into()), "{wrong} {path}");
+            tried += 1;
+        }
+        for (method, op) in ops.as_object().unwrap() {
+            if method == "head" {
+                continue; // no body to hold an answer
+            }
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let takes_body = op.get("requestBody").is_some();
+            let keyed = op.get("security").is_some();
+            let oversized = e
+                .http
+                .request(m.clone(), &url)
+                .header("content-type", "application/json")
+                .body(big.clone())
+                .send()
+                .await
+                .unwrap();
+            let status = oversized.status().as_u16();
+            if status >= 400 {
+                let (status, code) = in_contract(oversized).await;
+                if takes_body {
+                    let want = if keyed { [413, 401] } else { [413, 413] };
+                    assert!(want.contains(&status), "{method} {path}: {status} {code}");
+                }
+            } else {
+                assert!(!takes_body, "{method} {path} took a body over its cap");
+            }
+            if takes_body {
+                let plain = e
+                    .http
+                    .request(m, &url)
+                    .header("content-type", "text/plain")
+                    .body("{}")
+                    .send()
+                    .await
+                    .unwrap();
+                let (status, code) = in_contract(plain).await;
+                let want = if keyed { [415, 401] } else { [415, 415] };
+                assert!(want.contains(&status), "{method} {path}: {status} {code}");
+            }
+            tried += 1;
+        }
+    }
+    assert!(tried >= 40, "walked {tried} requests");
+}

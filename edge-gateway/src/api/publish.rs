@@ -29,6 +29,18 @@ fn publish_error(e: ApiError, random: &dyn RandomSource) -> HttpResponse {
     })
 }
 
+/// Whether the request says its body is JSON (`application/json`, or a `+json` type).
+fn is_json(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .is_some_and(|m| {
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+}
+
 fn parse_publish(body: &[u8], authority: &str) -> Result<PublishRequest, ApiError> {
     if body.len() > UPLOAD_BODY_LIMIT {
         return Err(ApiError::new(
@@ -71,6 +83,16 @@ pub(crate) async fn publish_v1(
     let started = Instant::now();
     let source = g.limits.source(&req);
     if let Err(e) = g.limits.admit(source) {
+        return publish_error(e, &*g.random);
+    }
+    // A device route: JSON only. A `text/plain` POST is a browser's "simple request",
+    // which any web page could make its visitors send.
+    if !is_json(&req) {
+        let e = ApiError::new(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the body as application/json",
+        );
         return publish_error(e, &*g.random);
     }
     let p = match parse_publish(&body, &g.health_authority) {
