@@ -261,6 +261,10 @@ async fn operation_logs_with_consent_without_personal_data_until_closed(nats: bo
         ("my number 080-1234-5678", "phone"),
         ("server 10.0.0.12 refused", "IPv4"),
         ("gps 35.6812,139.7671", "coordinates"),
+        // As a Japanese user types them: full width, Japanese dashes, no separators.
+        ("連絡先 ０８０－１２３４－５６７８", "phone"),
+        ("自宅 0312345678", "phone"),
+        ("ｈａｎａｋｏ＠ｅｘａｍｐｌｅ．ｊｐ", "e-mail"),
     ] {
         let r = post(json!({"consent": true, "log": log})).await.unwrap();
         let status = r.status().as_u16();

@@ -37,11 +37,12 @@ static DETECTORS: LazyLock<Vec<(PersonalKind, Regex)>> = LazyLock::new(|| {
             PersonalKind::Email,
             r(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}"),
         ),
-        // Japanese numbers (0X0-XXXX-XXXX, 03-XXXX-XXXX, 0120-XXX-XXX) and international ones.
+        // Japanese numbers (0X0-XXXX-XXXX, 03-XXXX-XXXX, 0120-XXX-XXX, (03) XXXX-XXXX, and
+        // mobile and landline numbers written without separators) and international ones.
         (
             PersonalKind::Phone,
             r(
-                r"(^|[^0-9.:])(\+[1-9][0-9]{0,2}[ -]?[0-9]{1,4}[ -]?[0-9]{2,4}[ -]?[0-9]{3,4}|0[0-9]{1,4}[- ][0-9]{1,4}[- ][0-9]{3,4}|0[5-9]0[0-9]{8})($|[^0-9])",
+                r"(^|[^0-9.:])(\+[1-9][0-9]{0,2}[ -]?[0-9]{1,4}[ -]?[0-9]{2,4}[ -]?[0-9]{3,4}|0[0-9]{1,4}[- ][0-9]{1,4}[- ][0-9]{3,4}|0[5-9]0[0-9]{8}|0[1-9][0-9]{8}|\(0[0-9]{1,4}\) ?[0-9]{1,4}[- ]?[0-9]{3,4})($|[^0-9])",
             ),
         ),
         (
@@ -119,6 +120,30 @@ pub fn scan_binary(bytes: &[u8]) -> Vec<(PersonalKind, usize)> {
         .collect()
 }
 
+/// Personal data in text as a person types it (an operation log, which the app lets its
+/// user edit): NFKC first, so full-width digits, letters and `＠` are the ASCII the
+/// detectors know, and the dashes Japanese text writes numbers with (`－`, `ー`, `‐`, `−`)
+/// are hyphens. The position is a byte offset in `text`, not in its normal form.
+pub fn find_personal_text(text: &str) -> Option<(PersonalKind, usize)> {
+    use unicode_normalization::UnicodeNormalization;
+    let mut normal = String::with_capacity(text.len());
+    // The offset in `text` of each byte of `normal`.
+    let mut origin = Vec::with_capacity(text.len());
+    for (at, c) in text.char_indices() {
+        for n in std::iter::once(c).nfkc() {
+            let n = match n {
+                '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{30FC}' | '\u{FF70}' => '-',
+                '\u{3000}' => ' ',
+                other => other,
+            };
+            normal.push(n);
+            origin.resize(normal.len(), at);
+        }
+    }
+    find_personal_data(normal.as_bytes())
+        .map(|(kind, i)| (kind, origin.get(i).copied().unwrap_or(0)))
+}
+
 /// Personal data found in `bytes`: the first kind that matches, in the order above (a MAC
 /// address is also shaped like an IPv6 one, and is reported as a MAC), and about where.
 pub fn find_personal_data(bytes: &[u8]) -> Option<(PersonalKind, usize)> {
@@ -194,6 +219,48 @@ mod tests {
             })
             .collect();
         assert_eq!(scan_binary(&noise), vec![]);
+    }
+
+    /// What a Japanese user types: full-width digits and at signs, the dashes of Japanese
+    /// text, landline numbers without separators, an area code in brackets.
+    #[test]
+    fn finds_japanese_forms_after_normalising() {
+        let text = |s: &str| find_personal_text(s).map(|(k, _)| k);
+        for (s, want) in [
+            (
+                "連絡先 ０９０－１２３４－５６７８ まで",
+                PersonalKind::Phone,
+            ),
+            ("電話 ０３ー１２３４ー５６７８", PersonalKind::Phone),
+            ("自宅 0312345678 です", PersonalKind::Phone),
+            ("自宅 ０４５２１２３４５６", PersonalKind::Phone),
+            ("(03) 1234-5678", PersonalKind::Phone),
+            ("携帯 ０９０１２３４５６７８", PersonalKind::Phone),
+            ("メール taro＠example.jp", PersonalKind::Email),
+            (
+                "メール ｔａｒｏ．ｙａｍａｄａ＠ｅｘａｍｐｌｅ．ｃｏ．ｊｐ",
+                PersonalKind::Email,
+            ),
+            ("IP １９２．１６８．１．２０ から", PersonalKind::Ipv4),
+            (
+                "位置 ３５．６８１２，　１３９．７６７１",
+                PersonalKind::Coordinates,
+            ),
+        ] {
+            assert_eq!(text(s), Some(want), "{s}");
+        }
+        // The position is where the number starts in the text as typed.
+        let s = "連絡先 ０９０－１２３４－５６７８";
+        let (_, at) = find_personal_text(s).unwrap();
+        assert!(s[at..].trim_start().starts_with('０'), "{at}");
+        // Ordinary Japanese log lines still pass.
+        for ok in [
+            "２０２６年１１月２２日 接触確認 ０件",
+            "バージョン 2.0.1 ダウンロード失敗（タイムアウト 30 秒）",
+            "rolling start 2900016 period 144; attenuation 55 dB",
+        ] {
+            assert_eq!(text(ok), None, "{ok}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub(crate) async fn upload_log(
     if body.log.trim().is_empty() {
         return Err(ApiError::bad_request("EMPTY_LOG", "the log is empty"));
     }
-    if let Some((kind, at)) = hotaru_domain::personal::find_personal_data(body.log.as_bytes()) {
+    if let Some((kind, at)) = hotaru_domain::personal::find_personal_text(&body.log) {
         return Err(ApiError::bad_request(
             "LOG_HAS_PERSONAL_DATA",
             format!(
