@@ -32,8 +32,8 @@ pub const QUEUE: &str = "hotaru-actors";
 /// How long the edge waits for an answer.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A command from the edge.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// A command from the edge. Its `Debug` shows no secret (see [`crate::Redacted`]).
+#[derive(Clone, Serialize, Deserialize)]
 pub enum Command {
     ConfirmCase {
         centre: CentreId,
@@ -53,8 +53,8 @@ pub enum Command {
     CloseLog(LogId),
 }
 
-/// What a command answered.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// What a command answered. Its `Debug` shows no secret (see [`crate::Redacted`]).
+#[derive(Clone, Serialize, Deserialize)]
 pub enum Reply {
     CaseConfirmed(CaseId),
     NumberIssued {
@@ -70,6 +70,73 @@ pub enum Reply {
     Signed(Option<BatchOutcome>),
     LogReceived(LogId),
     LogClosed(bool),
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::Redacted;
+        match self {
+            Command::ConfirmCase { centre, basis } => f
+                .debug_struct("ConfirmCase")
+                .field("centre", centre)
+                .field("basis", basis)
+                .finish(),
+            Command::IssueNumber { centre, case_id } => f
+                .debug_struct("IssueNumber")
+                .field("centre", centre)
+                .field("case_id", case_id)
+                .finish(),
+            Command::Redeem(r) => f.debug_tuple("Redeem").field(r).finish(),
+            Command::Publish {
+                redemption,
+                revision_token,
+            } => f
+                .debug_struct("Publish")
+                .field("redemption", redemption)
+                .field(
+                    "revision_token",
+                    &revision_token.as_ref().map(|t| Redacted(t.len())),
+                )
+                .finish(),
+            Command::SignNow => f.write_str("SignNow"),
+            Command::ReceiveLog(log) => f
+                .debug_tuple("ReceiveLog")
+                .field(&Redacted(log.len()))
+                .finish(),
+            Command::CloseLog(id) => f.debug_tuple("CloseLog").field(id).finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::Redacted;
+        match self {
+            Reply::CaseConfirmed(id) => f.debug_tuple("CaseConfirmed").field(id).finish(),
+            Reply::NumberIssued {
+                number,
+                case_id,
+                expires_at,
+            } => f
+                .debug_struct("NumberIssued")
+                .field("number", &Redacted(number.len()))
+                .field("case_id", case_id)
+                .field("expires_at", expires_at)
+                .finish(),
+            Reply::Redeemed(a) => f.debug_tuple("Redeemed").field(a).finish(),
+            Reply::Published {
+                answer,
+                revision_token,
+            } => f
+                .debug_struct("Published")
+                .field("answer", answer)
+                .field("revision_token", &Redacted(revision_token.len()))
+                .finish(),
+            Reply::Signed(o) => f.debug_tuple("Signed").field(o).finish(),
+            Reply::LogReceived(id) => f.debug_tuple("LogReceived").field(id).finish(),
+            Reply::LogClosed(b) => f.debug_tuple("LogClosed").field(b).finish(),
+        }
+    }
 }
 
 /// Why a command failed.
@@ -408,6 +475,92 @@ impl<L: EventLog + SideStore + Unpin> Commands<L> {
         match self.run(Command::CloseLog(id)).await? {
             Reply::LogClosed(b) => Ok(b),
             r => Err(unexpected(r)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hotaru_domain::number::ProcessingNumber;
+    use hotaru_events::domain::{CaseId, Day};
+
+    use super::*;
+
+    /// A reply or command formatted with `{:?}` (into an error, a log line) shows no
+    /// processing number, revision token, idempotency key, source or log content.
+    #[test]
+    fn no_debug_of_a_command_or_reply_shows_a_secret() {
+        let (number, token, idem, log) = ("31415926", "TOKEN-sealed", "IDEM-key", "LOG-text");
+        let redemption = Redemption {
+            number: number.into(),
+            keys: Vec::new(),
+            idempotency_key: Some(idem.into()),
+            source: Some(0x5eed_5eed),
+        };
+        let answer = RedemptionAnswer {
+            case_id: CaseId([1; 16]),
+            accepted: 1,
+            dropped: Vec::new(),
+        };
+        let shown = [
+            format!("{:?}", Command::Redeem(redemption.clone())),
+            format!(
+                "{:#?}",
+                Command::Publish {
+                    redemption: redemption.clone(),
+                    revision_token: Some(token.into()),
+                }
+            ),
+            format!("{:?}", Command::ReceiveLog(log.as_bytes().to_vec())),
+            format!(
+                "{:?}",
+                Reply::NumberIssued {
+                    number: number.into(),
+                    case_id: CaseId([1; 16]),
+                    expires_at: UnixMillis(Day(20_000).0 as u64),
+                }
+            ),
+            format!(
+                "{:?}",
+                Reply::Published {
+                    answer: answer.clone(),
+                    revision_token: token.into(),
+                }
+            ),
+            format!(
+                "{:?}",
+                PublishAnswer {
+                    answer,
+                    revision_token: token.into(),
+                }
+            ),
+            format!(
+                "{:?}",
+                IssuedNumber {
+                    number: ProcessingNumber::parse(number, 8).unwrap(),
+                    case_id: CaseId([1; 16]),
+                    expires_at: UnixMillis(0),
+                }
+            ),
+            unexpected(Reply::NumberIssued {
+                number: number.into(),
+                case_id: CaseId([1; 16]),
+                expires_at: UnixMillis(0),
+            })
+            .to_string(),
+        ];
+        for s in &shown {
+            let source = 0x5eed_5eed_u64.to_string();
+            for secret in [number, token, idem, log, &source] {
+                assert!(
+                    !s.to_lowercase().contains(&secret.to_lowercase()),
+                    "{secret} in {s}"
+                );
+            }
+            assert!(
+                s.contains("redacted") || s.contains("ProcessingNumber(..)"),
+                "{s}"
+            );
         }
     }
 }

@@ -22,3 +22,14 @@ pub mod revision;
 pub use node::{GatewayConfig, Node, ServerConfig};
 pub mod credentials;
 pub mod support;
+
+/// What `Debug` shows of a secret (a processing number, a revision token, a log's content):
+/// that it is there and its length, never what it is.
+#[derive(Clone, Copy)]
+pub struct Redacted(pub usize);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<redacted, {} bytes>", self.0)
+    }
+}

@@ -149,14 +149,27 @@ pub struct IssuedNumber {
 
 /// The answer of Google's v1 publish API: the redemption's answer (on a revision,
 /// `accepted` counts the keys added) and the revision token for next time.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PublishAnswer {
     pub answer: RedemptionAnswer,
     pub revision_token: String,
 }
 
+/// Never the token: it lets its holder add keys to the upload.
+impl std::fmt::Debug for PublishAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishAnswer")
+            .field("answer", &self.answer)
+            .field(
+                "revision_token",
+                &crate::Redacted(self.revision_token.len()),
+            )
+            .finish()
+    }
+}
+
 /// A device's upload.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Redemption {
     /// As typed by the user (checked for error A).
     pub number: String,
@@ -164,6 +177,25 @@ pub struct Redemption {
     pub idempotency_key: Option<String>,
     /// The edge's opaque label of the request's source (in memory only).
     pub source: Option<u64>,
+}
+
+/// Never the number as typed (it may be a live one), the keys, the idempotency key or the
+/// source: what a log line of a failed upload may say.
+impl std::fmt::Debug for Redemption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redemption")
+            .field("number", &crate::Redacted(self.number.len()))
+            .field("keys", &self.keys.len())
+            .field(
+                "idempotency_key",
+                &self
+                    .idempotency_key
+                    .as_ref()
+                    .map(|k| crate::Redacted(k.len())),
+            )
+            .field("source", &self.source.map(|_| crate::Redacted(8)))
+            .finish()
+    }
 }
 
 struct Inner<L: SideStore> {
