@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hotaru_actors::{Arbiters, IdSource, RandomIds, SystemClock};
+use hotaru_edge_gateway::limits::{EdgeLimits, SourceKeying};
 use hotaru_edge_gateway::{Gateway, OPENAPI, ROUTES};
 use hotaru_events::Clock;
 use hotaru_log::{AnyLog, NatsConfig, NatsLog, SledLog};
@@ -35,10 +36,10 @@ struct Env {
 }
 
 async fn env(nats: bool) -> Env {
-    env_with(nats, LIMIT_PER_MINUTE, LIMIT_BURST).await
+    env_with(nats, EdgeLimits::new(LIMIT_PER_MINUTE, LIMIT_BURST)).await
 }
 
-async fn env_with(nats: bool, per_minute: u32, burst: u32) -> Env {
+async fn env_with(nats: bool, limits: Arc<EdgeLimits>) -> Env {
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
     let log = if nats {
         let s = hotaru_test_support::NatsServer::start();
@@ -73,7 +74,6 @@ async fn env_with(nats: bool, per_minute: u32, burst: u32) -> Env {
     let (_, operator) = credentials::add(&log, Role::Operator, "ops", &OsRandom::new())
         .await
         .unwrap();
-    let limits = hotaru_edge_gateway::limits::EdgeLimits::new(per_minute, burst);
     let gateway = match &log {
         // On NATS every command crosses request/reply to the node's actors, as between
         // a cluster's gateways and actor nodes.
@@ -161,6 +161,17 @@ impl Env {
     }
 
     async fn upload(&self, number: &str, keys: Value, chaff: bool) -> reqwest::Response {
+        self.upload_from(number, keys, chaff, None).await
+    }
+
+    /// An upload whose request names a client in `X-Forwarded-For`.
+    async fn upload_from(
+        &self,
+        number: &str,
+        keys: Value,
+        chaff: bool,
+        forwarded_for: Option<&str>,
+    ) -> reqwest::Response {
         let mut req = self.http.put(self.url("/v3/diagnosis")).json(&json!({
             "keys": keys,
             "hasSymptom": true,
@@ -173,6 +184,9 @@ impl Env {
         }));
         if chaff {
             req = req.header("X-Chaff", "1");
+        }
+        if let Some(f) = forwarded_for {
+            req = req.header("X-Forwarded-For", f);
         }
         req.send().await.unwrap()
     }
@@ -212,6 +226,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     a_health_centre_issues_a_device_uploads_a_phone_downloads,
+    only_a_trusted_proxy_names_the_client,
     every_error_code,
     chaff_is_indistinguishable,
     openapi_lists_exactly_the_routes,
@@ -221,8 +236,39 @@ on_both_backends!(
     google_publish_with_revision_tokens,
 );
 
+/// Behind a load balancer the trusted proxy's `X-Forwarded-For` names the client: six
+/// clients through it are six sources. From any other peer the header is ignored: one
+/// client naming six others is still one source, and is limited after its burst.
+async fn only_a_trusted_proxy_names_the_client(nats: bool) {
+    for trusted in [false, true] {
+        let mut keying = SourceKeying::random();
+        if trusted {
+            keying.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        }
+        let e = env_with(nats, EdgeLimits::with_keying(60, 3, keying)).await;
+        let mut limited = 0;
+        for i in 0..6 {
+            let client = format!("203.0.113.{i}");
+            let r = e
+                .upload_from(
+                    &format!("{:08}", 31_000_000 + i),
+                    keys(1, 1),
+                    false,
+                    Some(&client),
+                )
+                .await;
+            limited += usize::from(code(r).await.0 == 429);
+        }
+        assert_eq!(
+            limited,
+            if trusted { 0 } else { 3 },
+            "trusted proxy: {trusted}"
+        );
+    }
+}
+
 async fn a_source_is_rate_limited(nats: bool) {
-    let e = env_with(nats, 60, 5).await;
+    let e = env_with(nats, EdgeLimits::new(60, 5)).await;
     let mut statuses = Vec::new();
     for i in 0..7 {
         let r = e

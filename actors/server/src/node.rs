@@ -44,6 +44,33 @@ pub struct GatewayConfig {
     /// Write requests per source and minute, and the burst allowed.
     pub writes_per_minute: u32,
     pub write_burst: u32,
+    /// The secret the edge's source labels are keyed with, hex, at least 32 bytes: the
+    /// same on every gateway, so that one client has one label at each. Also
+    /// `HOTARU_SOURCE_SECRET`. When absent, derived from the digest secret (which every
+    /// node of a deployment shares).
+    pub source_secret: Option<String>,
+    /// The prefix length that makes one IPv6 source: a /64 is one subscriber's network,
+    /// inside which a client may draw a fresh address per request.
+    pub ipv6_source_prefix: u8,
+    /// The peers (addresses or networks, e.g. `10.0.0.0/8`) allowed to name the client in
+    /// `X-Forwarded-For`: the load balancers in front of the gateways. Empty by default:
+    /// the peer is the client, and the header is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl GatewayConfig {
+    /// The source secret's bytes, when one is configured.
+    pub fn source_secret(&self) -> Result<Option<Vec<u8>>, String> {
+        let Some(hex_secret) = self.source_secret.as_deref() else {
+            return Ok(None);
+        };
+        let secret = hex::decode(hex_secret.trim())
+            .map_err(|e| format!("gateway.source_secret is not hex: {e}"))?;
+        if secret.len() < 32 {
+            return Err("gateway.source_secret must be at least 32 bytes (64 hex digits)".into());
+        }
+        Ok(Some(secret))
+    }
 }
 
 impl Default for GatewayConfig {
@@ -54,6 +81,9 @@ impl Default for GatewayConfig {
             tls_key: None,
             writes_per_minute: 60,
             write_burst: 20,
+            source_secret: None,
+            ipv6_source_prefix: 64,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -94,6 +124,10 @@ impl ServerConfig {
         }
         if self.gateway.tls_cert.is_some() != self.gateway.tls_key.is_some() {
             return Err("give both gateway.tls_cert and gateway.tls_key, or neither".into());
+        }
+        self.gateway.source_secret()?;
+        if !(1..=128).contains(&self.gateway.ipv6_source_prefix) {
+            return Err("gateway.ipv6_source_prefix must be 1 to 128".into());
         }
         if self.gateway.health_authority_id.is_empty() {
             return Err("gateway.health_authority_id must not be empty".into());

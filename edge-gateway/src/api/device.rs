@@ -18,7 +18,7 @@ pub(crate) async fn diagnosis_v3(
     body: web::Json<V3Diagnosis>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let source = g.limits.source(&req);
+    let source = g.limits.source(&req, g.clock.now());
     g.limits.admit(source)?;
     let body = body.into_inner();
     if let Some(d) = &body.onset_of_symptom_or_test_date

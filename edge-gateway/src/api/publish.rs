@@ -81,7 +81,7 @@ pub(crate) async fn publish_v1(
     body: web::Bytes,
 ) -> HttpResponse {
     let started = Instant::now();
-    let source = g.limits.source(&req);
+    let source = g.limits.source(&req, g.clock.now());
     if let Err(e) = g.limits.admit(source) {
         return publish_error(e, &*g.random);
     }

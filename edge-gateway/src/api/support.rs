@@ -15,7 +15,7 @@ pub(crate) async fn upload_log(
     req: HttpRequest,
     body: web::Json<LogUpload>,
 ) -> Result<HttpResponse, ApiError> {
-    g.limits.admit(g.limits.source(&req))?;
+    g.limits.admit(g.limits.source(&req, g.clock.now()))?;
     if !body.consent {
         return Err(ApiError::bad_request(
             "CONSENT_REQUIRED",

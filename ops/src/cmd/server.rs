@@ -130,6 +130,23 @@ pub(crate) async fn retention(a: RetentionArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How the edge labels sources: the configured source secret, or one derived from the
+/// digest secret, so that every gateway of the deployment gives a client the same label.
+fn source_keying(
+    config: &ServerConfig,
+) -> Result<hotaru_edge_gateway::limits::SourceKeying, String> {
+    use hotaru_edge_gateway::limits::SourceKeying;
+    let secret = match config.gateway.source_secret()? {
+        Some(s) => s,
+        None => SourceKeying::derived_secret(&config.secret()?),
+    };
+    Ok(SourceKeying {
+        secret,
+        ipv6_prefix: config.gateway.ipv6_source_prefix,
+        trusted_proxies: config.gateway.trusted_proxies.clone(),
+    })
+}
+
 /// The configuration: the file if given, then HOTARU_* overrides, then the digest secret
 /// (from the configuration, or kept in the side store beside the data when none is given).
 pub(crate) async fn load_config(
@@ -147,6 +164,9 @@ pub(crate) async fn load_config(
     };
     if let Ok(s) = std::env::var("HOTARU_DIGEST_SECRET") {
         config.digest_secret = Some(s);
+    }
+    if let Ok(s) = std::env::var("HOTARU_SOURCE_SECRET") {
+        config.gateway.source_secret = Some(s);
     }
     if let Ok(s) = std::env::var("HOTARU_BATCH_INTERVAL_SECS") {
         config.batch.interval_ms = s.parse::<u64>().context("HOTARU_BATCH_INTERVAL_SECS")? * 1000;
@@ -237,9 +257,10 @@ pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         stop_node(node).await;
         return Ok(ExitCode::SUCCESS);
     }
-    let limits = hotaru_edge_gateway::limits::EdgeLimits::new(
+    let limits = hotaru_edge_gateway::limits::EdgeLimits::with_keying(
         config.gateway.writes_per_minute,
         config.gateway.write_burst,
+        source_keying(&config).map_err(anyhow::Error::msg)?,
     );
     let mut gateway = match (&node, &nats) {
         (Some((node, _, _)), _) => hotaru_edge_gateway::Gateway::for_node(
