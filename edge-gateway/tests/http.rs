@@ -226,6 +226,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     a_health_centre_issues_a_device_uploads_a_phone_downloads,
+    metrics_are_the_operators_alone,
     only_a_trusted_proxy_names_the_client,
     every_error_code,
     chaff_is_indistinguishable,
@@ -235,6 +236,33 @@ on_both_backends!(
     a_source_is_rate_limited,
     google_publish_with_revision_tokens,
 );
+
+/// `/metrics` counts real uploads and not chaff, so it answers the operator key alone: no
+/// key, or a health centre's, gets 401 in the contract.
+async fn metrics_are_the_operators_alone(nats: bool) {
+    let e = env(nats).await;
+    let get = |key: Option<&str>| {
+        let mut r = e.http.get(e.url("/metrics"));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    assert_eq!(
+        code(get(None).await.unwrap()).await,
+        (401, "UNAUTHORIZED".into())
+    );
+    assert_eq!(
+        code(get(Some(&e.centre)).await.unwrap()).await,
+        (401, "UNAUTHORIZED".into())
+    );
+    let r = get(Some(&e.operator)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.text().await.unwrap().contains("hotaru_"),
+        "Prometheus text"
+    );
+}
 
 /// Behind a load balancer the trusted proxy's `X-Forwarded-For` names the client: six
 /// clients through it are six sources. From any other peer the header is ignored: one

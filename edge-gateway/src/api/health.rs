@@ -25,7 +25,18 @@ pub(crate) async fn readyz(g: web::Data<Gateway>) -> HttpResponse {
     }
 }
 
-pub(crate) async fn metrics_text(g: web::Data<Gateway>) -> HttpResponse {
+/// The operators' metrics, behind the operator key: its counters move with real uploads
+/// and redemptions and not with chaff, so a public `/metrics` would tell anyone polling it
+/// which request was real.
+pub(crate) async fn metrics_text(
+    g: web::Data<Gateway>,
+    req: actix_web::HttpRequest,
+) -> HttpResponse {
+    if let Err(e) =
+        crate::auth::authorise(&g, &req, hotaru_server::credentials::Role::Operator).await
+    {
+        return e.error_response();
+    }
     let (batches, _) = hotaru_server::batch::batches(&g.log, &g.distribution.policy().region)
         .await
         .unwrap_or_default();
