@@ -912,9 +912,20 @@ async fn google_publish_with_revision_tokens(nats: bool) {
         "{v}"
     );
     let t1 = v["revisionToken"].as_str().unwrap().to_owned();
-    // The number is used: without a token it is error B.
-    let (st, v) = e.publish(&n, gaen_keys(10, &[1, 2, 3]), None).await;
+    // The same request again (its reply was lost): the first answer, and a token that
+    // names the keys stored, in whatever order the keys come.
+    let (st, v) = e.publish(&n, gaen_keys(10, &[3, 1, 2]), None).await;
+    assert_eq!((st, v["insertedExposures"].as_u64()), (200, Some(3)), "{v}");
+    let retried = v["revisionToken"].as_str().unwrap().to_owned();
+    // The number is used: other keys without a token are error B.
+    let (st, v) = e.publish(&n, gaen_keys(10, &[1, 2, 3, 4]), None).await;
     assert_eq!((st, v["code"].as_str()), (400, Some("ERR_B_NUMBER_WRONG")));
+    // The retry's token names the three keys stored: a revision with them adds nothing
+    // and is not refused (a token naming none would leave out keys uploaded before).
+    let (st, v) = e
+        .publish(&n, gaen_keys(10, &[1, 2, 3]), Some(&retried))
+        .await;
+    assert_eq!((st, v["insertedExposures"].as_u64()), (200, Some(0)), "{v}");
     // A revision adds today's key and an older one; the three named keys are not taken twice.
     let (st, v) = e
         .publish(&n, gaen_keys(10, &[0, 1, 2, 3, 4]), Some(&t1))

@@ -444,6 +444,24 @@ impl<L: EventLog + SideStore> Registration<L> {
         Ok((state, version, events))
     }
 
+    /// Every key the number's uploads stored that can still be opened (a redemption's and
+    /// its revisions').
+    async fn uploaded_keys(
+        &self,
+        digest: &NumberDigest,
+    ) -> Result<Vec<hotaru_events::domain::UploadedKey>, LogError> {
+        let (_, _, events) = self.number_history(digest).await?;
+        let mut keys = Vec::new();
+        for (position, env) in events {
+            if let DomainEvent::DiagnosisKeysUploaded(u) = env.event
+                && let Some(k) = open_keys(&self.inner.keys, u.keys, position).await?
+            {
+                keys.extend(k);
+            }
+        }
+        Ok(keys)
+    }
+
     /// Days whose digest key may name a number still alive now, newest first.
     fn live_days(&self, now: UnixMillis) -> Vec<Day> {
         let back = self.inner.policy.number_validity_ms.div_ceil(DAY_MS) as u32;
@@ -625,7 +643,6 @@ impl<L: EventLog + SideStore> Registration<L> {
         let (answer, token) = match revision_token {
             None => {
                 let (answer, uploaded) = self.redeem_keys(r).await?;
-                // A retried upload (same idempotency key) gets a token naming no keys.
                 let (digest, keys) = uploaded.unwrap_or((NumberDigest([0; 32]), Vec::new()));
                 let token = TokenData {
                     digest,
@@ -707,17 +724,12 @@ impl<L: EventLog + SideStore> Registration<L> {
         let token = &token;
         let r = &r;
         let enrich = |_: &NumberState, _| async move {
-            let (_, _, events) = self.number_history(&token.digest).await?;
-            let mut before = std::collections::HashMap::new();
-            for (position, env) in events {
-                if let DomainEvent::DiagnosisKeysUploaded(u) = env.event
-                    && let Some(keys) = open_keys(&i.keys, u.keys, position).await?
-                {
-                    for k in keys {
-                        before.insert(*k.key.tek.as_bytes(), revisable(&k));
-                    }
-                }
-            }
+            let before: std::collections::HashMap<_, _> = self
+                .uploaded_keys(&token.digest)
+                .await?
+                .iter()
+                .map(|k| (*k.key.tek.as_bytes(), revisable(k)))
+                .collect();
             let validated = validate_keys(&i.policy, basis, now, &r.keys);
             let mut new = Vec::new();
             for k in &validated.accepted {
@@ -1023,7 +1035,12 @@ impl<L: EventLog + SideStore> Registration<L> {
                 };
                 Ok((answer, Some((digest, validated.accepted))))
             }
-            Err(ShellError::Enrich(BeforeRedeeming::Replayed(answer))) => Ok((answer, None)),
+            // A retry gets the first answer, with the keys that upload stored (a v1
+            // publish's new revision token names them).
+            Err(ShellError::Enrich(BeforeRedeeming::Replayed(answer))) => {
+                let stored = self.uploaded_keys(&digest).await?;
+                Ok((answer, Some((digest, stored))))
+            }
             Err(ShellError::Enrich(BeforeRedeeming::NotNamed)) => {
                 self.record_failure(now, source);
                 Err(self

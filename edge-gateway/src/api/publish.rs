@@ -29,6 +29,32 @@ fn publish_error(e: ApiError, random: &dyn RandomSource) -> HttpResponse {
     })
 }
 
+/// Google's v1 publish has no idempotency key: one is derived from what the request
+/// submits (the number and its keys, in any order), so a retry after a lost reply gets
+/// the first answer and a revision token naming the keys stored, instead of "number
+/// wrong". Another set of keys with the same number is another request: error B.
+fn idempotency_of(p: &PublishRequest) -> String {
+    let mut keys: Vec<String> = p
+        .temporary_exposure_keys
+        .iter()
+        .map(|k| {
+            format!(
+                "{}/{}/{}/{:?}",
+                k.key, k.rolling_start_number, k.rolling_period, k.transmission_risk
+            )
+        })
+        .collect();
+    keys.sort();
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    h.update(b"hotaru v1 publish\0");
+    h.update(p.verification_payload.as_bytes());
+    for k in &keys {
+        h.update(b"\0");
+        h.update(k.as_bytes());
+    }
+    format!("v1-publish:{}", hex::encode(h.finish()))
+}
+
 /// Whether the request says its body is JSON (`application/json`, or a `+json` type).
 fn is_json(req: &HttpRequest) -> bool {
     req.headers()
@@ -117,9 +143,9 @@ pub(crate) async fn publish_v1(
         .commands
         .publish(
             Redemption {
+                idempotency_key: Some(idempotency_of(&p)),
                 number: p.verification_payload,
                 keys,
-                idempotency_key: None,
                 source,
             },
             p.revision_token.filter(|t| !t.is_empty()),
