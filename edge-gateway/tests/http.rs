@@ -226,6 +226,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     a_health_centre_issues_a_device_uploads_a_phone_downloads,
+    a_revision_adds_up_to_no_more_than_one_upload_holds,
     metrics_are_the_operators_alone,
     only_a_trusted_proxy_names_the_client,
     every_error_code,
@@ -899,6 +900,24 @@ impl Env {
         assert!(v["padding"].as_str().is_some_and(|p| !p.is_empty()), "{v}");
         (status, v)
     }
+}
+
+/// A revision is judged with the keys uploaded before: a day that holds one key takes two
+/// more, not three (three per rolling start), though the revision alone holds three.
+async fn a_revision_adds_up_to_no_more_than_one_upload_holds(nats: bool) {
+    let e = env(nats).await;
+    let n = e.number().await;
+    let (st, v) = e.publish(&n, gaen_keys(10, &[1, 2, 3]), None).await;
+    assert_eq!((st, v["insertedExposures"].as_u64()), (200, Some(3)), "{v}");
+    let token = v["revisionToken"].as_str().unwrap().to_owned();
+    let mut yesterday = Vec::new();
+    for seed in [40, 50, 60] {
+        yesterday.extend(gaen_keys(seed, &[1]).as_array().unwrap().clone());
+    }
+    let (st, v) = e.publish(&n, Value::Array(yesterday), Some(&token)).await;
+    assert_eq!((st, v["insertedExposures"].as_u64()), (200, Some(2)), "{v}");
+    assert_eq!(v["code"], "PARTIAL_FAILURE", "{v}");
+    assert_eq!(v["warnings"], json!(["key 2: TooManySameStart"]), "{v}");
 }
 
 async fn google_publish_with_revision_tokens(nats: bool) {

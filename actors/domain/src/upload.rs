@@ -44,6 +44,20 @@ pub fn validate_keys(
     now: UnixMillis,
     keys: &[SubmittedKey],
 ) -> ValidatedKeys {
+    validate_keys_after(policy, basis, now, &[], keys)
+}
+
+/// [`validate_keys`] for keys that join an upload made before (a revision): the earlier
+/// keys count against every rule as if they came first in the same request (the number of
+/// keys, duplicates, keys per rolling start, overlapping periods), so revisions cannot add
+/// up to more than one upload may hold. The earlier keys themselves are not judged again.
+pub fn validate_keys_after(
+    policy: &RegistrationPolicy,
+    basis: CaseBasis,
+    now: UnixMillis,
+    earlier: &[DiagnosisKey],
+    keys: &[SubmittedKey],
+) -> ValidatedKeys {
     let now_interval = (now.0 / INTERVAL_MS) as u32;
     let oldest_start = (now_interval / PERIOD).saturating_sub(policy.max_key_age_days) * PERIOD;
     let infectious_from = basis_day(basis).saturating_sub(policy.infectious_days_before) * PERIOD;
@@ -51,13 +65,19 @@ pub fn validate_keys(
     let mut seen = HashSet::new();
     let mut per_start: HashMap<u32, usize> = HashMap::new();
     let mut ranges: Vec<(u32, u32)> = Vec::new();
+    for k in earlier {
+        let start = k.rolling_start.0;
+        seen.insert(k.tek.as_bytes().to_vec());
+        *per_start.entry(start).or_default() += 1;
+        ranges.push((start, start.saturating_add(k.rolling_period)));
+    }
     for (index, k) in keys.iter().enumerate() {
         let drop = |reason| DroppedKey {
             index: u16::try_from(index).unwrap_or(u16::MAX),
             reason,
         };
         let end = k.rolling_start.saturating_add(k.rolling_period);
-        let verdict = if index >= policy.max_keys_per_upload {
+        let verdict = if earlier.len() + index >= policy.max_keys_per_upload {
             Err(KeyRejection::TooManyKeys)
         } else if k.key_data.len() != 16 {
             Err(KeyRejection::KeyLength)
@@ -259,6 +279,51 @@ mod tests {
                 (31, KeyRejection::TooManyKeys)
             ]
         );
+    }
+
+    /// A revision's keys are judged together with the upload's earlier keys: revisions
+    /// cannot add up to more keys, more keys per start, or overlapping periods, than one
+    /// upload may hold.
+    #[test]
+    fn a_revision_counts_the_earlier_keys_against_every_rule() {
+        let policy = RegistrationPolicy::default();
+        let basis = CaseBasis::SymptomOnset(Day(NOW_DAY - 3));
+        let after = |earlier: &[SubmittedKey], keys: &[SubmittedKey]| {
+            let earlier: Vec<DiagnosisKey> = run(earlier).accepted.iter().map(|k| k.key).collect();
+            validate_keys_after(&policy, basis, NOW, &earlier, keys)
+        };
+        // 30 short keys uploaded: not one more, however it is sent.
+        let short = |i: u8| SubmittedKey {
+            rolling_start: (NOW_DAY - 1) * PERIOD + u32::from(i) * 4,
+            rolling_period: 4,
+            ..key(100 + i, 0)
+        };
+        let thirty: Vec<_> = (0..30).map(short).collect();
+        assert_eq!(run(&thirty).accepted.len(), 30);
+        assert_eq!(
+            reasons(&after(&thirty, &[key(1, NOW_DAY - 5)])),
+            [(0, KeyRejection::TooManyKeys)]
+        );
+        // A day's fourth key, a key overlapping an earlier one, an earlier key again.
+        let three: Vec<_> = (0..3).map(|i| key(i, NOW_DAY - 1)).collect();
+        assert_eq!(
+            reasons(&after(&three, &[key(9, NOW_DAY - 1)])),
+            [(0, KeyRejection::TooManySameStart)]
+        );
+        let mut mid = key(20, NOW_DAY - 2);
+        mid.rolling_start += 10;
+        assert_eq!(
+            reasons(&after(&[key(21, NOW_DAY - 2)], &[mid])),
+            [(0, KeyRejection::Overlaps)]
+        );
+        assert_eq!(
+            reasons(&after(&[key(22, NOW_DAY - 2)], &[key(22, NOW_DAY - 4)])),
+            [(0, KeyRejection::Duplicate)]
+        );
+        // What fits is accepted, with the server's metadata.
+        let v = after(&three, &[key(30, NOW_DAY - 2)]);
+        assert!(v.dropped.is_empty(), "{v:?}");
+        assert_eq!(v.accepted.len(), 1);
     }
 
     #[test]

@@ -125,6 +125,12 @@ impl ServerConfig {
         if self.gateway.tls_cert.is_some() != self.gateway.tls_key.is_some() {
             return Err("give both gateway.tls_cert and gateway.tls_key, or neither".into());
         }
+        if self.registration.max_keys_per_upload > crate::revision::MAX_TOKEN_KEYS {
+            return Err(format!(
+                "registration.max_keys_per_upload may be at most {} (what a revision token names)",
+                crate::revision::MAX_TOKEN_KEYS
+            ));
+        }
         self.gateway.source_secret()?;
         if !(1..=128).contains(&self.gateway.ipv6_source_prefix) {
             return Err("gateway.ipv6_source_prefix must be 1 to 128".into());
@@ -219,5 +225,34 @@ impl<L: EventLog + SideStore + Unpin> Node<L> {
             clock: self.clock.clone(),
             ids: self.ids.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_secret() -> ServerConfig {
+        ServerConfig {
+            digest_secret: Some("ab".repeat(32)),
+            ..ServerConfig::default()
+        }
+    }
+
+    /// Settings that would break a promise are refused at start, each with its reason.
+    #[test]
+    fn a_configuration_a_token_or_the_edge_cannot_honour_is_refused() {
+        assert_eq!(with_secret().validate(), Ok(()));
+        let mut c = with_secret();
+        c.registration.max_keys_per_upload = crate::revision::MAX_TOKEN_KEYS + 1;
+        assert!(c.validate().unwrap_err().contains("max_keys_per_upload"));
+        let mut c = with_secret();
+        c.gateway.ipv6_source_prefix = 0;
+        assert!(c.validate().unwrap_err().contains("ipv6_source_prefix"));
+        let mut c = with_secret();
+        c.gateway.source_secret = Some("abcd".into());
+        assert!(c.validate().unwrap_err().contains("source_secret"));
+        c.gateway.source_secret = Some("cd".repeat(32));
+        assert_eq!(c.validate(), Ok(()));
     }
 }

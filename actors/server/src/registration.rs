@@ -25,7 +25,7 @@ use hotaru_domain::number::{
     number_stream,
 };
 use hotaru_domain::policy::{DAY_MS, RegistrationPolicy};
-use hotaru_domain::upload::{SubmittedKey, validate_keys};
+use hotaru_domain::upload::{SubmittedKey, validate_keys, validate_keys_after};
 use hotaru_events::domain::{
     CaseBasis, CaseId, CentreId, Day, GuessReleased, GuessReserved, ProcessingNumberRejected,
     RejectionReason, UploadedKeys, encode_sealed_keys,
@@ -724,27 +724,41 @@ impl<L: EventLog + SideStore> Registration<L> {
         let token = &token;
         let r = &r;
         let enrich = |_: &NumberState, _| async move {
-            let before: std::collections::HashMap<_, _> = self
-                .uploaded_keys(&token.digest)
-                .await?
-                .iter()
-                .map(|k| (*k.key.tek.as_bytes(), revisable(k)))
-                .collect();
-            let validated = validate_keys(&i.policy, basis, now, &r.keys);
-            let mut new = Vec::new();
-            for k in &validated.accepted {
-                let rk = revisable(k);
-                match token.keys.iter().find(|t| t.key_data == rk.key_data) {
-                    // Named by the token: already uploaded, unless its metadata changed.
-                    Some(t) if *t == rk => {}
-                    Some(_) => return Err(RegistrationError::InvalidRevisionToken),
-                    // Uploaded before but not named: not this device's latest token.
-                    None if before.contains_key(&rk.key_data) => {
-                        return Err(RegistrationError::InvalidRevisionToken);
+            let earlier = self.uploaded_keys(&token.digest).await?;
+            let before: std::collections::HashSet<[u8; 16]> =
+                earlier.iter().map(|k| *k.key.tek.as_bytes()).collect();
+            // The request's keys the token does not name, with their places in the request.
+            let (mut fresh, mut places) = (Vec::new(), Vec::new());
+            for (index, k) in r.keys.iter().enumerate() {
+                if let Ok(key_data) = <[u8; 16]>::try_from(&k.key_data[..]) {
+                    let rk = RevisableKey {
+                        key_data,
+                        rolling_start: k.rolling_start,
+                        rolling_period: k.rolling_period,
+                    };
+                    match token.keys.iter().find(|t| t.key_data == key_data) {
+                        // Named by the token: already uploaded, unless its metadata changed.
+                        Some(t) if *t == rk => continue,
+                        Some(_) => return Err(RegistrationError::InvalidRevisionToken),
+                        // Uploaded before but not named: not this device's latest token.
+                        None if before.contains(&key_data) => {
+                            return Err(RegistrationError::InvalidRevisionToken);
+                        }
+                        None => {}
                     }
-                    None => new.push(*k),
                 }
+                fresh.push(k.clone());
+                places.push(u16::try_from(index).unwrap_or(u16::MAX));
             }
+            // Judged together with the keys uploaded before: revisions add up to no more
+            // than one upload may hold (and so, with `max_keys_per_upload` at most
+            // `MAX_TOKEN_KEYS`, to no more than a token names).
+            let earlier: Vec<_> = earlier.iter().map(|k| k.key).collect();
+            let mut validated = validate_keys_after(&i.policy, basis, now, &earlier, &fresh);
+            for d in &mut validated.dropped {
+                d.index = places[usize::from(d.index)];
+            }
+            let new = validated.accepted;
             let keys = if new.is_empty() {
                 UploadedKeys::Plain(Vec::new())
             } else {
