@@ -79,9 +79,44 @@ impl ChaffTimer {
     }
 }
 
-pub(crate) fn padding(random: &dyn RandomSource) -> String {
-    let [b] = random.array::<1>();
-    "=".repeat(16 + usize::from(b % 64))
+/// The size every answer to an upload whose body is `request_bytes` long is padded to: a
+/// key takes more bytes in a request than its entry in the answer's list of dropped keys
+/// (at most 64), so the request's length plus room for a revision token and the fields,
+/// rounded up to a KiB, holds any answer. It depends only on what the wire shows anyway
+/// (the request's size, which the app pads to a class), so an answer's size says nothing
+/// of how many keys were dropped, of how many were sent, or of whether it was chaff.
+pub(crate) fn answer_size(request_bytes: usize) -> usize {
+    (request_bytes.min(1 << 20) + 2560).div_ceil(1024) * 1024
+}
+
+/// The length of the request's body: its `Content-Length`, else an estimate from its keys.
+pub(crate) fn request_bytes(req: &HttpRequest, keys: usize) -> usize {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256 + keys * 128)
+}
+
+/// `answer` as a JSON body of exactly `size` bytes, its padding field (`set`) filled with
+/// `=` (or, should the answer not fit, of the next KiB that holds it).
+pub(crate) fn padded_json<T: serde::Serialize>(
+    status: actix_web::http::StatusCode,
+    size: usize,
+    mut answer: T,
+    set: impl Fn(&mut T, String),
+) -> actix_web::HttpResponse {
+    set(&mut answer, String::new());
+    let base = serde_json::to_vec(&answer).map_or(0, |b| b.len());
+    let mut target = size;
+    while base + 16 > target {
+        target += 1024;
+    }
+    set(&mut answer, "=".repeat(target - base));
+    let body = serde_json::to_vec(&answer).expect("answers serialise");
+    actix_web::HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body)
 }
 
 /// Waits until `t` to within tens of microseconds: the timer wheel ticks in whole
@@ -114,7 +149,7 @@ mod tests {
     use super::*;
     use hotaru_protocol::random::SeededSource;
 
-    /// Padding, chaff tokens and chaff latencies come from the source handed in: a seeded
+    /// Chaff tokens and chaff latencies come from the source handed in: a seeded
     /// one gives the same answers twice, another seed other ones.
     #[test]
     fn the_gateway_draws_from_the_injected_source() {
@@ -124,14 +159,11 @@ mod tests {
             for ms in 1..=40 {
                 chaff.record(Duration::from_millis(ms));
             }
-            let pads: Vec<String> = (0..8).map(|_| padding(&*random)).collect();
             let tokens: Vec<String> = (0..4).map(|_| chaff_token(&*random)).collect();
             let latencies: Vec<Duration> = (0..8).map(|_| chaff.sample()).collect();
-            (pads, tokens, latencies)
+            (tokens, latencies)
         };
         assert_eq!(draws(7), draws(7));
         assert_ne!(draws(7), draws(8));
-        let (pads, _, _) = draws(7);
-        assert!(pads.iter().all(|p| (16..80).contains(&p.len())));
     }
 }

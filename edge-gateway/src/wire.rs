@@ -86,7 +86,8 @@ pub(crate) struct DroppedJson {
 pub(crate) struct DiagnosisAnswer {
     pub(crate) accepted: u16,
     pub(crate) dropped: Vec<DroppedJson>,
-    /// Random-length padding, so that answers' sizes say nothing.
+    /// Padding to the answer's size class (`chaff::answer_size`), so that its size says
+    /// nothing of its content.
     pub(crate) padding: String,
 }
 

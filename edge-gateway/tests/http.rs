@@ -226,6 +226,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     a_health_centre_issues_a_device_uploads_a_phone_downloads,
+    chaff_follows_the_verdict_and_the_size_of_real_answers,
     a_revision_adds_up_to_no_more_than_one_upload_holds,
     metrics_are_the_operators_alone,
     only_a_trusted_proxy_names_the_client,
@@ -656,6 +657,76 @@ async fn every_error_code(nats: bool) {
     assert!(retry_after.unwrap().parse::<u64>().unwrap() > 0);
 }
 
+/// What an onlooker of an answer sees: status, header names, body size (the content is
+/// encrypted on the wire).
+async fn seen(r: reqwest::Response) -> (u16, Vec<String>, usize, String) {
+    let status = r.status().as_u16();
+    let mut names: Vec<String> = r.headers().keys().map(|k| k.to_string()).collect();
+    names.sort();
+    let body = r.bytes().await.unwrap();
+    let code = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null)["code"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    (status, names, body.len(), code)
+}
+
+/// Chaff looks like the real answer to the same request on both APIs: an upload that drops
+/// keys answers in the size a chaff answer has (room for every key to be dropped), and
+/// during a lockout chaff is refused (C, with Retry-After) as the real upload is.
+async fn chaff_follows_the_verdict_and_the_size_of_real_answers(nats: bool) {
+    let e = env(nats).await;
+    // 20 keys, the six older than 14 days dropped (each listed in the real answer).
+    let (real, chaff) = (
+        e.upload(&e.number().await, keys(3, 20), false).await,
+        e.upload(&e.number().await, keys(3, 20), true).await,
+    );
+    let (real, chaff) = (seen(real).await, seen(chaff).await);
+    assert_eq!(real.0, 200);
+    assert_eq!(real, chaff, "v3 with dropped keys");
+    let gaen = gaen_keys(10, &[1, 2, 3, 20, 21]);
+    let publish = |n: String, chaff: bool| {
+        let mut r = e.http.post(e.url("/v1/publish")).json(&json!({
+            "temporaryExposureKeys": gaen,
+            "healthAuthorityID": "hotaru",
+            "verificationPayload": n,
+            "hmacKey": "c2FsdHNhbHRzYWx0c2FsdA==",
+            "revisionToken": "",
+        }));
+        if chaff {
+            r = r.header("X-Chaff", "1");
+        }
+        r.send()
+    };
+    let real = seen(publish(e.number().await, false).await.unwrap()).await;
+    let chaff = seen(publish(e.number().await, true).await.unwrap()).await;
+    assert_eq!(real.0, 200);
+    assert_eq!(
+        (real.0, &real.1, real.2),
+        (chaff.0, &chaff.1, chaff.2),
+        "v1 publish"
+    );
+    // Wrong guesses until the limit: then real and chaff alike are refused.
+    for i in 0..70 {
+        let r = e
+            .upload(&format!("{:08}", 21_000_000 + i), keys(1, 1), false)
+            .await;
+        if r.status() == 429 {
+            break;
+        }
+    }
+    let n = e.number().await;
+    let real = seen(e.upload(&n, keys(4, 3), false).await).await;
+    let chaff = seen(e.upload(&n, keys(4, 3), true).await).await;
+    assert_eq!(real.3, "ERR_C_ATTEMPT_LIMIT");
+    assert_eq!(real, chaff, "v3 during a lockout");
+    assert!(chaff.1.contains(&"retry-after".to_owned()));
+    let real = seen(publish(n.clone(), false).await.unwrap()).await;
+    let chaff = seen(publish(n, true).await.unwrap()).await;
+    assert_eq!((real.0, real.3.as_str()), (429, "ERR_C_ATTEMPT_LIMIT"));
+    assert_eq!(real, chaff, "v1 during a lockout");
+}
+
 /// The two-sample Kolmogorov-Smirnov statistic.
 fn ks(mut a: Vec<f64>, mut b: Vec<f64>) -> f64 {
     a.sort_by(f64::total_cmp);
@@ -711,10 +782,8 @@ async fn chaff_is_indistinguishable(nats: bool) {
     }
     let range = |v: &[usize]| (*v.iter().min().unwrap(), *v.iter().max().unwrap());
     let (r, c) = (range(&real_sizes), range(&chaff_sizes));
-    assert!(
-        r.0.abs_diff(c.0) <= 8 && r.1.abs_diff(c.1) <= 8,
-        "sizes {r:?} vs {c:?}"
-    );
+    assert_eq!(r, c, "sizes");
+    assert_eq!(r.0, r.1, "one size for one key count");
     // The first real uploads seed the sampler.
     let d = ks(real[20..].to_vec(), chaff[20..].to_vec());
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;

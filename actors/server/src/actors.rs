@@ -108,6 +108,21 @@ impl<L: EventLog + SideStore + Unpin> Handler<Redeem> for RegistrationActor<L> {
     }
 }
 
+/// What a redemption from this source would be told before its number is looked at (the
+/// chaff's verdict; see `Registration::attempt_verdict`).
+#[derive(Message)]
+#[rtype(result = "Result<(), RegistrationError>")]
+pub struct AttemptVerdict(pub Option<u64>);
+
+impl<L: EventLog + SideStore + Unpin> Handler<AttemptVerdict> for RegistrationActor<L> {
+    type Result = ResponseFuture<Result<(), RegistrationError>>;
+
+    fn handle(&mut self, m: AttemptVerdict, _: &mut Context<Self>) -> Self::Result {
+        let s = self.service.clone();
+        Box::pin(async move { s.attempt_verdict(m.0).await })
+    }
+}
+
 /// A device publishes keys through Google's v1 API (with a revision token to add keys).
 #[derive(Message)]
 #[rtype(result = "Result<PublishAnswer, RegistrationError>")]

@@ -20,7 +20,8 @@ use hotaru_log::{EventLog, LogError, SideStore};
 use serde::{Deserialize, Serialize};
 
 use crate::actors::{
-    BatchSignerActor, ConfirmCase, IssueNumber, Publish, Redeem, RegistrationActor, SignNow,
+    AttemptVerdict, BatchSignerActor, ConfirmCase, IssueNumber, Publish, Redeem, RegistrationActor,
+    SignNow,
 };
 use crate::batch::{BatchError, BatchOutcome};
 use crate::registration::{IssuedNumber, PublishAnswer, Redemption, RegistrationError};
@@ -51,6 +52,11 @@ pub enum Command {
     SignNow,
     ReceiveLog(Vec<u8>),
     CloseLog(LogId),
+    /// What a redemption from this source would be told before evaluation (for chaff).
+    /// Last, so that the variants before keep their wire numbers.
+    AttemptVerdict {
+        source: Option<u64>,
+    },
 }
 
 /// What a command answered. Its `Debug` shows no secret (see [`crate::Redacted`]).
@@ -70,6 +76,8 @@ pub enum Reply {
     Signed(Option<BatchOutcome>),
     LogReceived(LogId),
     LogClosed(bool),
+    /// A redemption would be admitted (a refusal is `RegistrationError::AttemptLimit`).
+    MayAttempt,
 }
 
 impl std::fmt::Debug for Command {
@@ -104,6 +112,10 @@ impl std::fmt::Debug for Command {
                 .field(&Redacted(log.len()))
                 .finish(),
             Command::CloseLog(id) => f.debug_tuple("CloseLog").field(id).finish(),
+            Command::AttemptVerdict { source } => f
+                .debug_struct("AttemptVerdict")
+                .field("source", &source.map(|_| Redacted(8)))
+                .finish(),
         }
     }
 }
@@ -135,6 +147,7 @@ impl std::fmt::Debug for Reply {
             Reply::Signed(o) => f.debug_tuple("Signed").field(o).finish(),
             Reply::LogReceived(id) => f.debug_tuple("LogReceived").field(id).finish(),
             Reply::LogClosed(b) => f.debug_tuple("LogClosed").field(b).finish(),
+            Reply::MayAttempt => f.write_str("MayAttempt"),
         }
     }
 }
@@ -277,6 +290,13 @@ impl<L: EventLog + SideStore + Unpin> LocalActors<L> {
             Command::CloseLog(id) => Reply::LogClosed(
                 crate::support::close(&self.log, &self.clock, &self.ids, id).await?,
             ),
+            Command::AttemptVerdict { source } => {
+                self.registration
+                    .send(AttemptVerdict(source))
+                    .await
+                    .map_err(mailbox)??;
+                Reply::MayAttempt
+            }
         })
     }
 }
@@ -423,6 +443,16 @@ impl<L: EventLog + SideStore + Unpin> Commands<L> {
                 case_id,
                 expires_at,
             }),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// What a redemption from `source` would be told before evaluation: `Ok` or
+    /// `RegistrationError::AttemptLimit` (for chaff, which must be refused exactly when a
+    /// real upload would be).
+    pub async fn attempt_verdict(&self, source: Option<u64>) -> Result<(), CommandError> {
+        match self.run(Command::AttemptVerdict { source }).await? {
+            Reply::MayAttempt => Ok(()),
             r => Err(unexpected(r)),
         }
     }

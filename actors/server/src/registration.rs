@@ -235,6 +235,11 @@ impl TicketPool {
         some
     }
 
+    /// Whether the node holds one of `window`'s tickets (without taking it).
+    fn holds(&self, window: u64) -> bool {
+        self.window == window && self.free > 0
+    }
+
     fn add(&mut self, window: u64, n: u64) {
         if self.window == window {
             self.free += n;
@@ -836,6 +841,30 @@ impl<L: EventLog + SideStore> Registration<L> {
             self.free_ticket(window, now).await;
         }
         result
+    }
+
+    /// What a redemption from `source` would be told before its number is looked at:
+    /// refused (C, until when) by this node's limiter or the spent shared budget, or
+    /// admitted. Appends nothing and takes no ticket: chaff asks this so that it is refused
+    /// exactly when a real upload would be.
+    pub async fn attempt_verdict(&self, source: Option<u64>) -> Result<(), RegistrationError> {
+        let i = &self.inner;
+        let now = i.clock.now();
+        let source = source.map(SourceKey);
+        if let Err(RetryAfter(t)) = i.limiter.lock().expect("not poisoned").check(now, source) {
+            return Err(RegistrationError::AttemptLimit(t));
+        }
+        let window = guess_window(now, &i.limits);
+        if i.tickets.lock().expect("not poisoned").holds(window) {
+            return Ok(());
+        }
+        let given_back = i.log.stream_version(&guesses_back_stream(window)).await?;
+        let taken = i.log.stream_version(&guesses_stream(window)).await?;
+        if lease_request(taken, given_back, &i.limits) == 0 {
+            let RetryAfter(t) = window_end(window, &i.limits);
+            return Err(RegistrationError::AttemptLimit(t));
+        }
+        Ok(())
     }
 
     /// Takes a ticket of the shared budget's window from this node's lease, leasing more

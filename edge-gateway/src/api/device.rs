@@ -2,10 +2,11 @@
 
 use std::time::Instant;
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use hotaru_server::Redemption;
 
-use crate::chaff::{is_chaff, padding};
+use crate::chaff::{answer_size, is_chaff, padded_json, request_bytes};
 use crate::error::command_error;
 use crate::wire::{DiagnosisAnswer, DroppedJson, V3Diagnosis, V3Key};
 use crate::{ApiError, Gateway};
@@ -31,14 +32,22 @@ pub(crate) async fn diagnosis_v3(
     }
     let _ = body.has_symptom;
     let keys: Vec<_> = body.keys.iter().map(V3Key::submitted).collect();
+    let size = answer_size(request_bytes(&req, keys.len()));
     if is_chaff(&req) {
-        // The same parsing as a real upload, the answer a success would get, after a
-        // latency drawn from the real ones.
+        // The same parsing as a real upload and the limiter's verdict on it: refused (C)
+        // when a real one would be; else the answer a success would get, of the same size,
+        // after a latency drawn from the real ones.
+        if let Err(e) = g.commands.attempt_verdict(source).await {
+            return Err(command_error(&g, e));
+        }
         g.chaff.wait(started).await;
-        return Ok(HttpResponse::Ok().json(DiagnosisAnswer {
+        let answer = DiagnosisAnswer {
             accepted: keys.len().min(30) as u16,
             dropped: Vec::new(),
-            padding: padding(&*g.random),
+            padding: String::new(),
+        };
+        return Ok(padded_json(StatusCode::OK, size, answer, |a, p| {
+            a.padding = p
         }));
     }
     let answer = g
@@ -57,7 +66,7 @@ pub(crate) async fn diagnosis_v3(
         e
     })?;
     g.metrics.redemption("ok");
-    Ok(HttpResponse::Ok().json(DiagnosisAnswer {
+    let answer = DiagnosisAnswer {
         accepted: answer.accepted,
         dropped: answer
             .dropped
@@ -67,7 +76,10 @@ pub(crate) async fn diagnosis_v3(
                 reason: format!("{:?}", d.reason),
             })
             .collect(),
-        padding: padding(&*g.random),
+        padding: String::new(),
+    };
+    Ok(padded_json(StatusCode::OK, size, answer, |a, p| {
+        a.padding = p
     }))
 }
 

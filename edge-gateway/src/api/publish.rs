@@ -2,31 +2,34 @@
 
 use std::time::Instant;
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError as _, web};
 use base64::Engine as _;
 use hotaru_domain::upload::SubmittedKey;
-use hotaru_protocol::random::RandomSource;
 use hotaru_server::Redemption;
 
-use crate::chaff::{chaff_token, is_chaff, padding};
+use crate::chaff::{answer_size, chaff_token, is_chaff, padded_json};
 use crate::error::command_error;
 use crate::wire::{PublishKey, PublishRequest, PublishResponse};
 use crate::{ApiError, Gateway, UPLOAD_BODY_LIMIT};
 
 /// Errors of the publish API carry Google's fields (`error`, `code`) and Hotaru's
-/// (`code`, `message`), padded like every answer.
-fn publish_error(e: ApiError, random: &dyn RandomSource) -> HttpResponse {
-    let mut r = HttpResponse::build(e.status_code());
-    if let Some(s) = e.retry_after {
-        r.insert_header(("Retry-After", s.to_string()));
-    }
-    r.json(PublishResponse {
+/// (`code`, `message`), padded like every answer to `size` (see `answer_size`).
+fn publish_error(e: ApiError, size: usize) -> HttpResponse {
+    let answer = PublishResponse {
         error: e.message.clone(),
         code: e.code.to_owned(),
-        message: e.message,
-        padding: padding(random),
+        message: e.message.clone(),
         ..Default::default()
-    })
+    };
+    let mut r = padded_json(e.status_code(), size, answer, |a, p| a.padding = p);
+    if let Some(s) = e.retry_after
+        && let Ok(v) = actix_web::http::header::HeaderValue::from_str(&s.to_string())
+    {
+        r.headers_mut()
+            .insert(actix_web::http::header::RETRY_AFTER, v);
+    }
+    r
 }
 
 /// Google's v1 publish has no idempotency key: one is derived from what the request
@@ -109,7 +112,7 @@ pub(crate) async fn publish_v1(
     let started = Instant::now();
     let source = g.limits.source(&req, g.clock.now());
     if let Err(e) = g.limits.admit(source) {
-        return publish_error(e, &*g.random);
+        return publish_error(e, answer_size(body.len()));
     }
     // A device route: JSON only. A `text/plain` POST is a browser's "simple request",
     // which any web page could make its visitors send.
@@ -119,25 +122,30 @@ pub(crate) async fn publish_v1(
             "UNSUPPORTED_MEDIA_TYPE",
             "send the body as application/json",
         );
-        return publish_error(e, &*g.random);
+        return publish_error(e, answer_size(body.len()));
     }
     let p = match parse_publish(&body, &g.health_authority) {
         Ok(p) => p,
-        Err(e) => return publish_error(e, &*g.random),
+        Err(e) => return publish_error(e, answer_size(body.len())),
     };
     let keys: Vec<SubmittedKey> = p
         .temporary_exposure_keys
         .iter()
         .map(PublishKey::submitted)
         .collect();
+    let size = answer_size(body.len());
     if is_chaff(&req) {
+        // Refused (C) when a real upload would be; else a success's answer, of its size.
+        if let Err(e) = g.commands.attempt_verdict(source).await {
+            return publish_error(command_error(&g, e), size);
+        }
         g.chaff.wait(started).await;
-        return HttpResponse::Ok().json(PublishResponse {
+        let answer = PublishResponse {
             revision_token: chaff_token(&*g.random),
             inserted_exposures: keys.len().min(30) as u16,
-            padding: padding(&*g.random),
             ..Default::default()
-        });
+        };
+        return padded_json(StatusCode::OK, size, answer, |a, p| a.padding = p);
     }
     let answer = g
         .commands
@@ -156,7 +164,7 @@ pub(crate) async fn publish_v1(
         Err(e) => {
             let e = command_error(&g, e);
             g.metrics.redemption(e.code);
-            return publish_error(e, &*g.random);
+            return publish_error(e, size);
         }
         Ok(a) => a,
     };
@@ -170,16 +178,17 @@ pub(crate) async fn publish_v1(
             format!("{} of the keys were not saved", dropped.len()),
         )
     };
-    HttpResponse::Ok().json(PublishResponse {
+    let answer = PublishResponse {
         revision_token: answer.revision_token,
         inserted_exposures: answer.answer.accepted,
         message: error.clone(),
         error,
         code,
-        padding: padding(&*g.random),
+        padding: String::new(),
         warnings: dropped
             .iter()
             .map(|d| format!("key {}: {:?}", d.index, d.reason))
             .collect(),
-    })
+    };
+    padded_json(StatusCode::OK, size, answer, |a, p| a.padding = p)
 }
