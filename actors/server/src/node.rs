@@ -16,8 +16,9 @@ use crate::commands::LocalActors;
 use crate::daykeys::DayKeys;
 use crate::registration::Registration;
 
-/// The server's configuration (the TOML file of `hotaru serve --config`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The server's configuration (the TOML file of `hotaru serve --config`). Its `Debug`
+/// shows no secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// The secret that keys number digests, hex, at least 32 bytes. Also
@@ -32,8 +33,8 @@ pub struct ServerConfig {
     pub gateway: GatewayConfig,
 }
 
-/// How `hotaru serve` runs its HTTP gateway.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// How `hotaru serve` runs its HTTP gateway. Its `Debug` shows no secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     /// The `healthAuthorityID` that Google's v1 publish API accepts.
@@ -56,6 +57,46 @@ pub struct GatewayConfig {
     /// `X-Forwarded-For`: the load balancers in front of the gateways. Empty by default:
     /// the peer is the client, and the header is ignored.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field(
+                "digest_secret",
+                &self
+                    .digest_secret
+                    .as_ref()
+                    .map(|s| crate::Redacted(s.len())),
+            )
+            .field("registration", &self.registration)
+            .field("limits", &self.limits)
+            .field("batch", &self.batch)
+            .field("retention_days", &self.retention_days)
+            .field("gateway", &self.gateway)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("health_authority_id", &self.health_authority_id)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("writes_per_minute", &self.writes_per_minute)
+            .field("write_burst", &self.write_burst)
+            .field(
+                "source_secret",
+                &self
+                    .source_secret
+                    .as_ref()
+                    .map(|s| crate::Redacted(s.len())),
+            )
+            .field("ipv6_source_prefix", &self.ipv6_source_prefix)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .finish()
+    }
 }
 
 impl GatewayConfig {
@@ -254,5 +295,12 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("source_secret"));
         c.gateway.source_secret = Some("cd".repeat(32));
         assert_eq!(c.validate(), Ok(()));
+        // Neither secret shows in a Debug of the configuration.
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("abab") && !shown.contains("cdcd"),
+            "{shown}"
+        );
+        assert!(shown.contains("redacted"), "{shown}");
     }
 }
