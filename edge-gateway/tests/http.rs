@@ -32,6 +32,7 @@ struct Env {
     _keep: Vec<Box<dyn std::any::Any>>,
     log: AnyLog,
     registration: hotaru_server::Registration<AnyLog>,
+    distribution: hotaru_server::Distribution<AnyLog>,
     clock: hotaru_actors::ManualClock,
 }
 
@@ -105,9 +106,11 @@ async fn env_with(nats: bool, limits: Arc<EdgeLimits>) -> Env {
     actix_rt::spawn(server);
     keep.push(Box::new(arbiters));
     let registration = node.registration.clone();
+    let distribution = node.distribution.clone();
     keep.push(Box::new(node.registration));
     Env {
         registration,
+        distribution,
         clock: manual,
         base: format!("http://127.0.0.1:{port}"),
         centre,
@@ -119,6 +122,19 @@ async fn env_with(nats: bool, limits: Arc<EdgeLimits>) -> Env {
 }
 
 impl Env {
+    /// The operator signs a batch now: the answer (200 asserted).
+    async fn sign_now(&self) -> Value {
+        let r = self
+            .http
+            .post(self.url("/v1/admin/batches"))
+            .bearer_auth(&self.operator)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
     fn url(&self, p: &str) -> String {
         format!("{}{p}", self.base)
     }
@@ -226,6 +242,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     a_health_centre_issues_a_device_uploads_a_phone_downloads,
+    a_flood_of_index_and_unknown_paths_reads_the_log_at_most_once_a_second,
     chaff_follows_the_verdict_and_the_size_of_real_answers,
     a_revision_adds_up_to_no_more_than_one_upload_holds,
     metrics_are_the_operators_alone,
@@ -397,6 +414,58 @@ async fn operation_logs_with_consent_without_personal_data_until_closed(nats: bo
     assert_eq!(code(r).await, (404, "LOG_NOT_FOUND".into()));
 }
 
+/// index.txt, export paths and the newest batch's age come from the published view: a
+/// batch signed through the gateway shows at once, and a flood of index requests and of
+/// paths that do not exist reads the signer stream at most once per `VIEW_TTL`.
+async fn a_flood_of_index_and_unknown_paths_reads_the_log_at_most_once_a_second(nats: bool) {
+    let e = env(nats).await;
+    let n = e.number().await;
+    assert_eq!(e.upload(&n, keys(1, 3), false).await.status(), 200);
+    let get = |path: String| e.http.get(e.url(&path)).send();
+    assert_eq!(
+        get("/exports/index.txt".into())
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        ""
+    );
+    let b = e.sign_now().await;
+    let file = b["batches"][0]["files"][0].as_str().unwrap().to_owned();
+    let index = get("/exports/index.txt".into())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        index.trim(),
+        file,
+        "signed through this gateway: shown at once"
+    );
+    let before = e.distribution.view_reads();
+    let started = Instant::now();
+    for i in 0..300u32 {
+        let r = get(format!("/exports/440/{:08}-00001.zip", 1000 + i))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        if i % 3 == 0 {
+            let r = get("/exports/index.txt".into()).await.unwrap();
+            assert_eq!(r.text().await.unwrap().trim(), file);
+        }
+    }
+    assert_eq!(get(format!("/{file}")).await.unwrap().status(), 200);
+    let reads = e.distribution.view_reads() - before;
+    let allowed = 1 + started.elapsed().as_secs();
+    assert!(
+        reads <= allowed,
+        "{reads} reads of the signer stream for 401 requests in {:?}",
+        started.elapsed()
+    );
+}
+
 async fn a_health_centre_issues_a_device_uploads_a_phone_downloads(nats: bool) {
     let e = env(nats).await;
     let number = e.number().await;
@@ -414,15 +483,7 @@ async fn a_health_centre_issues_a_device_uploads_a_phone_downloads(nats: bool) {
         .unwrap();
     assert_eq!(again["accepted"], 5);
     // The operator signs a batch now.
-    let r = e
-        .http
-        .post(e.url("/v1/admin/batches"))
-        .bearer_auth(&e.operator)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let b: Value = r.json().await.unwrap();
+    let b = e.sign_now().await;
     let file = b["batches"][0]["files"][0].as_str().unwrap().to_owned();
     let index = e
         .http
@@ -1121,14 +1182,7 @@ async fn google_publish_with_revision_tokens(nats: bool) {
     assert_eq!(v["revisionToken"].as_str().unwrap().len(), t1.len());
     // The batch holds each saved key once (days 1-5 of the first case, two of the other);
     // today's key is still held.
-    let r = e
-        .http
-        .post(e.url("/v1/admin/batches"))
-        .bearer_auth(&e.operator)
-        .send()
-        .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
+    let v = e.sign_now().await;
     assert_eq!(v["batches"][0]["keys"], 7, "{v}");
     // Two days after the number expired, the window is closed (this also moves the day).
     let later = e.number().await;

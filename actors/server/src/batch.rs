@@ -239,6 +239,23 @@ pub async fn open_keys<L: SideStore>(
         .map_err(corrupt)
 }
 
+/// How long the published view is served before the signer stream is read again. A batch
+/// this process signs replaces it at once; another node's shows within this time.
+pub const VIEW_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The published files as the signer stream last said (a read model of it, in memory).
+#[derive(Clone)]
+pub struct PublishedView {
+    /// When it was read (monotonic: a cache's age, not domain time).
+    read_at: std::time::Instant,
+    /// index.txt's lines, oldest first.
+    pub index: Arc<Vec<String>>,
+    /// Each path's zip address (its SHA-256).
+    pub addresses: Arc<std::collections::HashMap<String, [u8; 32]>>,
+    /// The end of the newest batch, if any.
+    pub newest_end: Option<UnixMillis>,
+}
+
 /// The distribution service: cuts, signs and publishes batches; serves what it published.
 #[derive(Clone)]
 pub struct Distribution<L: SideStore> {
@@ -248,7 +265,12 @@ pub struct Distribution<L: SideStore> {
     ids: Arc<dyn IdSource>,
     policy: BatchPolicy,
     transmission_risk: u8,
-    addresses: Arc<std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>>,
+    /// What index.txt, the export paths and the newest batch's age are served from.
+    view: Arc<std::sync::Mutex<Option<PublishedView>>>,
+    /// One refresh of the view at a time; the others wait for its result.
+    refreshing: Arc<tokio::sync::Mutex<()>>,
+    /// Reads of the signer stream made for the view.
+    view_reads: Arc<std::sync::atomic::AtomicU64>,
     /// How many recorded batches are known to have every zip stored.
     stored: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -269,7 +291,9 @@ impl<L: EventLog + SideStore> Distribution<L> {
             ids,
             policy,
             transmission_risk,
-            addresses: Arc::default(),
+            view: Arc::default(),
+            refreshing: Arc::default(),
+            view_reads: Arc::default(),
             stored: Arc::default(),
         }
     }
@@ -394,6 +418,8 @@ impl<L: EventLog + SideStore> Distribution<L> {
             Err(e) => return Err(e.into()),
         }
         crash_point("batch.recorded");
+        // Read your writes: the next request of this process sees the batch.
+        self.invalidate_view();
         for (_, sha, zip) in &built {
             self.log.blob_put(&hex::encode(sha), zip).await?;
         }
@@ -575,16 +601,7 @@ impl<L: EventLog + SideStore> Distribution<L> {
 
     /// index.txt: every published file, oldest first, one path per line.
     pub async fn index(&self) -> Result<Vec<String>, LogError> {
-        let (done, _) = batches(&self.log, &self.policy.region).await?;
-        Ok(done
-            .iter()
-            .flat_map(|b| {
-                b.signed
-                    .files
-                    .iter()
-                    .map(|f| file_path(&self.policy.region, b.signed.batch_id.0, f.batch_num))
-            })
-            .collect())
+        Ok(self.published().await?.index.to_vec())
     }
 
     /// The zip at an index.txt path.
@@ -592,39 +609,64 @@ impl<L: EventLog + SideStore> Distribution<L> {
         Ok(self.file_with_digest(path).await?.map(|(zip, _)| zip))
     }
 
+    /// The published files, from the view when it is younger than [`VIEW_TTL`], else read
+    /// from the signer stream once (concurrent callers wait for that one read). A flood of
+    /// index.txt requests or of unknown paths reads the log at most once per `VIEW_TTL`.
+    pub async fn published(&self) -> Result<PublishedView, LogError> {
+        let fresh = |v: &Option<PublishedView>| {
+            v.as_ref()
+                .filter(|v| v.read_at.elapsed() < VIEW_TTL)
+                .cloned()
+        };
+        if let Some(v) = fresh(&self.view.lock().expect("not poisoned")) {
+            return Ok(v);
+        }
+        let _one = self.refreshing.lock().await;
+        if let Some(v) = fresh(&self.view.lock().expect("not poisoned")) {
+            return Ok(v);
+        }
+        self.view_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let read_at = std::time::Instant::now();
+        let (done, _) = batches(&self.log, &self.policy.region).await?;
+        let mut index = Vec::new();
+        let mut addresses = std::collections::HashMap::new();
+        for b in &done {
+            for (f, sha) in b.signed.files.iter().zip(&b.published.blobs) {
+                let p = file_path(&self.policy.region, b.signed.batch_id.0, f.batch_num);
+                addresses.insert(p.clone(), *sha);
+                index.push(p);
+            }
+        }
+        let view = PublishedView {
+            read_at,
+            index: Arc::new(index),
+            addresses: Arc::new(addresses),
+            newest_end: done.last().map(|b| b.signed.end),
+        };
+        *self.view.lock().expect("not poisoned") = Some(view.clone());
+        Ok(view)
+    }
+
+    /// Drops the view: the next request reads the signer stream (after a batch was signed
+    /// here, or through this gateway by another node).
+    pub fn invalidate_view(&self) {
+        *self.view.lock().expect("not poisoned") = None;
+    }
+
+    /// How many times the view was read from the log (for tests and metrics).
+    pub fn view_reads(&self) -> u64 {
+        self.view_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The zip at an index.txt path and its SHA-256 (its address in the blob store, and a
-    /// ready-made strong ETag). The path's address is remembered: published files never
-    /// change.
+    /// ready-made strong ETag), from the published view: an unknown path reads nothing.
     pub async fn file_with_digest(
         &self,
         path: &str,
     ) -> Result<Option<(Vec<u8>, [u8; 32])>, LogError> {
-        let known = self
-            .addresses
-            .lock()
-            .expect("not poisoned")
-            .get(path)
-            .copied();
-        let sha = match known {
-            Some(sha) => sha,
-            None => {
-                let (done, _) = batches(&self.log, &self.policy.region).await?;
-                let mut found = None;
-                let mut map = self.addresses.lock().expect("not poisoned");
-                for b in &done {
-                    for (f, sha) in b.signed.files.iter().zip(&b.published.blobs) {
-                        let p = file_path(&self.policy.region, b.signed.batch_id.0, f.batch_num);
-                        if p == path {
-                            found = Some(*sha);
-                        }
-                        map.insert(p, *sha);
-                    }
-                }
-                match found {
-                    Some(sha) => sha,
-                    None => return Ok(None),
-                }
-            }
+        let Some(sha) = self.published().await?.addresses.get(path).copied() else {
+            return Ok(None);
         };
         Ok(self
             .log

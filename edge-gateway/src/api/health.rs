@@ -37,12 +37,13 @@ pub(crate) async fn metrics_text(
     {
         return e.error_response();
     }
-    let (batches, _) = hotaru_server::batch::batches(&g.log, &g.distribution.policy().region)
+    let newest = g
+        .distribution
+        .published()
         .await
-        .unwrap_or_default();
-    let age = batches
-        .last()
-        .map(|b| g.clock.now().0.saturating_sub(b.signed.end.0) as f64 / 1000.0);
+        .ok()
+        .and_then(|v| v.newest_end);
+    let age = newest.map(|end| g.clock.now().0.saturating_sub(end.0) as f64 / 1000.0);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(g.metrics.render(age))

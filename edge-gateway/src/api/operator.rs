@@ -13,7 +13,10 @@ pub(crate) async fn sign_batches(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     authorise(&g, &req, Role::Operator).await?;
-    let batches = match g.commands.sign_now().await {
+    let signed = g.commands.sign_now().await;
+    // The batch may have been signed by another node: this gateway's view reads it now.
+    g.distribution.invalidate_view();
+    let batches = match signed {
         Ok(Some(b)) => vec![serde_json::json!({
             "batchId": b.batch_id,
             "keys": b.key_count,
