@@ -32,3 +32,6 @@ pub use state::{DEFAULT_HEALTH_AUTHORITY, FILE_CACHE_BYTES, FileCache, Gateway};
 pub const UPLOAD_BODY_LIMIT: usize = 64 * 1024;
 /// The OpenAPI document, also at docs/openapi.json.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+#[cfg(test)]
+mod fuzz;

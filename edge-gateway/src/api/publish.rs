@@ -70,7 +70,7 @@ fn is_json(req: &HttpRequest) -> bool {
         })
 }
 
-fn parse_publish(body: &[u8], authority: &str) -> Result<PublishRequest, ApiError> {
+pub(crate) fn parse_publish(body: &[u8], authority: &str) -> Result<PublishRequest, ApiError> {
     if body.len() > UPLOAD_BODY_LIMIT {
         return Err(ApiError::new(
             413,
