@@ -28,6 +28,7 @@ mod any;
 mod nats;
 mod side;
 mod sled_log;
+mod sources;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -36,6 +37,7 @@ pub use any::{AnyLog, Backend};
 pub use nats::{NatsConfig, NatsLog, stream_name};
 pub use side::{MemoryStore, SideStore};
 pub use sled_log::{DEDUP_WINDOW as SLED_DEDUP_WINDOW, SledLog};
+pub use sources::{GENERATION as SOURCE_GENERATION, SOURCE_TTL};
 
 /// Whose log this is. A server's log holds the server's contexts only; a device's (a
 /// phone's store, a simulated fleet's log) holds the device context only.

@@ -5,7 +5,9 @@
 //!   stream reads back through one filter subject and its version is the last message on
 //!   its subject. The event types travel inside the frame.
 //! - Optimistic concurrency: the writer checks the expected version against the stream's
-//!   version, and every publish pins the context's whole history with
+//!   version as the stream's leader has it (the head from the stream's info, the version
+//!   from `STREAM.MSG.GET`, never from a direct get, which a lagging follower of a
+//!   replicated stream may answer), and every publish pins the context's whole history with
 //!   `Nats-Expected-Last-Sequence` (plus `Nats-Expected-Last-Msg-Id` when pipelined). That
 //!   is strictly stronger than `Nats-Expected-Last-Subject-Sequence`: no write to *any*
 //!   subject can slip in between the check and the publish. The per-subject header was
@@ -100,6 +102,8 @@ struct Inner {
     replicas: usize,
     scope: crate::LogScope,
     tx: mpsc::UnboundedSender<Request>,
+    /// The attempt limit's per-source records (`crate::sources`), created on first use.
+    sources: tokio::sync::OnceCell<stream::Stream>,
 }
 
 struct Request {
@@ -199,8 +203,13 @@ impl NatsLog {
                 replicas: config.replicas,
                 scope: config.scope,
                 tx,
+                sources: tokio::sync::OnceCell::new(),
             }),
         })
+    }
+
+    pub(crate) fn sources_cell(&self) -> &tokio::sync::OnceCell<stream::Stream> {
+        &self.inner.sources
     }
 
     /// The JetStream context, for tools and benchmarks that publish raw.
@@ -211,6 +220,15 @@ impl NatsLog {
     /// Replicas of the streams this log creates.
     pub fn replicas(&self) -> usize {
         self.inner.replicas
+    }
+
+    /// On replicated streams a stream's reads go to its leader (`STREAM.MSG.GET`): a direct
+    /// get may be answered by a follower that has not yet stored what this node has just
+    /// written (a case created, then "not found" a moment later on the same node; a number
+    /// just issued refused as wrong, COCOA 1.1.2's bug). With one replica the only server
+    /// answers either way, and direct gets are cheaper for it.
+    fn leader_reads(&self) -> bool {
+        self.inner.replicas > 1
     }
 
     /// The stream of `ctx`, when this log's scope has it.
@@ -411,8 +429,14 @@ impl Writer {
             return Ok(*v);
         }
         let ctx = stream.context();
+        // From the stream's leader (STREAM.MSG.GET), never a direct get: on a replicated
+        // stream a direct get may be answered by a follower that has not yet stored the
+        // last write, and a stale version under the leader's head would let a decision
+        // taken on stale state (a number already redeemed) through the
+        // `Nats-Expected-Last-Sequence` pin. The leader's answer is at least as new as
+        // the head read before it, so the version is valid under that head.
         let v = match self.streams[&ctx]
-            .direct_get_last_for_subject(subject(stream))
+            .get_last_raw_message_by_subject(&subject(stream))
             .await
         {
             Ok(msg) => {
@@ -423,7 +447,7 @@ impl Writer {
                 })?;
                 commit.last_version()
             }
-            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => 0,
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => 0,
             Err(e) => return Err(backend(e)),
         };
         self.versions.insert(stream.clone(), v);
@@ -688,8 +712,9 @@ impl EventLog for NatsLog {
     }
 
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedCommit>, LogError> {
-        // Most streams are short (a number, a case: one to three commits): direct gets
-        // (no consumer to create and delete, answered by any replica) read them. The last
+        // Most streams are short (a number, a case: one to three commits): single-message
+        // gets (no consumer to create and delete; direct gets on one replica, the leader's
+        // on several: `leader_reads`) read them. The last
         // commit comes first; when it is the stream's first (version 1) that is all, in
         // one round trip, and a stream of two commits takes two. A long stream continues
         // through a consumer.
@@ -705,10 +730,15 @@ impl EventLog for NatsLog {
         let mut out = Vec::new();
         let mut from = 1;
         for _ in 0..DIRECT_READS {
-            let m = s
-                .direct_get_next_for_subject(subj.clone(), Some(from))
-                .await
-                .map_err(backend)?;
+            let m = if self.leader_reads() {
+                s.get_first_raw_message_by_subject(&subj, from)
+                    .await
+                    .map_err(backend)?
+            } else {
+                s.direct_get_next_for_subject(subj.clone(), Some(from))
+                    .await
+                    .map_err(backend)?
+            };
             if m.sequence >= last.position {
                 out.push(last);
                 return Ok(out);
@@ -734,6 +764,13 @@ impl EventLog for NatsLog {
     async fn last_commit(&self, stream: &StreamId) -> Result<Option<RecordedCommit>, LogError> {
         let ctx = stream.context();
         let s = self.stream_of(ctx)?;
+        if self.leader_reads() {
+            return match s.get_last_raw_message_by_subject(&subject(stream)).await {
+                Ok(m) => recorded(ctx, m.sequence, m.payload).map(Some),
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) => Err(backend(e)),
+            };
+        }
         match s.direct_get_last_for_subject(subject(stream)).await {
             Ok(m) => recorded(ctx, m.sequence, m.payload).map(Some),
             Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),

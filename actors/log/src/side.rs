@@ -59,6 +59,20 @@ pub trait SideStore: Clone + Send + Sync + 'static {
                 .collect())
         }
     }
+    /// The attempt limit's record of one source label and its revision (0: none), as the
+    /// backend's leader has it (`crate::sources`).
+    fn source_get(
+        &self,
+        label: u64,
+    ) -> impl Future<Output = Result<(Option<Vec<u8>>, u64), LogError>> + Send;
+    /// Replaces the record of `label` if its revision is still `revision` (0: there was
+    /// none); false when another writer replaced it first (read it again).
+    fn source_swap(
+        &self,
+        label: u64,
+        revision: u64,
+        value: &[u8],
+    ) -> impl Future<Output = Result<bool, LogError>> + Send;
     /// Stores a published file under `name` (content-addressed by the caller).
     fn blob_put(
         &self,
@@ -113,6 +127,14 @@ pub(crate) async fn durable(tree: &sled::Tree) -> Result<(), LogError> {
 }
 
 impl SideStore for SledLog {
+    async fn source_get(&self, label: u64) -> Result<(Option<Vec<u8>>, u64), LogError> {
+        Ok(self.sources().get(label))
+    }
+
+    async fn source_swap(&self, label: u64, revision: u64, value: &[u8]) -> Result<bool, LogError> {
+        Ok(self.sources().swap(label, revision, value))
+    }
+
     async fn side_put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), LogError> {
         check(ns, key)?;
         let tree = self.side_tree(ns)?;
@@ -181,6 +203,32 @@ impl SideStore for SledLog {
 }
 
 impl NatsLog {
+    /// `HOTARU_SOURCES`, created on first use and then held (`crate::sources`).
+    async fn sources_stream(&self) -> Result<stream::Stream, LogError> {
+        self.sources_cell()
+            .get_or_try_init(|| async {
+                self.jetstream()
+                    .get_or_create_stream(stream::Config {
+                        name: crate::sources::SOURCE_STREAM.into(),
+                        subjects: vec![format!("{}.*", crate::sources::SOURCE_SUBJECT)],
+                        storage: stream::StorageType::Memory,
+                        num_replicas: self.replicas(),
+                        max_messages_per_subject: 1,
+                        max_age: crate::sources::SOURCE_TTL,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| {
+                        LogError::Backend(format!(
+                            "cannot create stream {}: {e}",
+                            crate::sources::SOURCE_STREAM
+                        ))
+                    })
+            })
+            .await
+            .cloned()
+    }
+
     async fn side_stream(&self, ns: &str) -> Result<stream::Stream, LogError> {
         let name = format!("HOTARU_SIDE_{}", ns.to_ascii_uppercase());
         self.jetstream()
@@ -214,6 +262,35 @@ impl NatsLog {
         }
     }
 
+    /// Publishes only if the subject's last message is still at `sequence` (0: none);
+    /// false when another writer got in first.
+    async fn publish_if_last(
+        &self,
+        subject: String,
+        payload: Bytes,
+        sequence: u64,
+    ) -> Result<bool, LogError> {
+        let msg = async_nats::jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .expected_last_subject_sequence(sequence);
+        let ack = self
+            .jetstream()
+            .send_publish(subject, msg)
+            .await
+            .map_err(backend)?
+            .await;
+        match ack {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
     async fn publish_acked(&self, subject: String, payload: Bytes) -> Result<(), LogError> {
         self.jetstream()
             .publish(subject, payload)
@@ -238,6 +315,28 @@ const INLINE: u8 = 0;
 const MANIFEST: u8 = 1;
 
 impl SideStore for NatsLog {
+    async fn source_get(&self, label: u64) -> Result<(Option<Vec<u8>>, u64), LogError> {
+        let s = self.sources_stream().await?;
+        match s
+            .get_last_raw_message_by_subject(&crate::sources::source_subject(label))
+            .await
+        {
+            Ok(m) => Ok((Some(m.payload.to_vec()), m.sequence)),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok((None, 0)),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn source_swap(&self, label: u64, revision: u64, value: &[u8]) -> Result<bool, LogError> {
+        self.sources_stream().await?;
+        self.publish_if_last(
+            crate::sources::source_subject(label),
+            Bytes::copy_from_slice(value),
+            revision,
+        )
+        .await
+    }
+
     async fn side_put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), LogError> {
         check(ns, key)?;
         self.side_stream(ns).await?;
@@ -264,25 +363,8 @@ impl SideStore for NatsLog {
         }
         self.side_stream(ns).await?;
         let payload = [&[INLINE][..], value].concat();
-        let msg = async_nats::jetstream::message::PublishMessage::build()
-            .payload(payload.into())
-            .expected_last_subject_sequence(0);
-        let ack = self
-            .jetstream()
-            .send_publish(format!("hotaru_side.{ns}.{key}"), msg)
+        self.publish_if_last(format!("hotaru_side.{ns}.{key}"), payload.into(), 0)
             .await
-            .map_err(backend)?
-            .await;
-        match ack {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.kind()
-                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(backend(e)),
-        }
     }
 
     async fn side_get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, LogError> {
@@ -378,6 +460,20 @@ impl SideStore for NatsLog {
 }
 
 impl SideStore for AnyLog {
+    async fn source_get(&self, label: u64) -> Result<(Option<Vec<u8>>, u64), LogError> {
+        match self {
+            AnyLog::Sled(l) => l.source_get(label).await,
+            AnyLog::Nats(l) => l.source_get(label).await,
+        }
+    }
+
+    async fn source_swap(&self, label: u64, revision: u64, value: &[u8]) -> Result<bool, LogError> {
+        match self {
+            AnyLog::Sled(l) => l.source_swap(label, revision, value).await,
+            AnyLog::Nats(l) => l.source_swap(label, revision, value).await,
+        }
+    }
+
     async fn side_put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), LogError> {
         match self {
             AnyLog::Sled(l) => l.side_put(ns, key, value).await,
@@ -448,6 +544,7 @@ impl SideStore for AnyLog {
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     inner: std::sync::Arc<std::sync::Mutex<Namespaces>>,
+    sources: std::sync::Arc<std::sync::Mutex<crate::sources::SourceTable>>,
 }
 
 type Namespaces = std::collections::HashMap<String, std::collections::BTreeMap<String, Vec<u8>>>;
@@ -469,6 +566,22 @@ impl MemoryStore {
 }
 
 impl SideStore for MemoryStore {
+    async fn source_get(&self, label: u64) -> Result<(Option<Vec<u8>>, u64), LogError> {
+        Ok(self
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(label))
+    }
+
+    async fn source_swap(&self, label: u64, revision: u64, value: &[u8]) -> Result<bool, LogError> {
+        Ok(self
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .swap(label, revision, value))
+    }
+
     async fn side_put(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), LogError> {
         check(ns, key)?;
         self.with(|m| {

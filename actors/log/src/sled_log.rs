@@ -65,6 +65,8 @@ struct Inner {
     /// Which appends this log takes (every context is still readable, so that the audit
     /// sees device frames that should not be there).
     scope: crate::LogScope,
+    /// The attempt limit's per-source records, in memory only (`crate::sources`).
+    sources: std::sync::Mutex<crate::sources::SourceTable>,
 }
 
 impl Drop for Inner {
@@ -242,6 +244,7 @@ impl SledLog {
                 heads,
                 streams,
                 scope,
+                sources: std::sync::Mutex::default(),
             }
         });
         if inner.writer.is_none() {
@@ -250,6 +253,10 @@ impl SledLog {
             ));
         }
         Ok(Self { inner })
+    }
+
+    pub(crate) fn sources(&self) -> std::sync::MutexGuard<'_, crate::sources::SourceTable> {
+        self.inner.sources.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn durable_head(&self, ctx: Context) -> u64 {

@@ -61,6 +61,50 @@ async fn exercise<S: SideStore>(open: impl AsyncFn() -> S) {
         s.side_get("blobs", "abc").await.unwrap().map(|v| v.len()),
         Some(big.len())
     );
+    sources(&s, &s.clone(), 1 << 32).await;
+}
+
+/// The per-source records: a swap lands only on the revision it read, from either of two
+/// handles (two nodes); 20 concurrent read-and-swap loops of increments from both lose
+/// none.
+async fn sources<S: SideStore>(a: &S, b: &S, label: u64) {
+    assert_eq!(a.source_get(label).await.unwrap(), (None, 0));
+    assert!(a.source_swap(label, 0, b"one").await.unwrap());
+    let (v, rev) = b.source_get(label).await.unwrap();
+    assert_eq!(v.as_deref(), Some(&b"one"[..]));
+    assert!(rev > 0);
+    assert!(
+        !a.source_swap(label, 0, b"stale").await.unwrap(),
+        "created already"
+    );
+    assert!(b.source_swap(label, rev, b"two").await.unwrap());
+    assert!(
+        !a.source_swap(label, rev, b"late").await.unwrap(),
+        "b got in first"
+    );
+    let counter = label + 1;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                loop {
+                    let (v, rev) = s.source_get(counter).await.unwrap();
+                    let n = v.map_or(0, |v| u32::from_le_bytes(v.try_into().unwrap()));
+                    if s.source_swap(counter, rev, &(n + 1).to_le_bytes())
+                        .await
+                        .unwrap()
+                    {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (v, _) = a.source_get(counter).await.unwrap();
+    assert_eq!(v.unwrap(), 20u32.to_le_bytes());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,6 +119,12 @@ async fn nats_side_store() {
     let server = NatsServer::start();
     let config = NatsConfig::new(server.url());
     exercise(async || NatsLog::connect(&config).await.unwrap()).await;
+    // Two connections: two nodes.
+    let (a, b) = (
+        NatsLog::connect(&config).await.unwrap(),
+        NatsLog::connect(&config).await.unwrap(),
+    );
+    sources(&a, &b, 2 << 32).await;
 }
 
 /// The fleet's in-memory store: the same answers while it lives (it is not persisted, so

@@ -20,6 +20,16 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// Cluster options, for a member of a [`NatsCluster`].
+    extra: Vec<String>,
+}
+
+/// Real nats-servers clustered with JetStream on free loopback ports (each with its own
+/// store in a temporary directory), for tests of replicated streams: a stream created
+/// with `replicas: 3` has a leader and two followers, and a server can be killed and
+/// restarted on its port and store.
+pub struct NatsCluster {
+    pub servers: Vec<NatsServer>,
 }
 
 /// The nats-server binary: `$HOTARU_NATS_SERVER`, or `nats-server` on the PATH.
@@ -58,6 +68,7 @@ impl NatsServer {
             child: None,
             port: free_port(),
             dir,
+            extra: Vec::new(),
         };
         server.spawn();
         server
@@ -102,6 +113,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(self.store_dir())
+            .args(&self.extra)
             .arg("-l")
             .arg(&log)
             .stdin(Stdio::null())
@@ -111,6 +123,67 @@ impl NatsServer {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", nats_server_binary().display()));
         self.child = Some(child);
         wait_ready(&log, self.port, self.child.as_mut().expect("child"));
+    }
+}
+
+impl NatsCluster {
+    /// Starts `n` clustered servers and waits until JetStream has elected its metadata
+    /// leader (before that no stream can be created).
+    pub fn start(n: usize) -> Self {
+        assert!(n >= 1, "a cluster of at least one server");
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut servers = Vec::with_capacity(n);
+        for (i, route) in routes.iter().enumerate() {
+            let others: Vec<String> = routes
+                .iter()
+                .filter(|r| *r != route)
+                .map(|r| format!("nats://127.0.0.1:{r}"))
+                .collect();
+            let mut server = NatsServer {
+                child: None,
+                port: free_port(),
+                dir: tempfile::tempdir().expect("temp dir"),
+                extra: vec![
+                    "--server_name".into(),
+                    format!("hotaru-{}", i + 1),
+                    "--cluster_name".into(),
+                    "hotaru-test".into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{route}"),
+                    "--routes".into(),
+                    others.join(","),
+                ],
+            };
+            server.spawn();
+            servers.push(server);
+        }
+        let cluster = Self { servers };
+        cluster.wait_for_meta_leader();
+        cluster
+    }
+
+    /// Every member's client URL.
+    pub fn urls(&self) -> Vec<String> {
+        self.servers.iter().map(NatsServer::url).collect()
+    }
+
+    fn wait_for_meta_leader(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let elected = self.servers.iter().any(|s| {
+                std::fs::read_to_string(s.log_file())
+                    .map(|t| t.contains("new metadata leader"))
+                    .unwrap_or(false)
+            });
+            if elected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the JetStream cluster elected no metadata leader in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
