@@ -264,6 +264,28 @@ pub struct GuessReleased {
     pub window: u64,
 }
 
+/// Refusals that evaluated nothing — A (the format), C (the attempt limit), G (nothing
+/// to submit) — counted by one node over one interval instead of recorded one event each,
+/// so that anonymous traffic neither grows the log nor moves the registration context's
+/// head per request. Evaluated guesses (B) stay `ProcessingNumberRejected`, one each: the
+/// global failure window is built from them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalsCounted {
+    /// The interval: from its start, inclusive, to its end, exclusive.
+    pub from: UnixMillis,
+    pub until: UnixMillis,
+    pub format: u32,
+    pub attempt_limit: u32,
+    pub nothing_to_submit: u32,
+}
+
+impl RefusalsCounted {
+    /// Every refusal the tally holds.
+    pub fn total(&self) -> u64 {
+        u64::from(self.format) + u64::from(self.attempt_limit) + u64::from(self.nothing_to_submit)
+    }
+}
+
 /// Schema version 2: version 1 (see [`legacy::ProcessingNumberRejectedV1`]) carried only
 /// the reason, so an auditor could not tell repeated failures on one number apart.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -565,6 +587,7 @@ domain_events! {
     QuotaTaken = 28, 1;
     GuessReserved = 29, 1;
     GuessReleased = 30, 1;
+    RefusalsCounted = 31, 1;
 }
 
 /// Earlier schema versions, kept so that stored bytes stay decodable. Never edited.

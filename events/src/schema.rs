@@ -109,6 +109,13 @@ pub fn fields(t: EventType) -> &'static [Field] {
             name: "window",
             kind: Count,
         }],
+        EventType::RefusalsCounted => &[
+            f!("from", Time),
+            f!("until", Time),
+            f!("format", Count),
+            f!("attempt_limit", Count),
+            f!("nothing_to_submit", Count),
+        ],
         EventType::QuotaTaken => &[
             Field {
                 name: "centre_id",
@@ -358,6 +365,13 @@ pub fn samples() -> Vec<DomainEvent> {
         }),
         DomainEvent::GuessReserved(GuessReserved { window: 445_000 }),
         DomainEvent::GuessReleased(GuessReleased { window: 445_000 }),
+        DomainEvent::RefusalsCounted(RefusalsCounted {
+            from: at,
+            until: at.plus_millis(60_000),
+            format: 3,
+            attempt_limit: 2,
+            nothing_to_submit: 1,
+        }),
         DomainEvent::QuotaTaken(QuotaTaken {
             centre_id: CentreId(7),
             day: Day(18_500),

@@ -16,6 +16,7 @@ pub mod limiter;
 pub mod number;
 pub mod personal;
 pub mod policy;
+pub mod refusals;
 pub mod sealing;
 pub mod testing;
 pub mod upload;

@@ -3,13 +3,15 @@
 //! - Global: at most `global_failures` failed redemptions in any sliding `window`. When the
 //!   budget is spent, every redemption is refused (C) for a lockout that doubles each
 //!   time the budget is spent again (up to `lockout_max`), and resets after a quiet window.
-//!   A refused attempt is never evaluated, so it can never hit.
-//! - Per source: the edge passes an opaque [`SourceKey`] (a keyed hash of the connection it
-//!   holds in memory only; never an IP). A source gets `source_failures` failures per
-//!   window, then an exponential back-off.
-//!
-//! Both are in memory, per node. The global window is rebuilt at start from the day's
-//! `ProcessingNumberRejected` events; the per-source state is lost on restart by design.
+//!   A refused attempt is never evaluated, so it can never hit. [`AttemptLimiter`] holds a
+//!   node's lockouts in memory; its window is rebuilt at start from the day's
+//!   `ProcessingNumberRejected` events.
+//! - Per source, across nodes ([`SourceRecord`]): the edge passes an opaque label of the
+//!   client (a keyed hash of its address, never the address). A source's guesses get
+//!   `source_failures` slots per fixed window, taken before a guess is evaluated and held
+//!   until it is decided (failures and guesses in flight count), then an exponential
+//!   back-off. The record lives in the backend's source records (in memory; on NATS a
+//!   memory-storage stream every node reads and fences), never in the event log.
 //!
 //! Across nodes ([`ticket_verdict`]): before a guess is evaluated it holds a ticket of the
 //! log's `guesses.<window>` stream (fixed windows of `window_ms`), and it is evaluated
@@ -21,7 +23,7 @@
 //! never evaluates more than the budget of wrong guesses. The arithmetic is in
 //! docs/adr/0004-redemption-limits.md.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use hotaru_events::{StreamId, StreamKind, UnixMillis};
 use serde::{Deserialize, Serialize};
@@ -51,20 +53,9 @@ impl Default for LimiterPolicy {
     }
 }
 
-/// An opaque, in-memory-only label of where requests come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SourceKey(pub u64);
-
 /// Refused (C): try again after this time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryAfter(pub UnixMillis);
-
-#[derive(Default, Debug)]
-struct SourceState {
-    failures: VecDeque<UnixMillis>,
-    blocked_until: UnixMillis,
-    backoffs: u32,
-}
 
 /// The limiter's state.
 #[derive(Debug)]
@@ -73,7 +64,6 @@ pub struct AttemptLimiter {
     failures: VecDeque<UnixMillis>,
     locked_until: UnixMillis,
     lockouts: u32,
-    sources: HashMap<SourceKey, SourceState>,
 }
 
 fn doubled(base: u64, times: u32, max: u64) -> u64 {
@@ -87,7 +77,6 @@ impl AttemptLimiter {
             failures: VecDeque::new(),
             locked_until: UnixMillis(0),
             lockouts: 0,
-            sources: HashMap::new(),
         }
     }
 
@@ -97,8 +86,8 @@ impl AttemptLimiter {
         }
     }
 
-    /// May a redemption be evaluated now?
-    pub fn check(&mut self, now: UnixMillis, source: Option<SourceKey>) -> Result<(), RetryAfter> {
+    /// May a redemption be evaluated now, as far as this node's lockouts go?
+    pub fn check(&mut self, now: UnixMillis) -> Result<(), RetryAfter> {
         if now < self.locked_until {
             return Err(RetryAfter(self.locked_until));
         }
@@ -106,16 +95,11 @@ impl AttemptLimiter {
         if self.lockouts > 0 && now.0 >= self.locked_until.0 + self.policy.window_ms {
             self.lockouts = 0;
         }
-        if let Some(s) = source.and_then(|k| self.sources.get(&k))
-            && now < s.blocked_until
-        {
-            return Err(RetryAfter(s.blocked_until));
-        }
         Ok(())
     }
 
     /// A redemption was evaluated and failed (B).
-    pub fn record_failure(&mut self, now: UnixMillis, source: Option<SourceKey>) {
+    pub fn record_failure(&mut self, now: UnixMillis) {
         let p = &self.policy;
         Self::prune(&mut self.failures, now, p.window_ms);
         self.failures.push_back(now);
@@ -124,31 +108,6 @@ impl AttemptLimiter {
             self.locked_until = now.plus_millis(d);
             self.lockouts += 1;
             self.failures.clear();
-        }
-        if let Some(k) = source {
-            let s = self.sources.entry(k).or_default();
-            Self::prune(&mut s.failures, now, p.window_ms);
-            s.failures.push_back(now);
-            if s.failures.len() >= p.source_failures {
-                let d = doubled(p.source_backoff_base_ms, s.backoffs, p.lockout_max_ms);
-                s.blocked_until = now.plus_millis(d);
-                s.backoffs += 1;
-                s.failures.clear();
-            }
-        }
-        // Forget sources that have been quiet for a window (bounded memory).
-        if self.sources.len() > 100_000 {
-            let w = p.window_ms;
-            self.sources.retain(|_, s| {
-                s.blocked_until.0 + w > now.0 || s.failures.back().is_some_and(|t| t.0 + w > now.0)
-            });
-        }
-    }
-
-    /// A redemption succeeded: the source's record is cleared.
-    pub fn record_success(&mut self, source: Option<SourceKey>) {
-        if let Some(k) = source {
-            self.sources.remove(&k);
         }
     }
 }
@@ -227,6 +186,142 @@ pub fn lease_verdict(
     }
 }
 
+/// One source's record, shared by every node (ADR 0004, "Per source, across nodes"):
+/// what the source's guesses hold of its allowance in the current fixed window, and its
+/// back-off. Kept by the backend's source records (`SideStore::source_get`/`source_swap`:
+/// in memory; on NATS a memory-storage stream with an expiry), never in the event log,
+/// under the edge's opaque label.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceRecord {
+    /// The fixed window the counts are of ([`guess_window`]).
+    pub window: u64,
+    /// Guesses of the window evaluated and failed (B).
+    pub failures: u32,
+    /// Guesses holding a slot while they are decided, on any node.
+    pub in_flight: u32,
+    /// Refused (C) until then.
+    pub blocked_until: UnixMillis,
+    /// Back-offs in a row (each doubles the next), forgiven after a quiet window.
+    pub backoffs: u32,
+}
+
+/// How a guess that held a source's slot was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceOutcome {
+    /// The number was right: the source's failures and back-offs are forgiven.
+    Success,
+    /// Evaluated and wrong (B): the slot stays used; the allowance spent starts a back-off.
+    Failure,
+    /// Refused after all, unevaluated (the shared budget was spent): the slot comes back.
+    Unevaluated,
+}
+
+const SOURCE_RECORD_VERSION: u8 = 1;
+
+impl SourceRecord {
+    /// Bytes as stored: a version byte, then the fields little-endian (29 bytes).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(29);
+        b.push(SOURCE_RECORD_VERSION);
+        b.extend_from_slice(&self.window.to_le_bytes());
+        b.extend_from_slice(&self.failures.to_le_bytes());
+        b.extend_from_slice(&self.in_flight.to_le_bytes());
+        b.extend_from_slice(&self.blocked_until.0.to_le_bytes());
+        b.extend_from_slice(&self.backoffs.to_le_bytes());
+        b
+    }
+
+    /// The record `encode` wrote; `None` for bytes of another shape or version (the
+    /// record is then treated as new: a source's allowance errs towards the user).
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let (&[SOURCE_RECORD_VERSION], rest) = b.split_at_checked(1)? else {
+            return None;
+        };
+        if rest.len() != 28 {
+            return None;
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(rest[i..i + 8].try_into().expect("8 bytes"));
+        let u32_at = |i: usize| u32::from_le_bytes(rest[i..i + 4].try_into().expect("4 bytes"));
+        Some(Self {
+            window: u64_at(0),
+            failures: u32_at(8),
+            in_flight: u32_at(12),
+            blocked_until: UnixMillis(u64_at(16)),
+            backoffs: u32_at(24),
+        })
+    }
+
+    /// This record as of `now`'s window: a new window starts with no failures and nothing
+    /// in flight (slots a crashed node held end with their window), and a whole quiet
+    /// window after the last back-off forgives the doubling.
+    fn current(mut self, now: UnixMillis, p: &LimiterPolicy) -> Self {
+        let window = guess_window(now, p);
+        if self.window != window {
+            self.window = window;
+            self.failures = 0;
+            self.in_flight = 0;
+        }
+        if self.backoffs > 0 && now.0 >= self.blocked_until.0.saturating_add(p.window_ms) {
+            self.backoffs = 0;
+        }
+        self
+    }
+
+    /// Would a guess from this source be evaluated now? (The chaff's verdict: reserves
+    /// nothing.)
+    pub fn verdict(self, now: UnixMillis, p: &LimiterPolicy) -> Result<(), RetryAfter> {
+        let r = self.current(now, p);
+        if now < r.blocked_until {
+            return Err(RetryAfter(r.blocked_until));
+        }
+        if (r.failures as usize).saturating_add(r.in_flight as usize) >= p.source_failures {
+            return Err(window_end(r.window, p));
+        }
+        Ok(())
+    }
+
+    /// A guess from this source takes a slot, or is refused (C): while backed off, and
+    /// when the window's failures and the guesses in flight already fill the allowance.
+    pub fn reserve(self, now: UnixMillis, p: &LimiterPolicy) -> Result<Self, RetryAfter> {
+        self.verdict(now, p)?;
+        let mut r = self.current(now, p);
+        r.in_flight += 1;
+        Ok(r)
+    }
+
+    /// The guess that took a slot in `window` was decided at `now`.
+    pub fn settle(
+        self,
+        window: u64,
+        outcome: SourceOutcome,
+        now: UnixMillis,
+        p: &LimiterPolicy,
+    ) -> Self {
+        let mut r = self.current(now, p);
+        let same_window = r.window == window;
+        if same_window {
+            r.in_flight = r.in_flight.saturating_sub(1);
+        }
+        match outcome {
+            SourceOutcome::Unevaluated => {}
+            SourceOutcome::Success => {
+                r.failures = 0;
+                r.backoffs = 0;
+            }
+            SourceOutcome::Failure => {
+                r.failures += 1;
+                if r.failures as usize >= p.source_failures {
+                    let d = doubled(p.source_backoff_base_ms, r.backoffs, p.lockout_max_ms);
+                    r.blocked_until = now.plus_millis(d);
+                    r.backoffs += 1;
+                    r.failures = 0;
+                }
+            }
+        }
+        r
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,18 +385,18 @@ mod tests {
         let mut l = AttemptLimiter::new(p.clone());
         let mut t = UnixMillis(1_000_000);
         for _ in 0..59 {
-            assert!(l.check(t, None).is_ok());
-            l.record_failure(t, None);
+            assert!(l.check(t).is_ok());
+            l.record_failure(t);
         }
-        assert!(l.check(t, None).is_ok());
-        l.record_failure(t, None);
-        assert_eq!(l.check(t, None), Err(RetryAfter(t.plus_millis(5 * MIN))));
+        assert!(l.check(t).is_ok());
+        l.record_failure(t);
+        assert_eq!(l.check(t), Err(RetryAfter(t.plus_millis(5 * MIN))));
         t = t.plus_millis(5 * MIN);
-        assert!(l.check(t, None).is_ok());
+        assert!(l.check(t).is_ok());
         for _ in 0..60 {
-            l.record_failure(t, None);
+            l.record_failure(t);
         }
-        assert_eq!(l.check(t, None), Err(RetryAfter(t.plus_millis(10 * MIN))));
+        assert_eq!(l.check(t), Err(RetryAfter(t.plus_millis(10 * MIN))));
     }
 
     #[test]
@@ -309,28 +404,28 @@ mod tests {
         let mut l = AttemptLimiter::new(LimiterPolicy::default());
         for i in 0..200u64 {
             let t = UnixMillis(i * 62_000); // 58 in any hour: under the 60
-            assert!(l.check(t, None).is_ok(), "attempt {i}");
-            l.record_failure(t, None);
+            assert!(l.check(t).is_ok(), "attempt {i}");
+            l.record_failure(t);
         }
     }
 
     #[test]
     fn one_source_backs_off_without_locking_out_the_others() {
-        let mut l = AttemptLimiter::new(LimiterPolicy::default());
-        let (a, b) = (Some(SourceKey(1)), Some(SourceKey(2)));
+        let p = LimiterPolicy::default();
         let t = UnixMillis(10_000_000);
+        let (mut a, b) = (SourceRecord::default(), SourceRecord::default());
         for _ in 0..5 {
-            l.record_failure(t, a);
+            a = a.reserve(t, &p).unwrap();
+            a = a.settle(guess_window(t, &p), SourceOutcome::Failure, t, &p);
         }
-        assert_eq!(l.check(t, a), Err(RetryAfter(t.plus_millis(MIN))));
-        assert!(l.check(t, b).is_ok());
+        assert_eq!(a.reserve(t, &p), Err(RetryAfter(t.plus_millis(MIN))));
+        assert!(b.reserve(t, &p).is_ok());
         let t2 = t.plus_millis(MIN);
         for _ in 0..5 {
-            l.record_failure(t2, a);
+            a = a.reserve(t2, &p).unwrap();
+            a = a.settle(guess_window(t2, &p), SourceOutcome::Failure, t2, &p);
         }
-        assert_eq!(l.check(t2, a), Err(RetryAfter(t2.plus_millis(2 * MIN))));
-        l.record_success(a);
-        assert!(l.check(t2, a).is_ok());
+        assert_eq!(a.reserve(t2, &p), Err(RetryAfter(t2.plus_millis(2 * MIN))));
     }
 
     /// The arithmetic of docs/adr/0004-redemption-limits.md, simulated: an attacker who
@@ -345,11 +440,11 @@ mod tests {
         let end = 30 * 24 * 3_600_000u64;
         let (mut t, mut attempts, mut evaluated) = (0u64, 0u64, 0u64);
         while t < end {
-            match l.check(UnixMillis(t), None) {
+            match l.check(UnixMillis(t)) {
                 Ok(()) => {
                     evaluated += 1;
                     attempts += 1;
-                    l.record_failure(UnixMillis(t), None);
+                    l.record_failure(UnixMillis(t));
                     t += 1000 / RATE_PER_S;
                 }
                 Err(RetryAfter(until)) => {
@@ -373,5 +468,88 @@ mod tests {
         // The figures the ADR quotes.
         assert_eq!(evaluated, 7_560);
         assert_eq!(attempts, 25_920_000);
+    }
+
+    #[test]
+    fn given_a_source_when_its_guesses_fill_the_allowance_in_flight_then_the_next_is_refused() {
+        let p = LimiterPolicy::default();
+        let now = UnixMillis(10 * 3_600_000 + 5);
+        let mut r = SourceRecord::default();
+        for _ in 0..5 {
+            r = r.reserve(now, &p).unwrap();
+        }
+        assert_eq!(r.in_flight, 5);
+        // Five guesses in flight on any nodes: a sixth is refused before any is decided.
+        assert_eq!(
+            r.reserve(now, &p),
+            Err(RetryAfter(UnixMillis(11 * 3_600_000)))
+        );
+        // One succeeds: its slot comes back, and the source's failures are forgiven.
+        let w = r.window;
+        r = r.settle(w, SourceOutcome::Success, now, &p);
+        assert_eq!((r.in_flight, r.failures), (4, 0));
+        r = r.reserve(now, &p).unwrap();
+        // Five fail: the allowance is spent, a back-off of a minute starts.
+        for _ in 0..5 {
+            r = r.settle(w, SourceOutcome::Failure, now, &p);
+        }
+        assert_eq!(r.blocked_until, now.plus_millis(60_000));
+        assert_eq!((r.failures, r.in_flight, r.backoffs), (0, 0, 1));
+        assert_eq!(r.reserve(now, &p), Err(RetryAfter(now.plus_millis(60_000))));
+        // After it, five more failures double it.
+        let later = now.plus_millis(60_000);
+        for _ in 0..5 {
+            r = r.reserve(later, &p).unwrap();
+            r = r.settle(w, SourceOutcome::Failure, later, &p);
+        }
+        assert_eq!(r.blocked_until, later.plus_millis(120_000));
+        // A refused-after-all guess gives its slot back and counts nothing.
+        let free = later.plus_millis(120_000);
+        let before = r.reserve(free, &p).unwrap();
+        let after = before.settle(w, SourceOutcome::Unevaluated, free, &p);
+        assert_eq!((after.in_flight, after.failures), (0, 0));
+    }
+
+    #[test]
+    fn given_a_new_window_then_slots_held_by_a_crashed_node_and_old_failures_end() {
+        let p = LimiterPolicy::default();
+        let now = UnixMillis(10 * 3_600_000);
+        let mut r = SourceRecord::default();
+        for _ in 0..5 {
+            r = r.reserve(now, &p).unwrap(); // never settled: the node crashed
+        }
+        assert!(r.reserve(now, &p).is_err());
+        let next = UnixMillis(11 * 3_600_000);
+        let r2 = r.reserve(next, &p).unwrap();
+        assert_eq!((r2.window, r2.in_flight, r2.failures), (11, 1, 0));
+        // A guess of the old window settled in the new one takes no slot of it.
+        let r3 = r2.settle(10, SourceOutcome::Unevaluated, next, &p);
+        assert_eq!(r3.in_flight, 1);
+        // A quiet window after a back-off forgives the doubling.
+        let backed = SourceRecord {
+            blocked_until: now,
+            backoffs: 3,
+            ..SourceRecord::default()
+        };
+        assert_eq!(backed.reserve(next, &p).unwrap().backoffs, 0);
+    }
+
+    #[test]
+    fn a_source_record_round_trips_and_unknown_bytes_are_refused() {
+        let r = SourceRecord {
+            window: 1 << 40,
+            failures: 3,
+            in_flight: 2,
+            blocked_until: UnixMillis(1_700_000_000_123),
+            backoffs: 4,
+        };
+        let b = r.encode();
+        assert_eq!(b.len(), 29);
+        assert_eq!(SourceRecord::decode(&b), Some(r));
+        assert_eq!(SourceRecord::decode(&b[..28]), None);
+        let mut other = b.clone();
+        other[0] = 2;
+        assert_eq!(SourceRecord::decode(&other), None);
+        assert_eq!(SourceRecord::decode(&[]), None);
     }
 }

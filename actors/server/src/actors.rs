@@ -15,6 +15,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use hotaru_actors::IdSource;
 use hotaru_domain::number::RedemptionAnswer;
+use hotaru_domain::refusals::TALLY_MS;
 use hotaru_events::Clock;
 use hotaru_events::domain::{CaseBasis, CaseId, CentreId, Day};
 use hotaru_log::{EventLog, LogError, SideStore};
@@ -76,6 +77,13 @@ impl<L: EventLog + SideStore + Unpin> Actor for RegistrationActor<L> {
             );
         };
         ctx.run_interval(Duration::from_secs(3600), rotate);
+        // The refusals counted in an interval that has ended are recorded (at most one
+        // append per interval, however many refusals; `hotaru_domain::refusals`).
+        let flush = |act: &mut Self, ctx: &mut Context<Self>| {
+            let s = act.service.clone();
+            ctx.spawn(async move { s.flush_refusals(false).await }.into_actor(act));
+        };
+        ctx.run_interval(Duration::from_millis(TALLY_MS), flush);
     }
 }
 

@@ -17,18 +17,19 @@ use hotaru_domain::case::{
     quota_stream,
 };
 use hotaru_domain::limiter::{
-    AttemptLimiter, LimiterPolicy, RetryAfter, SourceKey, guess_window, guesses_back_stream,
-    guesses_stream, lease_request, lease_size, lease_verdict, window_end,
+    AttemptLimiter, LimiterPolicy, RetryAfter, SourceOutcome, SourceRecord, guess_window,
+    guesses_back_stream, guesses_stream, lease_request, lease_size, lease_verdict, window_end,
 };
 use hotaru_domain::number::{
     NumberCommand, NumberError, NumberState, ProcessingNumber, RedemptionAnswer, RevisionRefusal,
     number_stream,
 };
 use hotaru_domain::policy::{DAY_MS, RegistrationPolicy};
+use hotaru_domain::refusals::{RefusalTally, Unevaluated};
 use hotaru_domain::upload::{SubmittedKey, validate_keys, validate_keys_after};
 use hotaru_events::domain::{
     CaseBasis, CaseId, CentreId, Day, GuessReleased, GuessReserved, ProcessingNumberRejected,
-    RejectionReason, UploadedKeys, encode_sealed_keys,
+    RefusalsCounted, RejectionReason, UploadedKeys, encode_sealed_keys,
 };
 use hotaru_events::{Clock, DomainEvent, NewEvent, NumberDigest, StreamId, StreamKind, UnixMillis};
 use hotaru_log::{EventLog, ExpectedVersion, LogError, SideStore};
@@ -175,7 +176,8 @@ pub struct Redemption {
     pub number: String,
     pub keys: Vec<SubmittedKey>,
     pub idempotency_key: Option<String>,
-    /// The edge's opaque label of the request's source (in memory only).
+    /// The edge's opaque label of the request's source (a keyed hash, never an address):
+    /// the per-source allowance's record is kept under it (ADR 0004).
     pub source: Option<u64>,
 }
 
@@ -214,6 +216,9 @@ struct Inner<L: SideStore> {
     leasing: tokio::sync::Mutex<()>,
     /// The centres' daily quota states of the days in use.
     quotas: hotaru_actors::StateCache<QuotaState>,
+    /// Refusals that evaluated nothing (A, C, G), counted per interval
+    /// (`hotaru_domain::refusals`).
+    refusals: Mutex<RefusalTally>,
 }
 
 /// The tickets of the current window's attempt budget that this node leased and no guess
@@ -297,7 +302,7 @@ impl Projection for RecentFailures {
                         | RejectionReason::Expired
                 )
             {
-                limiter.record_failure(env.occurred_at, None);
+                limiter.record_failure(env.occurred_at);
             }
         }
     }
@@ -308,6 +313,10 @@ impl Projection for RecentFailures {
 pub struct Registration<L: SideStore> {
     inner: Arc<Inner<L>>,
 }
+
+/// How often a source's record is read and swapped again when another node changed it in
+/// between (a source's guesses race only with that source's other guesses).
+const SOURCE_SWAP_TRIES: usize = 32;
 
 fn redemptions_stream(day: u32) -> StreamId {
     StreamId::new(StreamKind::Redemptions, day.to_string()).expect("digits are a valid id")
@@ -335,6 +344,7 @@ impl<L: EventLog + SideStore> Registration<L> {
                 quotas: hotaru_actors::StateCache::new(1024),
                 tickets: Mutex::default(),
                 leasing: tokio::sync::Mutex::default(),
+                refusals: Mutex::default(),
                 random,
                 log,
             }),
@@ -601,16 +611,21 @@ impl<L: EventLog + SideStore> Registration<L> {
         Err(LogError::Backend("could not draw an unused number in 32 tries".into()).into())
     }
 
+    /// Records an evaluated guess that failed (B: unknown, used or expired), one event
+    /// each: the global failure window is built from them.
     async fn record_rejection(
         &self,
         now: UnixMillis,
-        digest: Option<NumberDigest>,
+        digest: NumberDigest,
         reason: RejectionReason,
     ) -> Result<(), LogError> {
         let evs = self.new_events(
             now,
             vec![DomainEvent::ProcessingNumberRejected(
-                ProcessingNumberRejected { digest, reason },
+                ProcessingNumberRejected {
+                    digest: Some(digest),
+                    reason,
+                },
             )],
         );
         self.inner
@@ -623,13 +638,56 @@ impl<L: EventLog + SideStore> Registration<L> {
     async fn reject(
         &self,
         now: UnixMillis,
-        digest: Option<NumberDigest>,
+        digest: NumberDigest,
         reason: RejectionReason,
     ) -> RegistrationError {
         if let Err(e) = self.record_rejection(now, digest, reason).await {
             return e.into();
         }
         RegistrationError::Rejected(reason)
+    }
+
+    /// Counts a refusal that evaluated nothing (A, C, G) in this node's tally, and
+    /// records the tally of an interval that has ended. The refusal stands whatever the
+    /// log answers: a tally whose append fails goes back in, to be recorded later.
+    async fn count_refusal(&self, now: UnixMillis, refusal: Unevaluated) {
+        let closed = self
+            .inner
+            .refusals
+            .lock()
+            .expect("not poisoned")
+            .count(now, refusal);
+        if let Some(t) = closed {
+            self.record_tally(t).await;
+        }
+    }
+
+    async fn record_tally(&self, t: RefusalsCounted) {
+        let evs = self.new_events(t.until, vec![DomainEvent::RefusalsCounted(t.clone())]);
+        let appended = self
+            .inner
+            .log
+            .append(redemptions_stream(t.from.day()), ExpectedVersion::Any, evs)
+            .await;
+        if let Err(e) = appended {
+            tracing::warn!(error = %e, refusals = t.total(), "cannot record the refusals counted; kept for the next try");
+            self.inner.refusals.lock().expect("not poisoned").restore(t);
+        }
+    }
+
+    /// Records this node's count of refusals when its interval has ended (the actor's
+    /// tick), or whatever it holds with `force` (the node stopping).
+    pub async fn flush_refusals(&self, force: bool) {
+        let now = self.inner.clock.now();
+        let due = self
+            .inner
+            .refusals
+            .lock()
+            .expect("not poisoned")
+            .due(now, force);
+        if let Some(t) = due {
+            self.record_tally(t).await;
+        }
     }
 
     /// Redeems a number together with its keys, in one atomic append (errors A, B, C, G).
@@ -814,33 +872,140 @@ impl<L: EventLog + SideStore> Registration<L> {
     async fn redeem_keys(&self, r: Redemption) -> Result<Redeemed, RegistrationError> {
         let i = &self.inner;
         let now = i.clock.now();
-        let source = r.source.map(SourceKey);
+        let source = r.source;
         // A: the format, before anything else.
         let Ok(number) = ProcessingNumber::parse(&r.number, i.policy.number_length) else {
-            return Err(self.reject(now, None, RejectionReason::Format).await);
+            self.count_refusal(now, Unevaluated::Format).await;
+            return Err(RegistrationError::Rejected(RejectionReason::Format));
         };
         // C: refused without evaluating the number, so a refused guess can never hit.
-        let allowed = i.limiter.lock().expect("not poisoned").check(now, source);
+        let allowed = i.limiter.lock().expect("not poisoned").check(now);
         if let Err(RetryAfter(t)) = allowed {
-            self.record_rejection(now, None, RejectionReason::AttemptLimit)
-                .await?;
+            self.count_refusal(now, Unevaluated::AttemptLimit).await;
             return Err(RegistrationError::AttemptLimit(t));
         }
         // G: nothing to submit; no number is looked at or consumed.
         if r.keys.is_empty() {
-            return Err(self
-                .reject(now, None, RejectionReason::NothingToSubmit)
-                .await);
+            self.count_refusal(now, Unevaluated::NothingToSubmit).await;
+            return Err(RegistrationError::Rejected(
+                RejectionReason::NothingToSubmit,
+            ));
         }
+        // C per source, across nodes: a slot of the source's allowance, held until decided.
+        let slot = match source {
+            None => None,
+            Some(label) => match self.reserve_source(label, now).await {
+                Ok(window) => Some((label, window)),
+                Err(e) => {
+                    if matches!(e, RegistrationError::AttemptLimit(_)) {
+                        self.count_refusal(now, Unevaluated::AttemptLimit).await;
+                    }
+                    return Err(e);
+                }
+            },
+        };
         // C across nodes: a ticket of the window's shared budget, held until decided.
-        let window = self.take_ticket(now).await?;
-        let result = self.evaluate(&number, &r, now, source).await;
+        let window = match self.take_ticket(now).await {
+            Ok(w) => w,
+            Err(e) => {
+                if let Some((label, w)) = slot {
+                    self.settle_source(label, w, SourceOutcome::Unevaluated, now)
+                        .await;
+                }
+                return Err(e);
+            }
+        };
+        let result = self.evaluate(&number, &r, now).await;
         if result.is_ok() {
             // A success frees its ticket for this node's next guess; any other outcome
             // uses it up: the budget errs on the side of fewer evaluations.
             self.free_ticket(window, now).await;
         }
+        if let Some((label, w)) = slot {
+            let outcome = match &result {
+                Ok(_) => SourceOutcome::Success,
+                Err(RegistrationError::Rejected(
+                    RejectionReason::Unknown
+                    | RejectionReason::AlreadyUsed
+                    | RejectionReason::Expired,
+                )) => SourceOutcome::Failure,
+                Err(_) => SourceOutcome::Unevaluated,
+            };
+            self.settle_source(label, w, outcome, now).await;
+        }
         result
+    }
+
+    /// The source's record, as every node sees it (`hotaru_domain::limiter::SourceRecord`).
+    async fn source_record(&self, label: u64) -> Result<(SourceRecord, u64), LogError> {
+        let (bytes, revision) = self.inner.log.source_get(label).await?;
+        let record = bytes
+            .as_deref()
+            .and_then(SourceRecord::decode)
+            .unwrap_or_default();
+        Ok((record, revision))
+    }
+
+    /// Takes a slot of the source's allowance, or refuses (C): a read and a swap fenced on
+    /// the revision read, again when another node changed the record in between. Returns
+    /// the window the slot is of.
+    async fn reserve_source(&self, label: u64, now: UnixMillis) -> Result<u64, RegistrationError> {
+        let limits = &self.inner.limits;
+        for _ in 0..SOURCE_SWAP_TRIES {
+            let (record, revision) = self.source_record(label).await?;
+            let next = record
+                .reserve(now, limits)
+                .map_err(|RetryAfter(t)| RegistrationError::AttemptLimit(t))?;
+            if self
+                .inner
+                .log
+                .source_swap(label, revision, &next.encode())
+                .await?
+            {
+                return Ok(next.window);
+            }
+        }
+        Err(LogError::Backend(format!(
+            "a source's record changed {SOURCE_SWAP_TRIES} times while it was read"
+        ))
+        .into())
+    }
+
+    /// Records how the guess holding a slot of the source's allowance was decided. The
+    /// answer stands whatever happens here: a record that cannot be written keeps the
+    /// slot held until its window ends (fewer evaluations, never more).
+    async fn settle_source(
+        &self,
+        label: u64,
+        window: u64,
+        outcome: SourceOutcome,
+        now: UnixMillis,
+    ) {
+        let limits = &self.inner.limits;
+        for _ in 0..SOURCE_SWAP_TRIES {
+            let (record, revision) = match self.source_record(label).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read a source's record; its slot stays held");
+                    return;
+                }
+            };
+            let next = record.settle(window, outcome, now, limits);
+            match self
+                .inner
+                .log
+                .source_swap(label, revision, &next.encode())
+                .await
+            {
+                Ok(true) => return,
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot write a source's record; its slot stays held");
+                    return;
+                }
+            }
+        }
+        tracing::warn!("a source's record kept changing; its slot stays held");
     }
 
     /// What a redemption from `source` would be told before its number is looked at:
@@ -850,9 +1015,14 @@ impl<L: EventLog + SideStore> Registration<L> {
     pub async fn attempt_verdict(&self, source: Option<u64>) -> Result<(), RegistrationError> {
         let i = &self.inner;
         let now = i.clock.now();
-        let source = source.map(SourceKey);
-        if let Err(RetryAfter(t)) = i.limiter.lock().expect("not poisoned").check(now, source) {
+        if let Err(RetryAfter(t)) = i.limiter.lock().expect("not poisoned").check(now) {
             return Err(RegistrationError::AttemptLimit(t));
+        }
+        if let Some(label) = source {
+            let (record, _) = self.source_record(label).await?;
+            if let Err(RetryAfter(t)) = record.verdict(now, &i.limits) {
+                return Err(RegistrationError::AttemptLimit(t));
+            }
         }
         let window = guess_window(now, &i.limits);
         if i.tickets.lock().expect("not poisoned").holds(window) {
@@ -922,8 +1092,7 @@ impl<L: EventLog + SideStore> Registration<L> {
             Err(RetryAfter(t)) => {
                 // The next guess may lease (or be refused) while this refusal is recorded.
                 drop(leasing);
-                self.record_rejection(now, None, RejectionReason::AttemptLimit)
-                    .await?;
+                self.count_refusal(now, Unevaluated::AttemptLimit).await;
                 Err(RegistrationError::AttemptLimit(t))
             }
         }
@@ -973,7 +1142,6 @@ impl<L: EventLog + SideStore> Registration<L> {
         number: &ProcessingNumber,
         r: &Redemption,
         now: UnixMillis,
-        source: Option<SourceKey>,
     ) -> Result<Redeemed, RegistrationError> {
         let i = &self.inner;
         let idempotency = r
@@ -995,12 +1163,10 @@ impl<L: EventLog + SideStore> Registration<L> {
             }
         }
         let Some((digest, state, version)) = found else {
-            self.record_failure(now, source);
+            self.record_failure(now);
             let today = i.keys.get_or_create(Day(now.day())).await?;
             let digest = today.digest(number.as_str());
-            return Err(self
-                .reject(now, Some(digest), RejectionReason::Unknown)
-                .await);
+            return Err(self.reject(now, digest, RejectionReason::Unknown).await);
         };
         // Enrich, on the number's state (again after a conflict, on the winner's): a
         // retried upload gets its first answer; the case says which number it admits and
@@ -1067,10 +1233,6 @@ impl<L: EventLog + SideStore> Registration<L> {
                 let case_id = case_id.ok_or_else(|| {
                     LogError::Backend("a redemption was accepted for no case".into())
                 })?;
-                i.limiter
-                    .lock()
-                    .expect("not poisoned")
-                    .record_success(source);
                 let answer = RedemptionAnswer {
                     case_id,
                     accepted: u16::try_from(validated.accepted.len()).unwrap_or(u16::MAX),
@@ -1085,10 +1247,8 @@ impl<L: EventLog + SideStore> Registration<L> {
                 Ok((answer, Some((digest, stored))))
             }
             Err(ShellError::Enrich(BeforeRedeeming::NotNamed)) => {
-                self.record_failure(now, source);
-                Err(self
-                    .reject(now, Some(digest), RejectionReason::Unknown)
-                    .await)
+                self.record_failure(now);
+                Err(self.reject(now, digest, RejectionReason::Unknown).await)
             }
             Err(ShellError::Enrich(BeforeRedeeming::Failed(e))) => Err(e),
             Err(ShellError::Domain(NumberError::Rejected(reason))) => {
@@ -1096,9 +1256,9 @@ impl<L: EventLog + SideStore> Registration<L> {
                     reason,
                     RejectionReason::AlreadyUsed | RejectionReason::Expired
                 ) {
-                    self.record_failure(now, source);
+                    self.record_failure(now);
                 }
-                Err(self.reject(now, Some(digest), reason).await)
+                Err(self.reject(now, digest, reason).await)
             }
             Err(ShellError::Domain(e)) => Err(e.into()),
             Err(ShellError::Log(e)) => Err(e.into()),
@@ -1106,13 +1266,13 @@ impl<L: EventLog + SideStore> Registration<L> {
         }
     }
 
-    /// A failed guess, for the per-source limits of this node.
-    fn record_failure(&self, now: UnixMillis, source: Option<SourceKey>) {
+    /// A failed guess, for this node's lockouts.
+    fn record_failure(&self, now: UnixMillis) {
         self.inner
             .limiter
             .lock()
             .expect("not poisoned")
-            .record_failure(now, source);
+            .record_failure(now);
     }
 }
 
@@ -1194,7 +1354,7 @@ mod tests {
         // 50 rejections a minute apart, from t(0) to t(49).
         for n in 0..50 {
             clock.set(t(n));
-            reg.record_rejection(t(n), None, RejectionReason::Unknown)
+            reg.record_rejection(t(n), NumberDigest([1; 32]), RejectionReason::Unknown)
                 .await
                 .unwrap();
         }

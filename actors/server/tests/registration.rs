@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use hotaru_actors::{ManualClock, RandomIds};
 use hotaru_domain::limiter::LimiterPolicy;
+use hotaru_domain::number::RedemptionAnswer;
 use hotaru_domain::policy::{DAY_MS, RegistrationPolicy};
 use hotaru_domain::upload::SubmittedKey;
 use hotaru_events::domain::{CaseBasis, CentreId, Day, RejectionReason};
 use hotaru_events::{Context, DomainEvent, EventType, UnixMillis};
 use hotaru_log::{AnyLog, EventLog, NatsConfig, NatsLog, SledLog};
 use hotaru_server::{DayKeys, Redemption, Registration, RegistrationError};
-use hotaru_test_support::NatsServer;
+use hotaru_test_support::{NatsCluster, NatsServer};
 
 const TODAY: u32 = 20_400;
 const CENTRE: CentreId = CentreId(7);
@@ -124,6 +125,91 @@ async fn rejections(log: &AnyLog) -> Vec<RejectionReason> {
         .collect()
 }
 
+/// Wrong guesses, each with its source, sent at once through two nodes in turn: how many
+/// were evaluated (B) and how many refused unevaluated (C).
+async fn wrong_guesses_at_once(
+    nodes: &[Registration<AnyLog>; 2],
+    guesses: impl Iterator<Item = (String, Option<u64>)>,
+) -> (usize, usize) {
+    let tasks: Vec<_> = guesses
+        .enumerate()
+        .map(|(i, (guess, source))| {
+            let node = nodes[i % 2].clone();
+            tokio::spawn(async move {
+                let mut r = upload(&guess, vec![key(1, TODAY - 1)]);
+                r.source = source;
+                node.redeem(r).await
+            })
+        })
+        .collect();
+    let (mut evaluated, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(RegistrationError::AttemptLimit(_)) => refused += 1,
+            Err(e) => {
+                assert_eq!(e.public_reason(), Some(RejectionReason::Unknown), "{e:?}");
+                evaluated += 1;
+            }
+            Ok(_) => panic!("a guess hit"),
+        }
+    }
+    (evaluated, refused)
+}
+
+/// How many of these redemptions of one number succeeded; every other is told B.
+async fn winners(
+    tasks: Vec<tokio::task::JoinHandle<Result<RedemptionAnswer, RegistrationError>>>,
+) -> usize {
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(e.public_reason(), Some(RejectionReason::Unknown), "{e:?}"),
+        }
+    }
+    ok
+}
+
+/// A well-formed number that is not `n`.
+fn other_than(n: &str) -> &'static str {
+    if n == "00000000" {
+        "00000001"
+    } else {
+        "00000000"
+    }
+}
+
+/// The keys' uploads the log holds.
+async fn uploads(log: &AnyLog) -> usize {
+    events(log)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type() == EventType::DiagnosisKeysUploaded)
+        .count()
+}
+
+/// The refusals the log's tallies count: (A, C, G).
+async fn counted(log: &AnyLog) -> (u64, u64, u64) {
+    events(log)
+        .await
+        .into_iter()
+        .fold((0, 0, 0), |(a, c, g), e| match e {
+            DomainEvent::RefusalsCounted(t) => (
+                a + u64::from(t.format),
+                c + u64::from(t.attempt_limit),
+                g + u64::from(t.nothing_to_submit),
+            ),
+            _ => (a, c, g),
+        })
+}
+
+async fn commits(log: &AnyLog) -> usize {
+    log.read_all(Context::Registration, 1, 100_000)
+        .await
+        .unwrap()
+        .len()
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sled { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(false).await } )* }
@@ -144,6 +230,8 @@ on_both_backends!(
     two_nodes_issue_one_number_per_case_and_hold_the_quota,
     a_burst_of_wrong_guesses_through_two_nodes_evaluates_no_more_than_the_budget,
     a_nodes_lease_of_tickets_serves_its_next_guesses,
+    a_flood_of_refusals_that_evaluate_nothing_appends_one_tally_an_interval,
+    one_sources_guesses_through_two_nodes_get_its_allowance_once,
 );
 
 async fn confirm_issue_redeem(nats: bool) {
@@ -243,7 +331,97 @@ async fn error_a_format(nats: bool) {
             "{bad:?}"
         );
     }
-    assert_eq!(rejections(&w.log).await.len(), 6);
+    // Counted, not recorded one by one: nothing in the log until the node's tally is.
+    assert_eq!(rejections(&w.log).await.len(), 0);
+    w.reg.flush_refusals(true).await;
+    assert_eq!(counted(&w.log).await, (6, 0, 0));
+}
+
+/// 300 refusals that look at no number (A, C, G) from anonymous clients, in one interval:
+/// the log does not grow by one commit, and the registration context's head does not move,
+/// while they come; when the interval has ended the next refusal records one tally that
+/// counts all 300 (and the node's tick or its stop records the rest).
+async fn a_flood_of_refusals_that_evaluate_nothing_appends_one_tally_an_interval(nats: bool) {
+    let limits = LimiterPolicy {
+        global_failures: 1,
+        ..LimiterPolicy::default()
+    };
+    let w = world(nats, RegistrationPolicy::default()).await;
+    let reg = Registration::new(
+        w.log.clone(),
+        DayKeys::new(w.log.clone(), SECRET, Arc::new(OsRandom::new())).unwrap(),
+        Arc::new(w.clock.clone()),
+        Arc::new(RandomIds::default()),
+        RegistrationPolicy::default(),
+        limits,
+    );
+    let good = issued(&w).await;
+    // One wrong guess spends the budget of 1: from here on guesses are refused (C).
+    let wrong = other_than(&good);
+    let e = reg
+        .redeem(upload(wrong, vec![key(1, TODAY - 1)]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.public_reason(), Some(RejectionReason::Unknown));
+    let before = commits(&w.log).await;
+    // A and G through one node, C through the other (locked out by its spent budget).
+    for i in 0..100u32 {
+        let a = w.reg.redeem(upload("12-34", vec![key(1, TODAY - 1)])).await;
+        assert_eq!(
+            a.unwrap_err(),
+            RegistrationError::Rejected(RejectionReason::Format)
+        );
+        let g = w.reg.redeem(upload(&good, vec![])).await;
+        assert_eq!(
+            g.unwrap_err(),
+            RegistrationError::Rejected(RejectionReason::NothingToSubmit)
+        );
+        let c = reg
+            .redeem(upload(
+                &format!("{:08}", 40_000_000 + i),
+                vec![key(1, TODAY - 1)],
+            ))
+            .await;
+        assert!(
+            matches!(c, Err(RegistrationError::AttemptLimit(_))),
+            "{c:?}"
+        );
+        w.clock.advance_millis(100);
+    }
+    assert_eq!(
+        commits(&w.log).await,
+        before,
+        "300 refusals, not one commit while the interval lasts"
+    );
+    assert_eq!(counted(&w.log).await, (0, 0, 0));
+    // The interval ends; the next refusal on each node records its tally and opens the
+    // next interval.
+    w.clock.advance_millis(60_000);
+    let _ = w.reg.redeem(upload("x", vec![key(1, TODAY - 1)])).await;
+    assert_eq!(commits(&w.log).await, before + 1, "one tally");
+    assert_eq!(counted(&w.log).await, (100, 0, 100));
+    let c = reg
+        .redeem(upload("49999999", vec![key(1, TODAY - 1)]))
+        .await;
+    assert!(
+        matches!(c, Err(RegistrationError::AttemptLimit(_))),
+        "{c:?}"
+    );
+    assert_eq!(commits(&w.log).await, before + 2, "one tally a node");
+    assert_eq!(counted(&w.log).await, (100, 100, 100));
+    // The tick records an ended interval; a stopping node what it holds.
+    for n in [&w.reg, &reg] {
+        n.flush_refusals(false).await;
+    }
+    assert_eq!(commits(&w.log).await, before + 2, "the open intervals wait");
+    for n in [&w.reg, &reg] {
+        n.flush_refusals(true).await;
+        n.flush_refusals(true).await;
+    }
+    assert_eq!(counted(&w.log).await, (101, 101, 100));
+    assert_eq!(commits(&w.log).await, before + 4, "nothing more to record");
+    // The evaluated guess stays one event of its own.
+    assert_eq!(rejections(&w.log).await, [RejectionReason::Unknown]);
 }
 
 async fn error_b_unknown_used_expired_look_alike(nats: bool) {
@@ -254,11 +432,7 @@ async fn error_b_unknown_used_expired_look_alike(nats: bool) {
         .await
         .unwrap();
     let expired = issued(&w).await;
-    let unknown = if used == "00000000" {
-        "00000001"
-    } else {
-        "00000000"
-    };
+    let unknown = other_than(&used);
     let e1 = w
         .reg
         .redeem(upload(unknown, vec![key(2, TODAY - 1)]))
@@ -457,20 +631,8 @@ async fn concurrent_redemptions_have_one_winner(nats: bool) {
             tokio::spawn(async move { reg.redeem(upload(&n, vec![key(i + 1, TODAY - 1)])).await })
         })
         .collect();
-    let mut ok = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(_) => ok += 1,
-            Err(e) => assert_eq!(e.public_reason(), Some(RejectionReason::Unknown), "{e:?}"),
-        }
-    }
-    assert_eq!(ok, 1);
-    let uploads = events(&w.log)
-        .await
-        .into_iter()
-        .filter(|e| e.event_type() == EventType::DiagnosisKeysUploaded)
-        .count();
-    assert_eq!(uploads, 1);
+    assert_eq!(winners(tasks).await, 1);
+    assert_eq!(uploads(&w.log).await, 1);
 }
 
 async fn daily_quota(nats: bool) {
@@ -612,31 +774,14 @@ async fn a_burst_of_wrong_guesses_through_two_nodes_evaluates_no_more_than_the_b
         )
     };
     let nodes = [node(&w.log), node(&w.second)];
-    let tasks: Vec<_> = (0..40u32)
-        .map(|i| {
-            let node = nodes[i as usize % 2].clone();
-            let mut guess = format!("{:08}", 20_000_000 + i);
-            if guess == good {
-                guess = format!("{:08}", 30_000_000 + i);
-            }
-            tokio::spawn(async move {
-                let mut r = upload(&guess, vec![key(1, TODAY - 1)]);
-                r.source = Some(u64::from(i));
-                node.redeem(r).await
-            })
-        })
-        .collect();
-    let (mut evaluated, mut refused) = (0, 0);
-    for t in tasks {
-        match t.await.unwrap() {
-            Err(RegistrationError::AttemptLimit(_)) => refused += 1,
-            Err(e) => {
-                assert_eq!(e.public_reason(), Some(RejectionReason::Unknown), "{e:?}");
-                evaluated += 1;
-            }
-            Ok(_) => panic!("a guess hit"),
+    let guesses = (0..40u32).map(|i| {
+        let mut guess = format!("{:08}", 20_000_000 + i);
+        if guess == good {
+            guess = format!("{:08}", 30_000_000 + i);
         }
-    }
+        (guess, Some(u64::from(i)))
+    });
+    let (evaluated, refused) = wrong_guesses_at_once(&nodes, guesses).await;
     assert_eq!(
         evaluated, 10,
         "the budget is the cluster's, not each node's"
@@ -708,4 +853,131 @@ async fn a_nodes_lease_of_tickets_serves_its_next_guesses(nats: bool) {
         ticket_commits <= 20,
         "{ticket_commits} appends of tickets for 60 uploads"
     );
+}
+
+/// On a three-server cluster with every stream at three replicas, two nodes connected to
+/// two different servers redeem one number at once, six uploads each round, for 20
+/// numbers: every number has exactly one winner and the log holds 20 uploads. A node's
+/// writer reads a stream's version from the stream's leader: a direct get may be answered
+/// by a follower that has not stored the winning redemption yet, and a stale version
+/// under the leader's head would let a second redemption of the same number through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_redemptions_through_two_nodes_on_a_three_server_r3_cluster_have_one_winner() {
+    let cluster = NatsCluster::start(3);
+    let clock = ManualClock::at(UnixMillis(u64::from(TODAY) * DAY_MS + 10 * 3_600_000));
+    let connect = |url: String| async move {
+        let mut config = NatsConfig::new(url);
+        config.replicas = 3;
+        AnyLog::Nats(NatsLog::connect(&config).await.unwrap())
+    };
+    let (a, b) = (
+        connect(cluster.servers[0].url()).await,
+        connect(cluster.servers[2].url()).await,
+    );
+    // Losers are wrong guesses (B); a budget that 100 of them do not exhaust keeps every
+    // loser a B, so the test sees the fence, not the limiter.
+    let node = |log: &AnyLog| {
+        Registration::new(
+            log.clone(),
+            DayKeys::new(log.clone(), SECRET, Arc::new(OsRandom::new())).unwrap(),
+            Arc::new(clock.clone()),
+            Arc::new(RandomIds::default()),
+            RegistrationPolicy::default(),
+            LimiterPolicy {
+                global_failures: 10_000,
+                source_failures: 10_000,
+                ..LimiterPolicy::default()
+            },
+        )
+    };
+    let nodes = [node(&a), node(&b)];
+    for round in 0..20u8 {
+        let case = nodes[usize::from(round % 2)]
+            .confirm_case(CENTRE, CaseBasis::SymptomOnset(Day(TODAY - 2)))
+            .await
+            .unwrap();
+        let number = nodes[usize::from(round % 2)]
+            .issue_number(CENTRE, case)
+            .await
+            .unwrap()
+            .number
+            .as_str()
+            .to_owned();
+        let tasks: Vec<_> = (0..6u8)
+            .map(|i| {
+                let node = nodes[usize::from(i % 2)].clone();
+                let n = number.clone();
+                tokio::spawn(async move {
+                    node.redeem(upload(&n, vec![key(round * 6 + i + 1, TODAY - 1)]))
+                        .await
+                })
+            })
+            .collect();
+        assert_eq!(
+            winners(tasks).await,
+            1,
+            "round {round}: one number, one upload"
+        );
+    }
+    assert_eq!(uploads(&a).await, 20);
+}
+
+/// One source (one label from the edge) guessing through two nodes: its allowance of 5
+/// failures an hour is the cluster's, not each node's. 20 wrong guesses at once evaluate
+/// exactly 5 (each holds its slot while it is decided), the rest are refused unevaluated
+/// (C); then the source is backed off on both nodes while another source is not; one
+/// success of the source forgives its failures. With each node's own count, 20 at once
+/// were all evaluated and the source had 5 on each node.
+async fn one_sources_guesses_through_two_nodes_get_its_allowance_once(nats: bool) {
+    let w = world(nats, RegistrationPolicy::default()).await;
+    let good = issued(&w).await;
+    let node = |log: &AnyLog| service(log.clone(), &w.clock, RegistrationPolicy::default());
+    let nodes = [node(&w.log), node(&w.second)];
+    let source = Some(0xabcd_ef01_2345_6789);
+    let guess = |i: u32| {
+        let g = format!("{:08}", 50_000_000 + i);
+        if g == good {
+            format!("{:08}", 60_000_000 + i)
+        } else {
+            g
+        }
+    };
+    let guesses = (0..20u32).map(|i| (guess(i), source));
+    let (evaluated, refused) = wrong_guesses_at_once(&nodes, guesses).await;
+    assert_eq!(evaluated, 5, "the source's allowance is the cluster's");
+    assert_eq!(refused, 15);
+    // Backed off on both nodes, the right number included; another source is not.
+    for n in &nodes {
+        let mut r = upload(&good, vec![key(2, TODAY - 1)]);
+        r.source = source;
+        assert!(matches!(
+            n.redeem(r).await,
+            Err(RegistrationError::AttemptLimit(_))
+        ));
+        assert!(matches!(
+            n.attempt_verdict(source).await,
+            Err(RegistrationError::AttemptLimit(_))
+        ));
+    }
+    assert_eq!(nodes[1].attempt_verdict(Some(1)).await, Ok(()));
+    // After the back-off (a minute), the right number through the other node succeeds,
+    // and forgives: five more failures are evaluated before the next back-off.
+    w.clock.advance_millis(60_000);
+    let mut r = upload(&good, vec![key(2, TODAY - 1)]);
+    r.source = source;
+    assert_eq!(nodes[1].redeem(r).await.unwrap().accepted, 1);
+    for i in 0..6u32 {
+        let mut r = upload(&guess(100 + i), vec![key(1, TODAY - 1)]);
+        r.source = source;
+        let e = nodes[(i % 2) as usize].redeem(r).await.unwrap_err();
+        if i < 5 {
+            assert_eq!(
+                e.public_reason(),
+                Some(RejectionReason::Unknown),
+                "{i}: {e:?}"
+            );
+        } else {
+            assert!(matches!(e, RegistrationError::AttemptLimit(_)), "{e:?}");
+        }
+    }
 }

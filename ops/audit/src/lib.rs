@@ -133,6 +133,10 @@ pub struct DayFigures {
     pub registrations: u64,
     pub keys_published: u64,
     pub batches: u64,
+    /// Redemptions refused, whichever way the log records them: evaluated guesses (B) one
+    /// event each, the refusals that evaluated nothing (A, C, G) one event each in older
+    /// logs and counted per node and interval (`RefusalsCounted`) since.
+    pub refusals: u64,
 }
 
 /// One context as read.
@@ -316,6 +320,8 @@ impl Facts {
                 ));
                 self.day(at).registrations += 1;
             }
+            DomainEvent::ProcessingNumberRejected(_) => self.day(at).refusals += 1,
+            DomainEvent::RefusalsCounted(e) => self.day(e.from).refusals += e.total(),
             DomainEvent::DiagnosisKeysUploaded(e) => self.uploads.push(Upload {
                 position: env.position,
                 at,
@@ -535,9 +541,10 @@ pub async fn audit<S: AuditSource>(
 
     let mut figures = Check::new("figures", "Figures by day");
     figures.evidence.push(format!(
-        "{} numbers issued, {} registrations, {} keys published in {} batches over {} days",
+        "{} numbers issued, {} registrations, {} refused, {} keys published in {} batches over {} days",
         facts.days.values().map(|d| d.numbers_issued).sum::<u64>(),
         facts.days.values().map(|d| d.registrations).sum::<u64>(),
+        facts.days.values().map(|d| d.refusals).sum::<u64>(),
         facts.days.values().map(|d| d.keys_published).sum::<u64>(),
         facts.days.values().map(|d| d.batches).sum::<u64>(),
         facts.days.len()

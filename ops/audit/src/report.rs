@@ -28,14 +28,14 @@ pub fn table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
     if !r.days.is_empty() {
         writeln!(
             out,
-            "\n{:<12} {:>8} {:>13} {:>15} {:>8}",
-            "day", "issued", "registrations", "keys published", "batches"
+            "\n{:<12} {:>8} {:>13} {:>8} {:>15} {:>8}",
+            "day", "issued", "registrations", "refused", "keys published", "batches"
         )?;
         for d in &r.days {
             writeln!(
                 out,
-                "{:<12} {:>8} {:>13} {:>15} {:>8}",
-                d.date, d.numbers_issued, d.registrations, d.keys_published, d.batches
+                "{:<12} {:>8} {:>13} {:>8} {:>15} {:>8}",
+                d.date, d.numbers_issued, d.registrations, d.refusals, d.keys_published, d.batches
             )?;
         }
     }
@@ -160,9 +160,10 @@ pub fn html(r: &Report) -> String {
     if !r.days.is_empty() {
         h.push_str("<section><h2>By day</h2>");
         type Pick = fn(&crate::DayFigures) -> u64;
-        let plots: [(&str, Pick); 4] = [
+        let plots: [(&str, Pick); 5] = [
             ("Processing numbers issued", |d| d.numbers_issued),
             ("Registrations", |d| d.registrations),
+            ("Redemptions refused", |d| d.refusals),
             ("Keys published", |d| d.keys_published),
             ("Batches", |d| d.batches),
         ];
@@ -171,13 +172,14 @@ pub fn html(r: &Report) -> String {
                 r.days.iter().map(|d| (d.date.clone(), pick(d))).collect();
             h.push_str(&bars(title, &series));
         }
-        h.push_str("<table><tr><th>day</th><th>numbers issued</th><th>registrations</th><th>keys published</th><th>batches</th></tr>");
+        h.push_str("<table><tr><th>day</th><th>numbers issued</th><th>registrations</th><th>refused</th><th>keys published</th><th>batches</th></tr>");
         for d in &r.days {
             h.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&d.date),
                 d.numbers_issued,
                 d.registrations,
+                d.refusals,
                 d.keys_published,
                 d.batches
             ));

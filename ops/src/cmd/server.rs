@@ -336,10 +336,12 @@ async fn stop_node(
         Option<hotaru_server::commands::CommandService>,
     )>,
 ) {
-    if let Some((_, arbiters, service)) = node {
+    if let Some((node, arbiters, service)) = node {
         if let Some(s) = service {
             s.stop().await;
         }
+        // What this node counted of its refusals (A, C, G) since its last tally.
+        node.registration.flush_refusals(true).await;
         arbiters.stop();
     }
 }
@@ -501,6 +503,7 @@ async fn server_demo(store: StoreArgs, cases: u32) -> anyhow::Result<ExitCode> {
         "index.txt has {} file(s); `hotaru log verify` checks the chain",
         node.distribution.index().await?.len()
     )?;
+    node.registration.flush_refusals(true).await;
     arbiters.stop();
     Ok(ExitCode::SUCCESS)
 }

@@ -350,6 +350,12 @@ impl InProcess {
         let clock = ManualClock::at(UnixMillis::start_of_day(start_day));
         let config = ServerConfig {
             digest_secret: Some(hex_secret()),
+            // The whole fleet reaches this server from one loopback address, one source:
+            // its allowance of failures and guesses in flight is the fleet's.
+            limits: hotaru_domain::limiter::LimiterPolicy {
+                source_failures: 1_000_000,
+                ..Default::default()
+            },
             ..ServerConfig::default()
         };
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());

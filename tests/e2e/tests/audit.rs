@@ -104,6 +104,8 @@ fn every_check_passes_on_the_embedded_store_and_its_archive() {
     );
     assert_eq!(r["days"][0]["numbers_issued"], 12);
     assert_eq!(r["days"][0]["registrations"], 12);
+    // The demo's three mistakes: B one event, A and G counted in the node's tally.
+    assert_eq!(r["days"][0]["refusals"], 3);
     assert!(r["bytes_scanned"].as_u64().unwrap() > 10_000);
     // The HTML report: self-contained, every check with its result, plots without script.
     let html = std::fs::read_to_string(&report_file).unwrap();
