@@ -20,6 +20,8 @@ pub struct ChaffTimer {
     overshoot_us: std::sync::atomic::AtomicU64,
     /// Where the drawn latencies come from (the node's injected source).
     random: Arc<dyn RandomSource>,
+    /// The latency drawn before any real one was recorded.
+    first: Duration,
 }
 
 /// Few enough that the sample follows the load as it changes.
@@ -33,13 +35,22 @@ impl Default for ChaffTimer {
 }
 
 impl ChaffTimer {
-    /// A timer drawing its latencies from `random`.
+    /// A timer of successes' latencies drawing from `random` (15 ms until a real one).
     pub fn new(random: Arc<dyn RandomSource>) -> Self {
         Self {
             recent: Mutex::new(Vec::with_capacity(CHAFF_SAMPLES)),
             next: Default::default(),
             overshoot_us: Default::default(),
             random,
+            first: Duration::from_millis(15),
+        }
+    }
+
+    /// A timer of refusals' latencies (1 ms until a real one: a refusal evaluates nothing).
+    pub fn for_refusals(random: Arc<dyn RandomSource>) -> Self {
+        Self {
+            first: Duration::from_millis(1),
+            ..Self::new(random)
         }
     }
 
@@ -68,14 +79,33 @@ impl ChaffTimer {
         self.overshoot_us.store(new, Relaxed);
     }
 
-    /// A latency drawn from the recent real ones (15 ms until there are any).
+    /// A latency drawn from the recent real ones.
     pub fn sample(&self) -> Duration {
         let r = self.recent.lock().expect("not poisoned");
         if r.is_empty() {
-            return Duration::from_millis(15);
+            return self.first;
         }
         let b = self.random.array::<8>();
         r[(u64::from_le_bytes(b) % r.len() as u64) as usize]
+    }
+}
+
+/// Feeds a real upload's latency to the timer of its kind of answer: a success's to the
+/// successes', a refusal by the attempt limit (C) to the refusals'; other answers (B, A,
+/// G...) are never imitated by chaff.
+pub(crate) fn record_real<T>(
+    g: &crate::Gateway,
+    started: Instant,
+    answer: &Result<T, hotaru_server::commands::CommandError>,
+) {
+    use hotaru_server::RegistrationError;
+    use hotaru_server::commands::CommandError;
+    match answer {
+        Ok(_) => g.chaff.record(started.elapsed()),
+        Err(CommandError::Registration(RegistrationError::AttemptLimit(_))) => {
+            g.chaff_refused.record(started.elapsed());
+        }
+        Err(_) => {}
     }
 }
 

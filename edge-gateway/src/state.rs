@@ -24,7 +24,11 @@ pub struct Gateway {
     /// The node's random source (`ids.random()`): padding, chaff tokens and latencies.
     pub random: Arc<dyn RandomSource>,
     pub risk: RiskConfiguration,
+    /// Latencies of real uploads answered with success: chaff admitted waits one.
     pub chaff: Arc<ChaffTimer>,
+    /// Latencies of real uploads refused by the attempt limit (C): chaff refused by the
+    /// limiter's verdict waits one, so a lockout shows no difference in timing either.
+    pub chaff_refused: Arc<ChaffTimer>,
     pub metrics: Arc<metrics::Metrics>,
     pub limits: Arc<limits::EdgeLimits>,
     /// Export zips already served (they never change), up to [`FILE_CACHE_BYTES`].
@@ -71,6 +75,7 @@ impl Gateway {
             clock,
             ids,
             chaff: Arc::new(ChaffTimer::new(random.clone())),
+            chaff_refused: Arc::new(ChaffTimer::for_refusals(random.clone())),
             random,
             risk: RiskConfiguration::default(),
             metrics: Arc::default(),

@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use hotaru_server::Redemption;
 
-use crate::chaff::{answer_size, is_chaff, padded_json, request_bytes};
+use crate::chaff::{answer_size, is_chaff, padded_json, record_real, request_bytes};
 use crate::error::command_error;
 use crate::wire::{DiagnosisAnswer, DroppedJson, V3Diagnosis, V3Key};
 use crate::{ApiError, Gateway};
@@ -38,6 +38,7 @@ pub(crate) async fn diagnosis_v3(
         // when a real one would be; else the answer a success would get, of the same size,
         // after a latency drawn from the real ones.
         if let Err(e) = g.commands.attempt_verdict(source).await {
+            g.chaff_refused.wait(started).await;
             return Err(command_error(&g, e));
         }
         g.chaff.wait(started).await;
@@ -59,7 +60,7 @@ pub(crate) async fn diagnosis_v3(
             source,
         })
         .await;
-    g.chaff.record(started.elapsed());
+    record_real(&g, started, &answer);
     let answer = answer.map_err(|e| {
         let e = command_error(&g, e);
         g.metrics.redemption(e.code);

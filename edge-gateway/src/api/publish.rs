@@ -8,7 +8,7 @@ use base64::Engine as _;
 use hotaru_domain::upload::SubmittedKey;
 use hotaru_server::Redemption;
 
-use crate::chaff::{answer_size, chaff_token, is_chaff, padded_json};
+use crate::chaff::{answer_size, chaff_token, is_chaff, padded_json, record_real};
 use crate::error::command_error;
 use crate::wire::{PublishKey, PublishRequest, PublishResponse};
 use crate::{ApiError, Gateway, UPLOAD_BODY_LIMIT};
@@ -137,6 +137,7 @@ pub(crate) async fn publish_v1(
     if is_chaff(&req) {
         // Refused (C) when a real upload would be; else a success's answer, of its size.
         if let Err(e) = g.commands.attempt_verdict(source).await {
+            g.chaff_refused.wait(started).await;
             return publish_error(command_error(&g, e), size);
         }
         g.chaff.wait(started).await;
@@ -159,7 +160,7 @@ pub(crate) async fn publish_v1(
             p.revision_token.filter(|t| !t.is_empty()),
         )
         .await;
-    g.chaff.record(started.elapsed());
+    record_real(&g, started, &answer);
     let answer = match answer {
         Err(e) => {
             let e = command_error(&g, e);
