@@ -7,6 +7,7 @@
 //! is the enrich step: it draws randomness, reads the clock, finds numbers under their day
 //! keys and seals keys.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use hotaru_actors::projection::{self, Projection, ProjectionSnapshot};
@@ -219,6 +220,45 @@ struct Inner<L: SideStore> {
     /// Refusals that evaluated nothing (A, C, G), counted per interval
     /// (`hotaru_domain::refusals`).
     refusals: Mutex<RefusalTally>,
+    /// Changes of sources' records waiting to be written, by label (`source_op`).
+    source_queues: Mutex<HashMap<u64, SourceQueue>>,
+}
+
+/// A source's changes waiting, and whether someone is writing them.
+#[derive(Default)]
+struct SourceQueue {
+    ops: Vec<PendingSourceOp>,
+    writing: bool,
+}
+
+/// What a queued change of a source's record is told: its result, or to lead the next
+/// write itself.
+enum SourceReply {
+    Done(Result<Result<u64, RetryAfter>, LogError>),
+    Lead,
+}
+
+/// A change of a source's record.
+#[derive(Clone, Copy)]
+enum SourceOp {
+    Reserve,
+    Settle { window: u64, outcome: SourceOutcome },
+}
+
+struct PendingSourceOp {
+    op: SourceOp,
+    now: UnixMillis,
+    reply: Reply,
+}
+
+/// Who waits for a queued change's result.
+enum Reply {
+    /// A caller, told its result or to lead.
+    Waiting(tokio::sync::oneshot::Sender<SourceReply>),
+    /// The leader of the write, which takes its result itself.
+    Leader,
+    /// Nobody any more (the caller went away); the change is written all the same.
+    Gone,
 }
 
 /// The tickets of the current window's attempt budget that this node leased and no guess
@@ -315,7 +355,7 @@ pub struct Registration<L: SideStore> {
 }
 
 /// How often a source's record is read and swapped again when another node changed it in
-/// between (a source's guesses race only with that source's other guesses).
+/// between (within a node, a source's changes are written together: `source_op`).
 const SOURCE_SWAP_TRIES: usize = 32;
 
 fn redemptions_stream(day: u32) -> StreamId {
@@ -345,6 +385,7 @@ impl<L: EventLog + SideStore> Registration<L> {
                 tickets: Mutex::default(),
                 leasing: tokio::sync::Mutex::default(),
                 refusals: Mutex::default(),
+                source_queues: Mutex::default(),
                 random,
                 log,
             }),
@@ -946,29 +987,13 @@ impl<L: EventLog + SideStore> Registration<L> {
         Ok((record, revision))
     }
 
-    /// Takes a slot of the source's allowance, or refuses (C): a read and a swap fenced on
-    /// the revision read, again when another node changed the record in between. Returns
-    /// the window the slot is of.
+    /// Takes a slot of the source's allowance, or refuses (C). Returns the window the slot
+    /// is of.
     async fn reserve_source(&self, label: u64, now: UnixMillis) -> Result<u64, RegistrationError> {
-        let limits = &self.inner.limits;
-        for _ in 0..SOURCE_SWAP_TRIES {
-            let (record, revision) = self.source_record(label).await?;
-            let next = record
-                .reserve(now, limits)
-                .map_err(|RetryAfter(t)| RegistrationError::AttemptLimit(t))?;
-            if self
-                .inner
-                .log
-                .source_swap(label, revision, &next.encode())
-                .await?
-            {
-                return Ok(next.window);
-            }
+        match self.source_op(label, SourceOp::Reserve, now).await? {
+            Ok(window) => Ok(window),
+            Err(RetryAfter(t)) => Err(RegistrationError::AttemptLimit(t)),
         }
-        Err(LogError::Backend(format!(
-            "a source's record changed {SOURCE_SWAP_TRIES} times while it was read"
-        ))
-        .into())
     }
 
     /// Records how the guess holding a slot of the source's allowance was decided. The
@@ -981,31 +1006,161 @@ impl<L: EventLog + SideStore> Registration<L> {
         outcome: SourceOutcome,
         now: UnixMillis,
     ) {
-        let limits = &self.inner.limits;
-        for _ in 0..SOURCE_SWAP_TRIES {
-            let (record, revision) = match self.source_record(label).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read a source's record; its slot stays held");
-                    return;
+        if let Err(e) = self
+            .source_op(label, SourceOp::Settle { window, outcome }, now)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot write a source's record; its slot stays held");
+        }
+    }
+
+    /// One change of a source's record. A node applies the changes of one source that
+    /// arrive together in one read and one fenced swap (group commit): the guesses of one
+    /// source race with each other, and one record swapped once per guess by 64 guesses
+    /// in flight lost its race more often than it won it. Whoever finds no write under
+    /// way leads: it writes the queued changes (its own among them) and hands the lead to
+    /// the first change queued meanwhile, so that no task is spawned and no caller waits
+    /// for more than the batch before its own.
+    async fn source_op(
+        &self,
+        label: u64,
+        op: SourceOp,
+        now: UnixMillis,
+    ) -> Result<Result<u64, RetryAfter>, LogError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut queues = self.inner.source_queues.lock().expect("not poisoned");
+            let queue = queues.entry(label).or_default();
+            let lead = !std::mem::replace(&mut queue.writing, true);
+            queue.ops.push(PendingSourceOp {
+                op,
+                now,
+                reply: if lead {
+                    Reply::Leader
+                } else {
+                    Reply::Waiting(reply)
+                },
+            });
+            lead
+        };
+        if lead {
+            return self.lead_source(label).await;
+        }
+        match answer.await {
+            Ok(SourceReply::Done(r)) => r,
+            Ok(SourceReply::Lead) => self.lead_source(label).await,
+            Err(_) => Err(LogError::Backend(
+                "a source's record was not written".into(),
+            )),
+        }
+    }
+
+    /// Writes the queued changes of `label`, the caller's own among them (the one with no
+    /// reply), answers the others, and hands the lead on. A leader that goes away half-way
+    /// (its caller dropped) hands it on as well, to a task.
+    async fn lead_source(&self, label: u64) -> Result<Result<u64, RetryAfter>, LogError> {
+        struct HandOver<'a, L: EventLog + SideStore> {
+            reg: &'a Registration<L>,
+            label: u64,
+        }
+        impl<L: EventLog + SideStore> Drop for HandOver<'_, L> {
+            fn drop(&mut self) {
+                self.reg.hand_over_source(self.label);
+            }
+        }
+        let _hand_over = HandOver { reg: self, label };
+        let batch = {
+            let mut queues = self.inner.source_queues.lock().expect("not poisoned");
+            std::mem::take(&mut queues.entry(label).or_default().ops)
+        };
+        let results = self.apply_source_ops(label, &batch).await;
+        let mut own = None;
+        for (p, r) in batch.into_iter().zip(results) {
+            match p.reply {
+                Reply::Waiting(tx) => {
+                    let _ = tx.send(SourceReply::Done(r));
                 }
+                Reply::Leader => own = Some(r),
+                Reply::Gone => {}
+            }
+        }
+        own.unwrap_or_else(|| Err(LogError::Backend("a source's change was lost".into())))
+    }
+
+    /// The lead of `label`'s queue passes to its first change waiting (or, when every
+    /// caller waiting is gone, to a task that writes their changes); with nothing queued
+    /// the queue closes.
+    fn hand_over_source(&self, label: u64) {
+        let mut queues = self.inner.source_queues.lock().expect("not poisoned");
+        let Some(queue) = queues.get_mut(&label) else {
+            return;
+        };
+        if queue.ops.is_empty() {
+            queues.remove(&label);
+            return;
+        }
+        for p in &mut queue.ops {
+            if let Reply::Waiting(tx) = std::mem::replace(&mut p.reply, Reply::Leader) {
+                match tx.send(SourceReply::Lead) {
+                    Ok(()) => return,
+                    // That caller is gone; its change is still written.
+                    Err(_) => p.reply = Reply::Gone,
+                }
+            } else {
+                p.reply = Reply::Gone;
+            }
+        }
+        drop(queues);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _ = this.lead_source(label).await;
+        });
+    }
+
+    /// Applies the changes in order to the record as read, and swaps the result in fenced
+    /// on the revision read; again from a fresh read when another node got in first.
+    async fn apply_source_ops(
+        &self,
+        label: u64,
+        batch: &[PendingSourceOp],
+    ) -> Vec<Result<Result<u64, RetryAfter>, LogError>> {
+        let limits = &self.inner.limits;
+        let all = |e: LogError| batch.iter().map(|_| Err(e.clone())).collect();
+        for _ in 0..SOURCE_SWAP_TRIES {
+            let (mut record, revision) = match self.source_record(label).await {
+                Ok(r) => r,
+                Err(e) => return all(e),
             };
-            let next = record.settle(window, outcome, now, limits);
+            let results: Vec<_> = batch
+                .iter()
+                .map(|p| match p.op {
+                    SourceOp::Reserve => match record.reserve(p.now, limits) {
+                        Ok(next) => {
+                            record = next;
+                            Ok(Ok(next.window))
+                        }
+                        Err(refused) => Ok(Err(refused)),
+                    },
+                    SourceOp::Settle { window, outcome } => {
+                        record = record.settle(window, outcome, p.now, limits);
+                        Ok(Ok(window))
+                    }
+                })
+                .collect();
             match self
                 .inner
                 .log
-                .source_swap(label, revision, &next.encode())
+                .source_swap(label, revision, &record.encode())
                 .await
             {
-                Ok(true) => return,
+                Ok(true) => return results,
                 Ok(false) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot write a source's record; its slot stays held");
-                    return;
-                }
+                Err(e) => return all(e),
             }
         }
-        tracing::warn!("a source's record kept changing; its slot stays held");
+        all(LogError::Backend(format!(
+            "a source's record changed {SOURCE_SWAP_TRIES} times while it was read"
+        )))
     }
 
     /// What a redemption from `source` would be told before its number is looked at:
