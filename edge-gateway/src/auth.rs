@@ -18,6 +18,6 @@ pub(crate) async fn authorise(g: &Gateway, req: &HttpRequest, role: Role) -> Res
     let key = bearer(req).ok_or_else(ApiError::unauthorized)?;
     credentials::verify(&g.log, role, key)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::from_log)?
         .ok_or_else(ApiError::unauthorized)
 }

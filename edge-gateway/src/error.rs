@@ -50,6 +50,28 @@ impl ApiError {
         tracing::error!(error = %e, "internal error");
         Self::new(500, "INTERNAL", "the server failed; try again later")
     }
+
+    /// A read of the log that failed: 503 when the backend is unreachable, slow or shut
+    /// down (a client should retry), 500 for what a retry cannot mend (a corrupt frame).
+    pub fn from_log(e: hotaru_log::LogError) -> Self {
+        use hotaru_log::LogError;
+        match e {
+            LogError::Backend(_) | LogError::Contention(_) | LogError::Closed => {
+                tracing::error!(error = %e, "the event log is unavailable");
+                Self::unavailable()
+            }
+            e => Self::internal(e),
+        }
+    }
+
+    /// 503: the service cannot answer now; try again later.
+    pub fn unavailable() -> Self {
+        Self::new(
+            503,
+            "UNAVAILABLE",
+            "the service is unavailable; try again later",
+        )
+    }
 }
 
 impl ResponseError for ApiError {
@@ -157,12 +179,34 @@ pub(crate) fn command_error(
         ),
         CommandError::Log(_) | CommandError::Batch(_) | CommandError::Unavailable(_) => {
             tracing::error!(error = %e, "command failed");
-            ApiError::new(
-                503,
-                "UNAVAILABLE",
-                "the service is unavailable; try again later",
-            )
+            ApiError::unavailable()
         }
         CommandError::Malformed(_) => ApiError::internal(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiError;
+    use hotaru_log::LogError;
+
+    /// A log the gateway cannot reach (an API-key check, index.txt) is a 503 to retry, not a
+    /// 500; a damaged one is a 500.
+    #[test]
+    fn an_unreachable_log_is_503_and_a_corrupt_one_500() {
+        for e in [
+            LogError::Backend("timed out".into()),
+            LogError::Closed,
+            LogError::Contention(hotaru_events::Context::Registration),
+        ] {
+            let a = ApiError::from_log(e);
+            assert_eq!((a.status, a.code), (503, "UNAVAILABLE"));
+        }
+        let a = ApiError::from_log(LogError::Corrupt {
+            context: hotaru_events::Context::Registration,
+            position: 3,
+            reason: "bad".into(),
+        });
+        assert_eq!((a.status, a.code), (500, "INTERNAL"));
     }
 }

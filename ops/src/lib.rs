@@ -76,8 +76,10 @@ pub struct StoreArgs {
         conflicts_with = "nats"
     )]
     data_dir: Option<PathBuf>,
-    /// Use NATS JetStream at this URL instead of the embedded store.
-    #[arg(long, value_name = "URL", env = "HOTARU_NATS")]
+    /// Use NATS JetStream at this URL instead of the embedded store; several servers of
+    /// one cluster are separated by commas (the client moves to another when its server
+    /// goes away).
+    #[arg(long, value_name = "URL[,URL...]", env = "HOTARU_NATS")]
     nats: Option<String>,
     /// Replicas of each JetStream stream (1 on one server, 3 on a cluster).
     #[arg(long, default_value_t = 1, requires = "nats")]
@@ -88,6 +90,7 @@ impl StoreArgs {
     /// The backend, saying on stderr which one and where.
     pub fn backend(&self) -> anyhow::Result<Backend> {
         if let Some(url) = &self.nats {
+            hotaru_log::server_addrs(url).map_err(|e| anyhow::anyhow!("--nats: {e}"))?;
             let mut cfg = NatsConfig::new(url);
             cfg.replicas = self.nats_replicas;
             tracing::info!(url = %url, replicas = cfg.replicas, "event log on nats jetstream");

@@ -64,6 +64,26 @@ fn log_commands_work_on_jetstream() {
     round_trip(&["--nats", &server.url()]);
 }
 
+/// `--nats` takes the servers of a cluster, comma-separated: the first listed is down
+/// (nothing listens on port 1) and the client connects to the next.
+#[test]
+fn log_commands_take_a_list_of_nats_servers() {
+    let server = NatsServer::start();
+    round_trip(&["--nats", &format!("nats://127.0.0.1:1, {}", server.url())]);
+    let out = run(&[
+        "log",
+        "verify",
+        "--nats",
+        "nats://127.0.0.1:4222,nats://x:port",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a NATS server URL") && err.contains("nats://x:port"),
+        "{err}"
+    );
+}
+
 #[test]
 fn verify_names_the_first_broken_link_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();

@@ -34,7 +34,7 @@ mod sources;
 pub mod conformance;
 
 pub use any::{AnyLog, Backend};
-pub use nats::{NatsConfig, NatsLog, stream_name};
+pub use nats::{NatsConfig, NatsLog, server_addrs, stream_name};
 pub use side::{MemoryStore, SideStore};
 pub use sled_log::{DEDUP_WINDOW as SLED_DEDUP_WINDOW, SledLog};
 pub use sources::{GENERATION as SOURCE_GENERATION, SOURCE_TTL};

@@ -61,7 +61,7 @@ const CHECKPOINT_SUBJECT: &str = "hotaru_checkpoint";
 /// How to reach JetStream and how to lay out the streams.
 #[derive(Clone, Debug)]
 pub struct NatsConfig {
-    /// e.g. `nats://127.0.0.1:4222`.
+    /// e.g. `nats://127.0.0.1:4222`, or several of a cluster separated by commas.
     pub url: String,
     /// Replicas of every stream: 1 on one server, 3 on a cluster.
     pub replicas: usize,
@@ -104,6 +104,8 @@ struct Inner {
     tx: mpsc::UnboundedSender<Request>,
     /// The attempt limit's per-source records (`crate::sources`), created on first use.
     sources: tokio::sync::OnceCell<stream::Stream>,
+    /// The side stores' streams by namespace, created on first use.
+    side_streams: std::sync::Mutex<HashMap<String, stream::Stream>>,
 }
 
 struct Request {
@@ -145,12 +147,33 @@ fn subject(stream: &StreamId) -> String {
     )
 }
 
+/// The servers of `urls`: one URL or several separated by commas (the members of a
+/// cluster; the client moves to another when its server goes away, and learns the rest of
+/// the cluster from the one it reaches).
+pub fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, LogError> {
+    let servers = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| LogError::Backend(format!("not a NATS server URL: {u:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err(LogError::Backend("no NATS server URL given".into()));
+    }
+    Ok(servers)
+}
+
 impl NatsLog {
-    /// Connects and creates the streams that do not exist yet.
+    /// Connects (to any of the comma-separated URLs) and creates the streams that do not
+    /// exist yet.
     pub async fn connect(config: &NatsConfig) -> Result<Self, LogError> {
+        let servers = server_addrs(&config.url)?;
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
-            .connect(&config.url)
+            .connect(servers.as_slice())
             .await
             .map_err(|e| LogError::Backend(format!("cannot connect to {}: {e}", config.url)))?;
         let js = jetstream::new(client);
@@ -204,12 +227,17 @@ impl NatsLog {
                 scope: config.scope,
                 tx,
                 sources: tokio::sync::OnceCell::new(),
+                side_streams: Default::default(),
             }),
         })
     }
 
     pub(crate) fn sources_cell(&self) -> &tokio::sync::OnceCell<stream::Stream> {
         &self.inner.sources
+    }
+
+    pub(crate) fn side_streams(&self) -> &std::sync::Mutex<HashMap<String, stream::Stream>> {
+        &self.inner.side_streams
     }
 
     /// The JetStream context, for tools and benchmarks that publish raw.
@@ -891,5 +919,22 @@ impl EventLog for NatsLog {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_addrs;
+
+    #[test]
+    fn a_list_of_servers_is_taken_and_a_bad_one_is_named() {
+        let s =
+            server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,127.0.0.1:4224").unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[1].port(), 4223);
+        assert_eq!(server_addrs("nats://127.0.0.1:4222").unwrap().len(), 1);
+        let e = server_addrs("nats://127.0.0.1:4222,nats://x:port").unwrap_err();
+        assert!(e.to_string().contains("nats://x:port"), "{e}");
+        assert!(server_addrs(" , ").is_err());
     }
 }

@@ -229,7 +229,22 @@ impl NatsLog {
             .cloned()
     }
 
+    /// The namespace's stream, created on first use and then held: not a JetStream API
+    /// request per read (an API-key check on every request timed out with the server
+    /// leading the side stream, and answered 500 rather than 503).
     async fn side_stream(&self, ns: &str) -> Result<stream::Stream, LogError> {
+        if let Some(s) = self.side_streams().lock().expect("not poisoned").get(ns) {
+            return Ok(s.clone());
+        }
+        let s = self.create_side_stream(ns).await?;
+        self.side_streams()
+            .lock()
+            .expect("not poisoned")
+            .insert(ns.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    async fn create_side_stream(&self, ns: &str) -> Result<stream::Stream, LogError> {
         let name = format!("HOTARU_SIDE_{}", ns.to_ascii_uppercase());
         self.jetstream()
             .get_or_create_stream(stream::Config {

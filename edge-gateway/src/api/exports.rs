@@ -51,7 +51,7 @@ pub(crate) async fn index_txt(
     g: web::Data<Gateway>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let lines = g.distribution.index().await.map_err(ApiError::internal)?;
+    let lines = g.distribution.index().await.map_err(ApiError::from_log)?;
     let mut body = lines.join("\n");
     if !body.is_empty() {
         body.push('\n');
@@ -80,7 +80,7 @@ pub(crate) async fn export_file(
                 .distribution
                 .file_with_digest(&name)
                 .await
-                .map_err(ApiError::internal)?
+                .map_err(ApiError::from_log)?
                 .ok_or_else(ApiError::not_found)?;
             let zip = actix_web::web::Bytes::from(zip);
             let mut files = g.files.lock().expect("not poisoned");
