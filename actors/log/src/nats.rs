@@ -149,6 +149,40 @@ fn subject(stream: &StreamId) -> String {
     )
 }
 
+/// How long a node keeps trying to create (or find) its streams at start while the
+/// cluster is still forming.
+const STREAM_CREATE_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Gets or creates a stream, again for a while when the cluster cannot place it yet (a
+/// cluster that has elected its metadata leader but not yet heard from every server
+/// answers "no suitable peers for placement"; a request may time out while it elects).
+async fn create_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, LogError> {
+    let name = config.name.clone();
+    let deadline = tokio::time::Instant::now() + STREAM_CREATE_PATIENCE;
+    loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                let text = e.to_string();
+                let transient = text.contains("no suitable peers")
+                    || text.contains("timed out")
+                    || text.contains("insufficient resources")
+                    || text.contains("no responders");
+                if !transient || tokio::time::Instant::now() >= deadline {
+                    return Err(LogError::Backend(format!(
+                        "cannot create stream {name}: {e}"
+                    )));
+                }
+                tracing::info!(stream = %name, error = %e, "the cluster cannot place the stream yet; trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 /// The servers of `urls`: one URL or several separated by commas (the members of a
 /// cluster; the client moves to another when its server goes away, and learns the rest of
 /// the cluster from the one it reaches).
@@ -181,8 +215,9 @@ impl NatsLog {
         let js = jetstream::new(client);
         let mut streams = HashMap::new();
         for &ctx in config.scope.contexts() {
-            let s = js
-                .get_or_create_stream(stream::Config {
+            let s = create_stream(
+                &js,
+                stream::Config {
                     name: stream_name(ctx),
                     subjects: vec![format!("hotaru.{}.>", ctx.name())],
                     storage: stream::StorageType::File,
@@ -192,26 +227,23 @@ impl NatsLog {
                     deny_purge: true,
                     allow_direct: true,
                     ..Default::default()
-                })
-                .await
-                .map_err(|e| {
-                    LogError::Backend(format!("cannot create stream {}: {e}", stream_name(ctx)))
-                })?;
+                },
+            )
+            .await?;
             streams.insert(ctx, s);
         }
-        let checkpoints = js
-            .get_or_create_stream(stream::Config {
+        let checkpoints = create_stream(
+            &js,
+            stream::Config {
                 name: CHECKPOINT_STREAM.into(),
                 subjects: vec![format!("{CHECKPOINT_SUBJECT}.>")],
                 storage: stream::StorageType::File,
                 num_replicas: config.replicas,
                 max_messages_per_subject: 1,
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| {
-                LogError::Backend(format!("cannot create stream {CHECKPOINT_STREAM}: {e}"))
-            })?;
+            },
+        )
+        .await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = Writer {
             js: js.clone(),

@@ -66,13 +66,14 @@ pub trait SideStore: Clone + Send + Sync + 'static {
         label: u64,
     ) -> impl Future<Output = Result<(Option<Vec<u8>>, u64), LogError>> + Send;
     /// Replaces the record of `label` if its revision is still `revision` (0: there was
-    /// none); false when another writer replaced it first (read it again).
+    /// none), giving its new revision; None when another writer replaced it first (read
+    /// it again).
     fn source_swap(
         &self,
         label: u64,
         revision: u64,
         value: &[u8],
-    ) -> impl Future<Output = Result<bool, LogError>> + Send;
+    ) -> impl Future<Output = Result<Option<u64>, LogError>> + Send;
     /// Stores a published file under `name` (content-addressed by the caller).
     fn blob_put(
         &self,
@@ -131,7 +132,12 @@ impl SideStore for SledLog {
         Ok(self.sources().get(label))
     }
 
-    async fn source_swap(&self, label: u64, revision: u64, value: &[u8]) -> Result<bool, LogError> {
+    async fn source_swap(
+        &self,
+        label: u64,
+        revision: u64,
+        value: &[u8],
+    ) -> Result<Option<u64>, LogError> {
         Ok(self.sources().swap(label, revision, value))
     }
 
@@ -277,14 +283,14 @@ impl NatsLog {
         }
     }
 
-    /// Publishes only if the subject's last message is still at `sequence` (0: none);
-    /// false when another writer got in first.
+    /// Publishes only if the subject's last message is still at `sequence` (0: none),
+    /// giving the new message's sequence; None when another writer got in first.
     async fn publish_if_last(
         &self,
         subject: String,
         payload: Bytes,
         sequence: u64,
-    ) -> Result<bool, LogError> {
+    ) -> Result<Option<u64>, LogError> {
         let msg = async_nats::jetstream::message::PublishMessage::build()
             .payload(payload)
             .expected_last_subject_sequence(sequence);
@@ -295,12 +301,12 @@ impl NatsLog {
             .map_err(backend)?
             .await;
         match ack {
-            Ok(_) => Ok(true),
+            Ok(ack) => Ok(Some(ack.sequence)),
             Err(e)
                 if e.kind()
                     == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
             {
-                Ok(false)
+                Ok(None)
             }
             Err(e) => Err(backend(e)),
         }
@@ -342,7 +348,12 @@ impl SideStore for NatsLog {
         }
     }
 
-    async fn source_swap(&self, label: u64, revision: u64, value: &[u8]) -> Result<bool, LogError> {
+    async fn source_swap(
+        &self,
+        label: u64,
+        revision: u64,
+        value: &[u8],
+    ) -> Result<Option<u64>, LogError> {
         self.sources_stream().await?;
         self.publish_if_last(
             crate::sources::source_subject(label),
@@ -378,8 +389,10 @@ impl SideStore for NatsLog {
         }
         self.side_stream(ns).await?;
         let payload = [&[INLINE][..], value].concat();
-        self.publish_if_last(format!("hotaru_side.{ns}.{key}"), payload.into(), 0)
-            .await
+        Ok(self
+            .publish_if_last(format!("hotaru_side.{ns}.{key}"), payload.into(), 0)
+            .await?
+            .is_some())
     }
 
     async fn side_get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, LogError> {
@@ -482,7 +495,12 @@ impl SideStore for AnyLog {
         }
     }
 
-    async fn source_swap(&self, label: u64, revision: u64, value: &[u8]) -> Result<bool, LogError> {
+    async fn source_swap(
+        &self,
+        label: u64,
+        revision: u64,
+        value: &[u8],
+    ) -> Result<Option<u64>, LogError> {
         match self {
             AnyLog::Sled(l) => l.source_swap(label, revision, value).await,
             AnyLog::Nats(l) => l.source_swap(label, revision, value).await,
@@ -589,7 +607,12 @@ impl SideStore for MemoryStore {
             .get(label))
     }
 
-    async fn source_swap(&self, label: u64, revision: u64, value: &[u8]) -> Result<bool, LogError> {
+    async fn source_swap(
+        &self,
+        label: u64,
+        revision: u64,
+        value: &[u8],
+    ) -> Result<Option<u64>, LogError> {
         Ok(self
             .sources
             .lock()

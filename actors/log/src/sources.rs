@@ -47,9 +47,10 @@ impl SourceTable {
         }
     }
 
-    pub(crate) fn swap(&mut self, label: u64, revision: u64, value: &[u8]) -> bool {
+    /// The record's new revision, or None when `revision` is no longer its revision.
+    pub(crate) fn swap(&mut self, label: u64, revision: u64, value: &[u8]) -> Option<u64> {
         if self.get(label).1 != revision {
-            return false;
+            return None;
         }
         self.previous.remove(&label);
         if self.current.len() >= GENERATION && !self.current.contains_key(&label) {
@@ -57,7 +58,7 @@ impl SourceTable {
         }
         self.revisions += 1;
         self.current.insert(label, (self.revisions, value.to_vec()));
-        true
+        Some(self.revisions)
     }
 }
 
@@ -69,24 +70,26 @@ mod tests {
     fn a_swap_lands_only_on_the_revision_it_read_and_the_table_stays_bounded() {
         let mut t = SourceTable::default();
         assert_eq!(t.get(7), (None, 0));
-        assert!(t.swap(7, 0, b"a"));
+        let first = t.swap(7, 0, b"a").unwrap();
         let (v, rev) = t.get(7);
         assert_eq!(v.as_deref(), Some(&b"a"[..]));
-        assert!(!t.swap(7, 0, b"b"), "a stale read loses");
-        assert!(t.swap(7, rev, b"b"));
+        assert_eq!(rev, first, "a swap gives the revision a read sees");
+        assert!(t.swap(7, 0, b"b").is_none(), "a stale read loses");
+        let second = t.swap(7, rev, b"b").unwrap();
+        assert_eq!(t.get(7).1, second);
         assert!(
-            !t.swap(7, rev, b"c"),
+            t.swap(7, rev, b"c").is_none(),
             "the same revision twice: the second loses"
         );
         for label in 100..100 + 2 * GENERATION as u64 + 5 {
-            assert!(t.swap(label, 0, b"x"));
+            assert!(t.swap(label, 0, b"x").is_some());
         }
         assert!(t.current.len() + t.previous.len() <= 2 * GENERATION);
         // A label of the older generation is still found, and moves to the newer one.
         let old = 100 + GENERATION as u64 + 1;
         let (_, rev) = t.get(old);
         assert!(rev > 0);
-        assert!(t.swap(old, rev, b"y"));
+        assert!(t.swap(old, rev, b"y").is_some());
         assert!(t.current.contains_key(&old) && !t.previous.contains_key(&old));
     }
 }

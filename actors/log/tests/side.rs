@@ -69,17 +69,20 @@ async fn exercise<S: SideStore>(open: impl AsyncFn() -> S) {
 /// none.
 async fn sources<S: SideStore>(a: &S, b: &S, label: u64) {
     assert_eq!(a.source_get(label).await.unwrap(), (None, 0));
-    assert!(a.source_swap(label, 0, b"one").await.unwrap());
+    let first = a.source_swap(label, 0, b"one").await.unwrap().unwrap();
     let (v, rev) = b.source_get(label).await.unwrap();
     assert_eq!(v.as_deref(), Some(&b"one"[..]));
-    assert!(rev > 0);
+    assert_eq!(
+        rev, first,
+        "the revision a swap gives is the one a read sees"
+    );
     assert!(
-        !a.source_swap(label, 0, b"stale").await.unwrap(),
+        a.source_swap(label, 0, b"stale").await.unwrap().is_none(),
         "created already"
     );
-    assert!(b.source_swap(label, rev, b"two").await.unwrap());
+    assert!(b.source_swap(label, rev, b"two").await.unwrap().is_some());
     assert!(
-        !a.source_swap(label, rev, b"late").await.unwrap(),
+        a.source_swap(label, rev, b"late").await.unwrap().is_none(),
         "b got in first"
     );
     let counter = label + 1;
@@ -93,6 +96,7 @@ async fn sources<S: SideStore>(a: &S, b: &S, label: u64) {
                     if s.source_swap(counter, rev, &(n + 1).to_le_bytes())
                         .await
                         .unwrap()
+                        .is_some()
                     {
                         return;
                     }

@@ -224,11 +224,13 @@ struct Inner<L: SideStore> {
     source_queues: Mutex<HashMap<u64, SourceQueue>>,
 }
 
-/// A source's changes waiting, and whether someone is writing them.
+/// A source's changes waiting, whether someone is writing them, and the record with the
+/// revision this node last wrote (the next write tries it before reading again).
 #[derive(Default)]
 struct SourceQueue {
     ops: Vec<PendingSourceOp>,
     writing: bool,
+    known: Option<(SourceRecord, u64)>,
 }
 
 /// What a queued change of a source's record is told: its result, or to lead the next
@@ -1069,11 +1071,21 @@ impl<L: EventLog + SideStore> Registration<L> {
             }
         }
         let _hand_over = HandOver { reg: self, label };
-        let batch = {
+        let (batch, known) = {
             let mut queues = self.inner.source_queues.lock().expect("not poisoned");
-            std::mem::take(&mut queues.entry(label).or_default().ops)
+            let queue = queues.entry(label).or_default();
+            (std::mem::take(&mut queue.ops), queue.known.take())
         };
-        let results = self.apply_source_ops(label, &batch).await;
+        let (results, written) = self.apply_source_ops(label, &batch, known).await;
+        if let Some(queue) = self
+            .inner
+            .source_queues
+            .lock()
+            .expect("not poisoned")
+            .get_mut(&label)
+        {
+            queue.known = written;
+        }
         let mut own = None;
         for (p, r) in batch.into_iter().zip(results) {
             match p.reply {
@@ -1117,19 +1129,28 @@ impl<L: EventLog + SideStore> Registration<L> {
         });
     }
 
-    /// Applies the changes in order to the record as read, and swaps the result in fenced
-    /// on the revision read; again from a fresh read when another node got in first.
+    /// Applies the changes in order to the record as last written here (`known`, while
+    /// this node keeps writing the source's changes: no read) or as read, and swaps the
+    /// result in fenced on that revision; again from a fresh read when another node got in
+    /// first. Also gives the record as written, with its revision.
     async fn apply_source_ops(
         &self,
         label: u64,
         batch: &[PendingSourceOp],
-    ) -> Vec<Result<Result<u64, RetryAfter>, LogError>> {
+        mut known: Option<(SourceRecord, u64)>,
+    ) -> (
+        Vec<Result<Result<u64, RetryAfter>, LogError>>,
+        Option<(SourceRecord, u64)>,
+    ) {
         let limits = &self.inner.limits;
-        let all = |e: LogError| batch.iter().map(|_| Err(e.clone())).collect();
+        let all = |e: LogError| (batch.iter().map(|_| Err(e.clone())).collect(), None);
         for _ in 0..SOURCE_SWAP_TRIES {
-            let (mut record, revision) = match self.source_record(label).await {
-                Ok(r) => r,
-                Err(e) => return all(e),
+            let (mut record, revision) = match known.take() {
+                Some(k) => k,
+                None => match self.source_record(label).await {
+                    Ok(r) => r,
+                    Err(e) => return all(e),
+                },
             };
             let results: Vec<_> = batch
                 .iter()
@@ -1153,8 +1174,8 @@ impl<L: EventLog + SideStore> Registration<L> {
                 .source_swap(label, revision, &record.encode())
                 .await
             {
-                Ok(true) => return results,
-                Ok(false) => continue,
+                Ok(Some(new_revision)) => return (results, Some((record, new_revision))),
+                Ok(None) => continue,
                 Err(e) => return all(e),
             }
         }

@@ -911,11 +911,11 @@ async fn concurrent_redemptions_through_two_nodes_on_a_three_server_r3_cluster_h
         let case = nodes[usize::from(round % 2)]
             .confirm_case(CENTRE, CaseBasis::SymptomOnset(Day(TODAY - 2)))
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("round {round}: confirm: {e:?}"));
         let number = nodes[usize::from(round % 2)]
             .issue_number(CENTRE, case)
             .await
-            .unwrap()
+            .unwrap_or_else(|e| panic!("round {round}: issue: {e:?}"))
             .number
             .as_str()
             .to_owned();
