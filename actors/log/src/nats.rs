@@ -156,7 +156,7 @@ const STREAM_CREATE_PATIENCE: Duration = Duration::from_secs(20);
 /// Gets or creates a stream, again for a while when the cluster cannot place it yet (a
 /// cluster that has elected its metadata leader but not yet heard from every server
 /// answers "no suitable peers for placement"; a request may time out while it elects).
-async fn create_stream(
+pub(crate) async fn create_stream(
     js: &jetstream::Context,
     config: stream::Config,
 ) -> Result<stream::Stream, LogError> {
@@ -167,7 +167,11 @@ async fn create_stream(
             Ok(s) => return Ok(s),
             Err(e) => {
                 let text = e.to_string();
+                // Two nodes creating one stream at once: on 2.9 the second create can be
+                // told the subjects overlap with the stream the first has just made; the
+                // next get finds that stream.
                 let transient = text.contains("no suitable peers")
+                    || text.contains("subjects overlap")
                     || text.contains("timed out")
                     || text.contains("insufficient resources")
                     || text.contains("no responders");

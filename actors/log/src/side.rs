@@ -212,9 +212,10 @@ impl NatsLog {
     /// `HOTARU_SOURCES`, created on first use and then held (`crate::sources`).
     async fn sources_stream(&self) -> Result<stream::Stream, LogError> {
         self.sources_cell()
-            .get_or_try_init(|| async {
-                self.jetstream()
-                    .get_or_create_stream(stream::Config {
+            .get_or_try_init(|| {
+                crate::nats::create_stream(
+                    self.jetstream(),
+                    stream::Config {
                         name: crate::sources::SOURCE_STREAM.into(),
                         subjects: vec![format!("{}.*", crate::sources::SOURCE_SUBJECT)],
                         storage: stream::StorageType::Memory,
@@ -222,14 +223,8 @@ impl NatsLog {
                         max_messages_per_subject: 1,
                         max_age: crate::sources::SOURCE_TTL,
                         ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| {
-                        LogError::Backend(format!(
-                            "cannot create stream {}: {e}",
-                            crate::sources::SOURCE_STREAM
-                        ))
-                    })
+                    },
+                )
             })
             .await
             .cloned()
@@ -251,18 +246,18 @@ impl NatsLog {
     }
 
     async fn create_side_stream(&self, ns: &str) -> Result<stream::Stream, LogError> {
-        let name = format!("HOTARU_SIDE_{}", ns.to_ascii_uppercase());
-        self.jetstream()
-            .get_or_create_stream(stream::Config {
-                name: name.clone(),
+        crate::nats::create_stream(
+            self.jetstream(),
+            stream::Config {
+                name: format!("HOTARU_SIDE_{}", ns.to_ascii_uppercase()),
                 subjects: vec![format!("hotaru_side.{ns}.>")],
                 storage: stream::StorageType::File,
                 num_replicas: self.replicas(),
                 max_messages_per_subject: 1,
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| LogError::Backend(format!("cannot create stream {name}: {e}")))
+            },
+        )
+        .await
     }
 
     async fn object_store(

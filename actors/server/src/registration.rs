@@ -1123,10 +1123,14 @@ impl<L: EventLog + SideStore> Registration<L> {
             }
         }
         drop(queues);
-        let this = self.clone();
-        tokio::spawn(async move {
-            let _ = this.lead_source(label).await;
-        });
+        // Outside a runtime (a leader dropped while the process shuts down) nothing can
+        // write them any more: they were in memory only, like slots a crash leaves held.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let this = self.clone();
+            runtime.spawn(async move {
+                let _ = this.lead_source(label).await;
+            });
+        }
     }
 
     /// Applies the changes in order to the record as last written here (`known`, while
